@@ -1,0 +1,75 @@
+//! The command line, as in DESIGN.md.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "bootstrap",
+    version,
+    about = "Turn a fresh Linux VM into a node of a small web fleet, and keep it that way.",
+    subcommand_precedence_over_arg = true,
+    after_help = "Exit codes: 0 converged, 1 error, 2 --check found changes, 75 another run holds the lock."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Roles to converge (e.g. `app`, `db`, `app db`); default: the roles recorded on this node.
+    pub roles: Vec<String>,
+
+    #[command(flatten)]
+    pub opts: Opts,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Converge the recorded roles (what the schedule runs), or the roles given.
+    Apply {
+        roles: Vec<String>,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Opts {
+    /// Dry run: show what would change, with diffs, and change nothing. Exit 2 when changes are
+    /// pending.
+    #[arg(long, global = true)]
+    pub check: bool,
+
+    /// Print the result as JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Also list states that are already converged.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+
+    /// Apply the states to this directory tree instead of `/` (tests, image builds).
+    #[arg(long, global = true, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+
+    /// Use the roles in DIR instead of the embedded ones.
+    #[arg(long = "roles", global = true, value_name = "DIR")]
+    pub roles_dir: Option<PathBuf>,
+
+    /// Site settings (TOML); default: /etc/bootstrap/site.toml under the root, if present.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub site: Option<PathBuf>,
+
+    /// Secrets (TOML, `name = "value"`), read in addition to the environment and credentials.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub secrets_file: Option<PathBuf>,
+
+    /// Colored diffs: auto (on a terminal), always, never.
+    #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
+    pub color: Color,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Color {
+    Auto,
+    Always,
+    Never,
+}

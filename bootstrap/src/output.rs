@@ -1,0 +1,97 @@
+//! The human report on stdout: what changed or would change, with diffs (colored on a
+//! terminal), failures, notifications and a summary line.
+
+use std::fmt::Write as _;
+
+use anstyle::{AnsiColor, Style};
+use states::report::{Mode, RunReport, StateReport, Status};
+
+pub struct Painter {
+    pub color: bool,
+}
+
+impl Painter {
+    fn paint(&self, style: Style, text: &str) -> String {
+        if self.color {
+            format!("{}{text}{}", style.render(), style.render_reset())
+        } else {
+            text.to_string()
+        }
+    }
+
+    fn fg(&self, c: AnsiColor, text: &str) -> String {
+        self.paint(Style::new().fg_color(Some(c.into())), text)
+    }
+}
+
+/// One state's result, as printed when it is known.
+pub fn state_line(p: &Painter, r: &StateReport, verbose: bool) -> Option<String> {
+    let (mark, color) = match r.status {
+        Status::Unchanged if !verbose => return None,
+        Status::Unchanged => ("=", AnsiColor::BrightBlack),
+        Status::Pending => ("~", AnsiColor::Yellow),
+        Status::Changed => ("✓", AnsiColor::Green),
+        Status::Failed => ("✗", AnsiColor::Red),
+        Status::Skipped => ("-", AnsiColor::BrightBlack),
+    };
+    let mut s = format!("{} {} {} {}\n", p.fg(color, mark), r.id, p.fg(AnsiColor::BrightBlack, &r.kind), r.target);
+    for c in &r.changes {
+        let _ = writeln!(s, "    {}", c.summary);
+        if let Some(d) = &c.diff {
+            for line in d.lines() {
+                let painted = match line.chars().next() {
+                    _ if line.starts_with("+++") || line.starts_with("---") => p.paint(Style::new().bold(), line),
+                    Some('+') => p.fg(AnsiColor::Green, line),
+                    Some('-') => p.fg(AnsiColor::Red, line),
+                    Some('@') => p.fg(AnsiColor::Cyan, line),
+                    _ => line.to_string(),
+                };
+                let _ = writeln!(s, "      {painted}");
+            }
+        }
+    }
+    if let Some(e) = &r.error {
+        let label = if r.status == Status::Skipped { "skipped" } else { "error" };
+        let _ = writeln!(s, "    {}: {e}", p.fg(AnsiColor::Red, label));
+    }
+    Some(s)
+}
+
+/// Notifications and the summary line, after the states.
+pub fn summary(p: &Painter, r: &RunReport) -> String {
+    let mut s = String::new();
+    for n in &r.notifications {
+        let line = match n.status {
+            Status::Pending => format!("would {}", n.notification),
+            Status::Changed => format!("{} done", n.notification),
+            _ => format!(
+                "{} failed (kept pending for the next run): {}",
+                n.notification,
+                n.error.as_deref().unwrap_or("")
+            ),
+        };
+        let _ = writeln!(s, "notify: {line}");
+    }
+    let total = r.states.len();
+    let (verb, changed) = match r.mode {
+        Mode::Check => ("would change", r.pending),
+        Mode::Apply => ("changed", r.changed),
+    };
+    let line = format!(
+        "{}: {total} states, {changed} {verb}, {} failed, {} skipped, {} unchanged ({:.1} ms)",
+        if r.mode == Mode::Check { "check" } else { "apply" },
+        r.failed,
+        r.skipped,
+        r.unchanged,
+        r.duration_ms
+    );
+    let color = if r.has_failures() {
+        AnsiColor::Red
+    } else if changed > 0 {
+        AnsiColor::Yellow
+    } else {
+        AnsiColor::Green
+    };
+    let _ = writeln!(s, "{}", p.fg(color, &line));
+    s
+}

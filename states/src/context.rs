@@ -1,0 +1,35 @@
+//! What a state may reach: the root directory, facts, settings, secrets and the command runner.
+
+use std::path::{Path, PathBuf};
+
+use crate::facts::Facts;
+use crate::runner::Runner;
+use crate::secrets::Secrets;
+
+pub struct Context {
+    /// `/` on a node; a temporary tree in tests. Every path a state touches is under it.
+    pub root: PathBuf,
+    pub facts: Facts,
+    /// Site settings merged over the roles' defaults, as template data.
+    pub settings: serde_json::Value,
+    pub secrets: Secrets,
+    pub runner: Box<dyn Runner>,
+}
+
+impl Context {
+    /// `abs` (an absolute path as a role names it) inside the root.
+    pub fn path(&self, abs: impl AsRef<Path>) -> PathBuf {
+        let abs = abs.as_ref();
+        self.root.join(abs.strip_prefix("/").unwrap_or(abs))
+    }
+
+    /// `/var/lib/bootstrap`: reports, pending notifications, backups.
+    pub fn state_dir(&self) -> PathBuf {
+        self.path("/var/lib/bootstrap")
+    }
+
+    /// True when the states act on the running system rather than on a tree.
+    pub fn is_live(&self) -> bool {
+        self.root == Path::new("/")
+    }
+}

@@ -1,0 +1,25 @@
+//! Downloads for `file` states with a `source` URL: https/http through reqwest (rustls), or
+//! `file://` for local artifacts. The caller verifies the sha256.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+
+pub fn fetch(url: &str) -> Result<Vec<u8>> {
+    if let Some(path) = url.strip_prefix("file://") {
+        return std::fs::read(path).with_context(|| format!("cannot read {url}"));
+    }
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        bail!("unsupported URL scheme in `{url}` (https, http or file)");
+    }
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .context("cannot set up the HTTP client")?;
+    let resp = client.get(url).send().with_context(|| format!("cannot fetch {url}"))?;
+    let status = resp.status();
+    if !status.is_success() {
+        bail!("fetching {url} answered {status}");
+    }
+    Ok(resp.bytes().with_context(|| format!("reading {url} failed"))?.to_vec())
+}

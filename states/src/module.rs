@@ -1,0 +1,70 @@
+//! The registry of state modules, and what their constructors share.
+
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{bail, Result};
+use serde::de::DeserializeOwned;
+
+use crate::content::Content;
+use crate::contract::State;
+use crate::role::RoleSource;
+use crate::template::Templates;
+use crate::{absent, directory, file, symlink};
+
+/// What a module constructor may use: templates (loaded from the role source on demand) and
+/// the template data.
+pub struct Builder<'a> {
+    pub templates: &'a mut Templates,
+    pub source: &'a dyn RoleSource,
+    pub data: &'a serde_json::Value,
+}
+
+impl Builder<'_> {
+    /// Render `templates/NAME` from the role source.
+    pub fn render(&mut self, name: &str) -> Result<Content> {
+        if !self.templates.has(name) {
+            let file = format!("templates/{name}");
+            let Some(text) = self.source.read(&file) else {
+                bail!("template `{name}` not found (looked for {})", self.source.label(&file));
+            };
+            self.templates.add(name, &text)?;
+        }
+        self.templates.render(name, self.data)
+    }
+}
+
+pub const KINDS: &[&str] = &["file", "directory", "symlink", "absent"];
+
+/// Build a state of type `kind` from its role parameters.
+pub fn build(kind: &str, id: String, params: toml::Table, b: &mut Builder) -> Result<Box<dyn State>> {
+    Ok(match kind {
+        "file" => Box::new(file::FileState::build(id, params, b)?),
+        "directory" => Box::new(directory::DirectoryState::build(id, params)?),
+        "symlink" => Box::new(symlink::SymlinkState::build(id, params)?),
+        "absent" => Box::new(absent::AbsentState::build(id, params)?),
+        other => bail!("unknown state type `{other}` (known: {})", KINDS.join(", ")),
+    })
+}
+
+/// Typed parameters from a role table; unknown keys are errors.
+pub fn params<P: DeserializeOwned>(t: toml::Table) -> Result<P> {
+    Ok(toml::Value::Table(t).try_into()?)
+}
+
+/// A managed path: absolute, normalized, not `/` itself.
+pub fn managed_path(p: &Path) -> Result<PathBuf> {
+    if !p.is_absolute() {
+        bail!("path `{}` must be absolute", p.display());
+    }
+    if p.components().any(|c| matches!(c, Component::ParentDir)) {
+        bail!("path `{}` must not contain `..`", p.display());
+    }
+    if p.parent().is_none() {
+        bail!("path `/` can't be managed");
+    }
+    Ok(p.components().collect())
+}
+
+pub fn display(p: &Path) -> String {
+    p.display().to_string()
+}

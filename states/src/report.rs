@@ -1,0 +1,88 @@
+//! What a run did, as shown to humans, written to JSON and kept as the last-run report.
+
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Check,
+    Apply,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Already as wanted.
+    Unchanged,
+    /// `--check`: a run would change it.
+    Pending,
+    /// Changed by this run, and its second plan was empty.
+    Changed,
+    Failed,
+    /// Not run because something it requires failed or was skipped.
+    Skipped,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ChangeReport {
+    pub summary: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StateReport {
+    pub id: String,
+    pub kind: String,
+    pub target: String,
+    pub status: Status,
+    pub changes: Vec<ChangeReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub duration_ms: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct NotificationReport {
+    pub notification: String,
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    pub mode: Mode,
+    /// Unix time, seconds.
+    pub started: u64,
+    pub duration_ms: f64,
+    pub states: Vec<StateReport>,
+    pub notifications: Vec<NotificationReport>,
+    pub unchanged: usize,
+    pub changed: usize,
+    pub pending: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+impl RunReport {
+    /// Something would change (`--check`): a state or a queued notification.
+    pub fn has_pending(&self) -> bool {
+        self.pending > 0 || self.notifications.iter().any(|n| n.status == Status::Pending)
+    }
+
+    pub fn has_failures(&self) -> bool {
+        self.failed > 0 || self.notifications.iter().any(|n| n.status == Status::Failed)
+    }
+
+    /// The exit code the command line returns: 0 converged, 1 failed, 2 `--check` found changes.
+    pub fn exit_code(&self) -> i32 {
+        if self.has_failures() {
+            1
+        } else if self.mode == Mode::Check && self.has_pending() {
+            2
+        } else {
+            0
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! Roles: TOML files listing states, with their settings defaults and the secrets they need.
+//! Loaded from the binary's embedded copy or from a directory (`--roles DIR`), then compiled
+//! into engine nodes. Every error names the file, line and key.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{order, Node};
+use crate::module::{self, Builder};
+use crate::notify::Notification;
+use crate::template::Templates;
+
+/// Where role files and templates come from. Paths are relative: `app.toml`,
+/// `templates/motd.hbs`.
+pub trait RoleSource {
+    fn read(&self, file: &str) -> Option<String>;
+    /// How `file` is named in messages.
+    fn label(&self, file: &str) -> String;
+    /// The role names on offer (`*.toml` files).
+    fn role_names(&self) -> Vec<String>;
+}
+
+/// Roles from a directory, for people who fork their own.
+pub struct DirSource(pub PathBuf);
+
+impl RoleSource for DirSource {
+    fn read(&self, file: &str) -> Option<String> {
+        std::fs::read_to_string(self.0.join(file)).ok()
+    }
+
+    fn label(&self, file: &str) -> String {
+        self.0.join(file).display().to_string()
+    }
+
+    fn role_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.0)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".toml").map(str::to_string))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// Roles compiled into the binary: (relative path, text) pairs.
+pub struct EmbeddedSource(pub &'static [(&'static str, &'static str)]);
+
+impl RoleSource for EmbeddedSource {
+    fn read(&self, file: &str) -> Option<String> {
+        self.0.iter().find(|(p, _)| *p == file).map(|(_, t)| t.to_string())
+    }
+
+    fn label(&self, file: &str) -> String {
+        format!("roles/{file} (embedded)")
+    }
+
+    fn role_names(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(p, _)| !p.contains('/'))
+            .filter_map(|(p, _)| p.strip_suffix(".toml").map(str::to_string))
+            .collect()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoleFile {
+    #[allow(dead_code)]
+    description: Option<String>,
+    #[serde(default)]
+    includes: Vec<String>,
+    #[serde(default)]
+    settings: toml::Table,
+    #[serde(default)]
+    secret: Vec<SecretSpec>,
+    #[serde(default)]
+    state: Vec<toml::Spanned<toml::Table>>,
+}
+
+/// A secret a role needs.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSpec {
+    pub name: String,
+    pub prompt: String,
+    #[serde(default = "default_min_length")]
+    pub min_length: usize,
+    /// The operator may press enter to have one generated.
+    #[serde(default)]
+    pub generate: bool,
+}
+
+fn default_min_length() -> usize {
+    8
+}
+
+/// Where a state was defined.
+#[derive(Clone, Debug)]
+pub struct Origin {
+    pub file: String,
+    pub line: usize,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}, line {}", self.file, self.line)
+    }
+}
+
+pub struct StateSpec {
+    pub id: String,
+    pub kind: String,
+    pub requires: Vec<String>,
+    pub notify: Vec<Notification>,
+    pub params: toml::Table,
+    pub origin: Origin,
+    /// Line of each parameter key, to point errors at it.
+    key_lines: HashMap<String, usize>,
+}
+
+/// The loaded roles, includes resolved (each role once, includes first).
+#[derive(Default)]
+pub struct RoleSet {
+    pub roles: Vec<String>,
+    /// Settings defaults declared by the roles.
+    pub settings: toml::Table,
+    pub secrets: Vec<SecretSpec>,
+    pub states: Vec<StateSpec>,
+}
+
+/// Load `names` and what they include.
+pub fn load(source: &dyn RoleSource, names: &[String]) -> Result<RoleSet> {
+    let mut set = RoleSet::default();
+    for n in names {
+        load_one(source, n, &mut set, &mut Vec::new())?;
+    }
+    let mut seen: HashMap<&str, &Origin> = HashMap::new();
+    for s in &set.states {
+        if let Some(first) = seen.insert(&s.id, &s.origin) {
+            bail!("{}: state id `{}` is already defined at {first}", s.origin, s.id);
+        }
+    }
+    Ok(set)
+}
+
+fn load_one(source: &dyn RoleSource, name: &str, set: &mut RoleSet, path: &mut Vec<String>) -> Result<()> {
+    if set.roles.iter().any(|r| r == name) {
+        return Ok(());
+    }
+    if path.iter().any(|r| r == name) {
+        bail!("roles include each other: {} -> {name}", path.join(" -> "));
+    }
+    let file = format!("{name}.toml");
+    let label = source.label(&file);
+    let Some(text) = source.read(&file) else {
+        bail!("unknown role `{name}` (available: {})", source.role_names().join(", "));
+    };
+    let rf: RoleFile = toml::from_str(&text).map_err(|e| anyhow!("{label}: {e}"))?;
+    path.push(name.to_string());
+    for inc in &rf.includes {
+        load_one(source, inc, set, path)?;
+    }
+    path.pop();
+
+    merge_tables(&mut set.settings, &rf.settings);
+    for s in rf.secret {
+        if !set.secrets.iter().any(|have| have.name == s.name) {
+            set.secrets.push(s);
+        }
+    }
+    for spanned in rf.state {
+        let line = line_at(&text, spanned.span().start);
+        set.states.push(state_spec(&text, &label, line, spanned.into_inner())?);
+    }
+    set.roles.push(name.to_string());
+    Ok(())
+}
+
+fn state_spec(text: &str, label: &str, line: usize, mut t: toml::Table) -> Result<StateSpec> {
+    let key_lines = key_lines(text, line, &t);
+    let at = |key: &str| Origin { file: label.to_string(), line: *key_lines.get(key).unwrap_or(&line) };
+    let take_str = |t: &mut toml::Table, key: &str| -> Result<String> {
+        match t.remove(key) {
+            Some(toml::Value::String(s)) if !s.is_empty() => Ok(s),
+            Some(_) => bail!("{}: `{key}` must be a non-empty string", at(key)),
+            None => bail!("{}: a state needs `{key}`", at(key)),
+        }
+    };
+    let id = take_str(&mut t, "id")?;
+    let kind = take_str(&mut t, "type")?;
+    let list = |t: &mut toml::Table, key: &str| -> Result<Vec<String>> {
+        match t.remove(key) {
+            None => Ok(Vec::new()),
+            Some(v) => v.try_into::<Vec<String>>().map_err(|_| {
+                anyhow!("{}: state `{id}`: `{key}` must be a list of strings", at(key))
+            }),
+        }
+    };
+    let requires = list(&mut t, "requires")?;
+    let notify = list(&mut t, "notify")?
+        .iter()
+        .map(|n| Notification::parse(n).map_err(|e| anyhow!("{}: state `{id}`: {e}", at("notify"))))
+        .collect::<Result<_>>()?;
+    Ok(StateSpec { id, kind, requires, notify, params: t, origin: Origin { file: label.into(), line }, key_lines })
+}
+
+/// Build the engine's nodes; every bad state is reported, not just the first, and the
+/// `requires` graph is checked. Nothing on the system is touched.
+pub fn compile(
+    set: RoleSet,
+    source: &dyn RoleSource,
+    templates: &mut Templates,
+    data: &serde_json::Value,
+) -> Result<Vec<Node>> {
+    let mut b = Builder { templates, source, data };
+    let mut nodes = Vec::with_capacity(set.states.len());
+    let mut errors = Vec::new();
+    for spec in set.states {
+        let StateSpec { id, kind, requires, notify, params, origin, key_lines } = spec;
+        match module::build(&kind, id.clone(), params, &mut b) {
+            Ok(state) => nodes.push(Node { state, requires, notify }),
+            Err(e) => {
+                let msg = format!("{e:#}");
+                let line = quoted_words(&msg)
+                    .find_map(|w| key_lines.get(w))
+                    .copied()
+                    .unwrap_or(origin.line);
+                errors.push(format!("{}, line {line}: state `{id}` ({kind}): {msg}", origin.file));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        bail!("{}", errors.join("\n"));
+    }
+    order(&nodes)?;
+    Ok(nodes)
+}
+
+/// `base` with `over` merged in, tables recursively.
+pub fn merge_tables(base: &mut toml::Table, over: &toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge_tables(b, o),
+            _ => {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+fn line_at(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+}
+
+/// Lines of the keys of the table that starts at `start` (1-based), up to the next header.
+fn key_lines(text: &str, start: usize, t: &toml::Table) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for (i, line) in text.lines().enumerate().skip(start.saturating_sub(1)) {
+        let l = line.trim_start();
+        if i + 1 > start && l.starts_with('[') {
+            break;
+        }
+        if let Some((k, _)) = l.split_once('=') {
+            let k = k.trim().trim_matches('"');
+            if t.contains_key(k) || ["id", "type", "requires", "notify"].contains(&k) {
+                out.entry(k.to_string()).or_insert(i + 1);
+            }
+        }
+    }
+    out
+}
+
+/// Words between backticks in an error message, in order.
+fn quoted_words(msg: &str) -> impl Iterator<Item = &str> {
+    msg.split('`').skip(1).step_by(2)
+}
+
+/// The settings as template data, after the roles' defaults.
+pub fn settings_json(defaults: &toml::Table, site: &toml::Table) -> serde_json::Value {
+    let mut merged = defaults.clone();
+    merge_tables(&mut merged, site);
+    serde_json::to_value(merged).unwrap_or_default()
+}

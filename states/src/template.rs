@@ -1,0 +1,116 @@
+//! Handlebars rendering in strict mode, HTML escaping off, with a `secret` helper that marks
+//! whatever it touches as secret.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{anyhow, Result};
+use handlebars::{
+    Context as HbContext, Handlebars, Helper, HelperDef, RenderContext, RenderError,
+    RenderErrorReason, ScopedJson,
+};
+
+use crate::content::Content;
+use crate::secrets::Secrets;
+
+pub struct Templates {
+    hb: Handlebars<'static>,
+    used_secret: Arc<AtomicBool>,
+}
+
+/// `{{secret "name"}}`: the value of a secret; the rendered file becomes secret.
+struct SecretHelper {
+    secrets: Secrets,
+    used: Arc<AtomicBool>,
+}
+
+impl HelperDef for SecretHelper {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc HbContext,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, RenderError> {
+        let name = h
+            .param(0)
+            .and_then(|p| p.value().as_str())
+            .ok_or_else(|| RenderErrorReason::ParamNotFoundForName("secret", "name".into()))?;
+        let value = self.secrets.get(name).ok_or_else(|| {
+            RenderErrorReason::Other(format!("secret `{name}` is not set"))
+        })?;
+        self.used.store(true, Ordering::Relaxed);
+        Ok(ScopedJson::Derived(serde_json::Value::String(value.to_string())))
+    }
+}
+
+impl Templates {
+    pub fn new(secrets: &Secrets) -> Self {
+        let mut hb = Handlebars::new();
+        hb.set_strict_mode(true);
+        hb.register_escape_fn(handlebars::no_escape);
+        let used_secret = Arc::new(AtomicBool::new(false));
+        hb.register_helper(
+            "secret",
+            Box::new(SecretHelper { secrets: secrets.clone(), used: used_secret.clone() }),
+        );
+        Templates { hb, used_secret }
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.hb.has_template(name)
+    }
+
+    /// Register `text` as template `name`; a syntax error names the template and line.
+    pub fn add(&mut self, name: &str, text: &str) -> Result<()> {
+        self.hb.register_template_string(name, text).map_err(|e| anyhow!("{e}"))
+    }
+
+    /// Render `name` with `data`; the content is secret when the `secret` helper was used.
+    pub fn render(&self, name: &str, data: &serde_json::Value) -> Result<Content> {
+        self.used_secret.store(false, Ordering::Relaxed);
+        let text = self.hb.render(name, data).map_err(|e| anyhow!("{e}"))?;
+        Ok(Content { bytes: text.into_bytes(), secret: self.used_secret.load(Ordering::Relaxed) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn templates() -> Templates {
+        let mut s = Secrets::default();
+        s.insert("pw", "canary-secret".into());
+        Templates::new(&s)
+    }
+
+    #[test]
+    fn strict_and_unescaped() {
+        let mut t = templates();
+        t.add("a.hbs", "x={{settings.x}}\n").unwrap();
+        let c = t.render("a.hbs", &json!({"settings": {"x": "<&>"}})).unwrap();
+        assert_eq!(c, Content::public("x=<&>\n"));
+        let err = t.render("a.hbs", &json!({"settings": {}})).unwrap_err().to_string();
+        assert!(err.contains("a.hbs") && err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn secret_helper_marks_content() {
+        let mut t = templates();
+        t.add("s.hbs", "pw={{secret \"pw\"}}\n").unwrap();
+        let c = t.render("s.hbs", &json!({})).unwrap();
+        assert!(c.secret);
+        t.add("p.hbs", "plain\n").unwrap();
+        assert!(!t.render("p.hbs", &json!({})).unwrap().secret);
+        t.add("m.hbs", "{{secret \"missing\"}}").unwrap();
+        assert!(t.render("m.hbs", &json!({})).unwrap_err().to_string().contains("`missing` is not set"));
+    }
+
+    #[test]
+    fn syntax_error_names_template_and_line() {
+        let mut t = templates();
+        let err = t.add("bad.hbs", "ok\n{{#if x}}\nno end\n").unwrap_err().to_string();
+        assert!(err.contains("bad.hbs"), "{err}");
+    }
+}

@@ -1,0 +1,1 @@
+//! End-to-end tests on fresh Debian systems (the lab).
