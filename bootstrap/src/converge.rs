@@ -29,6 +29,19 @@ pub fn converge(opts: &Opts, roles: &[String]) -> Result<i32> {
     let set = role::load(&*source, &roles)?;
     let site = settings::load(&opts.root, opts.site.as_deref())?;
     let secrets = secret_sources::collect(&opts.root, opts.secrets_file.as_deref(), &set.secrets)?;
+    let scrubber = secrets.clone();
+    run_roles(opts, set, &*source, site, secrets)
+        // An error from a tool may quote a file it read: no secret value leaves this way.
+        .map_err(|e| anyhow::anyhow!("{}", scrubber.scrub(&format!("{e:#}"))))
+}
+
+fn run_roles(
+    opts: &Opts,
+    set: role::RoleSet,
+    source: &dyn RoleSource,
+    site: toml::Table,
+    secrets: states::secrets::Secrets,
+) -> Result<i32> {
     let cx = Context {
         facts: Facts::gather(&opts.root),
         settings: role::settings_json(&set.settings, &site),
@@ -38,7 +51,7 @@ pub fn converge(opts: &Opts, roles: &[String]) -> Result<i32> {
     };
     let data = json!({ "facts": cx.facts, "settings": cx.settings, "roles": set.roles });
     let mut templates = Templates::new(&cx.secrets);
-    let nodes = role::compile(set, &*source, &mut templates, &data)?;
+    let nodes = role::compile(set, source, &mut templates, &data)?;
 
     let mode = if opts.check { Mode::Check } else { Mode::Apply };
     let painter = Painter { color: use_color(opts.color) };

@@ -13,8 +13,7 @@ use clap::Parser;
 use cli::{Cli, Command};
 
 fn main() {
-    // One TLS provider for the whole process: ring (builds static with plain gcc).
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    states::fetch::install_tls_provider();
     init_logging();
     let cli = Cli::parse();
     let result = match &cli.command {

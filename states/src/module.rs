@@ -54,13 +54,13 @@ pub fn params<P: DeserializeOwned>(t: toml::Table) -> Result<P> {
 /// A managed path: absolute, normalized, not `/` itself.
 pub fn managed_path(p: &Path) -> Result<PathBuf> {
     if !p.is_absolute() {
-        bail!("path `{}` must be absolute", p.display());
+        bail!("`path` must be absolute, not `{}`", p.display());
     }
     if p.components().any(|c| matches!(c, Component::ParentDir)) {
-        bail!("path `{}` must not contain `..`", p.display());
+        bail!("`path` must not contain `..`: `{}`", p.display());
     }
     if p.parent().is_none() {
-        bail!("path `/` can't be managed");
+        bail!("`path` can't be `/` itself");
     }
     Ok(p.components().collect())
 }

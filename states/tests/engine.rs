@@ -1,0 +1,221 @@
+//! The engine: ordering, failure isolation, idempotence checking, notifications.
+
+mod support;
+
+use std::fs;
+
+use states::contract::{Change, Plan, State};
+use states::engine::Node;
+use states::notify::{Notification, PendingQueue};
+use states::report::{Mode, Status};
+use states::Context;
+use support::*;
+
+/// A state whose apply does nothing: its second plan is never empty.
+struct Broken;
+
+impl State for Broken {
+    fn id(&self) -> &str {
+        "broken"
+    }
+    fn kind(&self) -> &'static str {
+        "test"
+    }
+    fn target(&self) -> String {
+        "nothing".into()
+    }
+    fn plan(&self, _: &Context) -> anyhow::Result<Plan> {
+        let mut p = Plan::default();
+        p.push(Change::new("always differs", ()));
+        Ok(p)
+    }
+    fn apply(&self, _: &Context, _: &Plan) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// A state that checks, while applying, that its notification is already on disk.
+struct SeesQueue(std::path::PathBuf);
+
+impl State for SeesQueue {
+    fn id(&self) -> &str {
+        "sees-queue"
+    }
+    fn kind(&self) -> &'static str {
+        "test"
+    }
+    fn target(&self) -> String {
+        self.0.display().to_string()
+    }
+    fn plan(&self, _: &Context) -> anyhow::Result<Plan> {
+        let mut p = Plan::default();
+        if !self.0.exists() {
+            p.push(Change::new("create marker", ()));
+        }
+        Ok(p)
+    }
+    fn apply(&self, cx: &Context, _: &Plan) -> anyhow::Result<()> {
+        let q = fs::read_to_string(PendingQueue::path(cx))?;
+        anyhow::ensure!(q.contains("haproxy"), "notification not persisted before apply: {q}");
+        fs::write(&self.0, "")?;
+        Ok(())
+    }
+}
+
+#[test]
+fn a_state_that_is_not_idempotent_fails_the_run() {
+    let root = tempfile::tempdir().unwrap();
+    let cx = cx(root.path());
+    let nodes = vec![Node { state: Box::new(Broken), requires: vec![], notify: vec![] }];
+    let r = apply(&cx, &nodes);
+    assert_eq!(r.states[0].status, Status::Failed);
+    assert!(r.states[0].error.as_deref().unwrap().contains("not idempotent: after apply it still plans: always differs"));
+    assert_eq!(r.exit_code(), 1);
+}
+
+#[test]
+fn failure_skips_dependents_and_independent_states_still_run() {
+    let root = tempfile::tempdir().unwrap();
+    let cx = cx(root.path());
+    fs::write(root.path().join("blocker"), "a file where a directory should be").unwrap();
+    let role = r#"
+[[state]]
+id = "child"
+type = "file"
+path = "/blocker/child/f"
+content = "x"
+requires = ["parent"]
+
+[[state]]
+id = "parent"
+type = "directory"
+path = "/blocker/child"
+
+[[state]]
+id = "grandchild"
+type = "file"
+path = "/elsewhere/g"
+content = "x"
+requires = ["child"]
+
+[[state]]
+id = "independent"
+type = "file"
+path = "/independent"
+content = "y"
+"#;
+    let nodes = nodes(&cx, role, &[]).unwrap();
+    let r = apply(&cx, &nodes);
+    let order: Vec<&str> = r.states.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(order, ["parent", "child", "grandchild", "independent"]);
+    assert_eq!(status_of(&r, "parent"), Status::Failed);
+    assert_eq!(status_of(&r, "child"), Status::Skipped);
+    assert_eq!(status_of(&r, "grandchild"), Status::Skipped);
+    assert_eq!(status_of(&r, "independent"), Status::Changed);
+    assert!(r.states[1].error.as_deref().unwrap().contains("requires `parent`"));
+    assert!(root.path().join("independent").exists());
+    assert!(!root.path().join("elsewhere").exists());
+}
+
+fn notifying_role() -> &'static str {
+    r#"
+[[state]]
+id = "cfg"
+type = "file"
+path = "/etc/haproxy/haproxy.cfg"
+content = "v1\n"
+notify = ["reload haproxy"]
+
+[[state]]
+id = "cfg2"
+type = "file"
+path = "/etc/haproxy/extra.cfg"
+content = "v1\n"
+notify = ["reload haproxy", "restart pg"]
+
+[[state]]
+id = "other"
+type = "file"
+path = "/etc/pg.conf"
+content = "v1\n"
+notify = ["reload pg"]
+"#
+}
+
+#[test]
+fn notifications_merge_and_run_once() {
+    let root = tempfile::tempdir().unwrap();
+    let cx = cx(root.path());
+    let nodes = nodes(&cx, notifying_role(), &[]).unwrap();
+    let check = run(&cx, &nodes, Mode::Check, &Recorder::default());
+    let would: Vec<&str> = check.notifications.iter().map(|n| n.notification.as_str()).collect();
+    assert_eq!(would, ["reload haproxy", "restart pg"]);
+    assert_eq!(check.exit_code(), 2);
+
+    let rec = Recorder::default();
+    let r = run(&cx, &nodes, Mode::Apply, &rec);
+    assert_eq!(*rec.seen.borrow(), ["reload haproxy", "restart pg"]);
+    assert_eq!(r.exit_code(), 0);
+    assert!(!PendingQueue::path(&cx).exists(), "queue cleared after success");
+
+    // Converged: nothing to notify.
+    let rec = Recorder::default();
+    run(&cx, &nodes, Mode::Apply, &rec);
+    assert!(rec.seen.borrow().is_empty());
+
+    // One drifted file: only its own notification.
+    fs::write(root.path().join("etc/pg.conf"), "edited").unwrap();
+    let rec = Recorder::default();
+    run(&cx, &nodes, Mode::Apply, &rec);
+    assert_eq!(*rec.seen.borrow(), ["reload pg"]);
+}
+
+#[test]
+fn a_failed_notification_stays_pending_and_replays() {
+    let root = tempfile::tempdir().unwrap();
+    let cx = cx(root.path());
+    let nodes = nodes(&cx, notifying_role(), &[]).unwrap();
+    let failing = Recorder::default();
+    failing.fail.set(true);
+    let r = run(&cx, &nodes, Mode::Apply, &failing);
+    assert_eq!(r.exit_code(), 1, "a failed reload fails the run");
+    assert_eq!(r.changed, 3);
+
+    // Nothing left to change, but the queue makes --check report pending work.
+    let c = run(&cx, &nodes, Mode::Check, &Recorder::default());
+    assert_eq!(c.pending, 0);
+    assert_eq!(c.exit_code(), 2);
+
+    let rec = Recorder::default();
+    let r = run(&cx, &nodes, Mode::Apply, &rec);
+    assert_eq!(r.changed, 0);
+    assert_eq!(*rec.seen.borrow(), ["reload haproxy", "restart pg"]);
+    assert_eq!(run(&cx, &nodes, Mode::Check, &Recorder::default()).exit_code(), 0);
+}
+
+#[test]
+fn the_queue_is_on_disk_before_the_change() {
+    let root = tempfile::tempdir().unwrap();
+    let cx = cx(root.path());
+    let marker = root.path().join("marker");
+    let nodes = vec![Node {
+        state: Box::new(SeesQueue(marker.clone())),
+        requires: vec![],
+        notify: vec![Notification::parse("reload haproxy").unwrap()],
+    }];
+    let rec = Recorder::default();
+    let r = run(&cx, &nodes, Mode::Apply, &rec);
+    assert_eq!(r.states[0].status, Status::Changed, "{:?}", r.states[0].error);
+    assert_eq!(*rec.seen.borrow(), ["reload haproxy"]);
+}
+
+#[test]
+fn restart_wins_over_reload_in_the_queue() {
+    let root = tempfile::tempdir().unwrap();
+    let cx = cx(root.path());
+    let mut q = PendingQueue::load(&cx).unwrap();
+    q.add(&[Notification::parse("reload web").unwrap()]).unwrap();
+    q.add(&[Notification::parse("restart web").unwrap(), Notification::parse("reload web").unwrap()]).unwrap();
+    let q = PendingQueue::load(&cx).unwrap();
+    assert_eq!(q.items(), [Notification::parse("restart web").unwrap()]);
+}

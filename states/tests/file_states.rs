@@ -1,0 +1,268 @@
+//! Plan and apply of the file-level modules against temporary roots.
+
+mod support;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+use states::report::Status;
+use support::*;
+
+fn mode(p: &std::path::Path) -> u32 {
+    fs::symlink_metadata(p).unwrap().mode() & 0o7777
+}
+
+#[test]
+fn file_create_change_mode_and_converge() {
+    let root = tempfile::tempdir().unwrap();
+    let cx = cx(root.path());
+    let role = r#"
+[[state]]
+id = "conf"
+type = "file"
+path = "/etc/app/app.conf"
+template = "app.conf.hbs"
+mode = "0640"
+"#;
+    let nodes = nodes(&cx, role, &[("app.conf.hbs", "greeting={{settings.greeting}} on {{facts.hostname}}\n")]).unwrap();
+    let path = root.path().join("etc/app/app.conf");
+
+    let r = check(&cx, &nodes);
+    assert_eq!(r.pending, 1);
+    let diff = r.states[0].changes[0].diff.as_deref().unwrap();
+    assert!(diff.contains("+greeting=hello on node1"), "{diff}");
+    assert!(!path.exists(), "check wrote the file");
+
+    assert_eq!(apply(&cx, &nodes).changed, 1);
+    assert_eq!(fs::read_to_string(&path).unwrap(), "greeting=hello on node1\n");
+    assert_eq!(mode(&path), 0o640);
+    assert_eq!(check(&cx, &nodes).pending, 0);
+
+    // Content drift: a diff that names the line, then healed with a backup of the old version.
+    fs::write(&path, "greeting=edited\n").unwrap();
+    let r = check(&cx, &nodes);
+    let diff = r.states[0].changes[0].diff.as_deref().unwrap();
+    assert!(diff.contains("-greeting=edited") && diff.contains("+greeting=hello on node1"), "{diff}");
+    assert_eq!(apply(&cx, &nodes).changed, 1);
+    assert_eq!(fs::read_to_string(&path).unwrap(), "greeting=hello on node1\n");
+    let backup = root.path().join("var/lib/bootstrap/backup/etc/app/app.conf");
+    assert_eq!(fs::read_to_string(&backup).unwrap(), "greeting=edited\n");
+    assert_eq!(mode(&backup), 0o600);
+
+    // Mode drift alone: no content rewrite, only chmod.
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).unwrap();
+    let ino = fs::metadata(&path).unwrap().ino();
+    let r = check(&cx, &nodes);
+    assert_eq!(r.states[0].changes.len(), 1);
+    assert_eq!(r.states[0].changes[0].summary, "mode 0666 -> 0640");
+    apply(&cx, &nodes);
+    assert_eq!(mode(&path), 0o640);
+    assert_eq!(fs::metadata(&path).unwrap().ino(), ino, "a chmod must not rewrite the file");
+    assert_eq!(apply(&cx, &nodes).changed, 0);
+}
+
+#[test]
+fn owner_and_group_are_managed() {
+    let root = tempfile::tempdir().unwrap();
+    let cx = cx(root.path());
+    if !nix::unistd::Uid::effective().is_root() {
+        panic!("this test needs root (to chown); CI runs as root");
+    }
+    let role = r#"
+[[state]]
+id = "owned"
+type = "file"
+path = "/srv/owned"
+content = "x\n"
+owner = "nobody"
+group = "nogroup"
+"#;
+    let nodes = nodes(&cx, role, &[]).unwrap();
+    apply(&cx, &nodes);
+    let path = root.path().join("srv/owned");
+    let m = fs::metadata(&path).unwrap();
+    assert_eq!((m.uid(), m.gid()), (65534, 65534));
+    std::os::unix::fs::chown(&path, Some(0), Some(0)).unwrap();
+    let r = check(&cx, &nodes);
+    assert_eq!(r.states[0].changes[0].summary, "owner 0:0 -> nobody:nogroup");
+    apply(&cx, &nodes);
+    let m = fs::metadata(&path).unwrap();
+    assert_eq!((m.uid(), m.gid()), (65534, 65534));
+    assert_eq!(check(&cx, &nodes).pending, 0);
+}
+
+#[test]
+fn validator_rejection_keeps_the_old_file() {
+    let root = tempfile::tempdir().unwrap();
+    let cx = cx(root.path());
+    let path = root.path().join("etc/svc.conf");
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(&path, "good\n").unwrap();
+    let role = r#"
+[[state]]
+id = "svc-conf"
+type = "file"
+path = "/etc/svc.conf"
+content = "bad line\n"
+validate = ["sh", "-c", "grep -q bad \"$1\" && echo \"syntax error in $1 at line 1\" >&2 && exit 1; exit 0", "validator"]
+"#;
+    let nodes = nodes(&cx, role, &[]).unwrap();
+    let r = apply(&cx, &nodes);
+    assert_eq!(status_of(&r, "svc-conf"), Status::Failed);
+    let err = r.states[0].error.as_deref().unwrap();
+    assert!(err.contains("syntax error in /etc/svc.conf at line 1"), "validator message, real path: {err}");
+    assert_eq!(fs::read_to_string(&path).unwrap(), "good\n");
+    let leftovers: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(leftovers.len(), 1, "temp file left behind: {leftovers:?}");
+    assert_eq!(r.exit_code(), 1);
+}
+
+#[test]
+fn directory_symlink_and_absent() {
+    let root = tempfile::tempdir().unwrap();
+    let cx = cx(root.path());
+    fs::create_dir_all(root.path().join("old/tree")).unwrap();
+    fs::write(root.path().join("old/tree/f"), "x").unwrap();
+    fs::write(root.path().join("stale.conf"), "old").unwrap();
+    let role = r#"
+[[state]]
+id = "dir"
+type = "directory"
+path = "/srv/data/deep"
+mode = "0750"
+
+[[state]]
+id = "link"
+type = "symlink"
+path = "/srv/current"
+target = "/srv/data/deep"
+
+[[state]]
+id = "gone-file"
+type = "absent"
+path = "/stale.conf"
+
+[[state]]
+id = "gone-tree"
+type = "absent"
+path = "/old"
+recursive = true
+"#;
+    let nodes = nodes(&cx, role, &[]).unwrap();
+    let r = check(&cx, &nodes);
+    assert_eq!(r.pending, 4);
+    let r = apply(&cx, &nodes);
+    assert_eq!((r.changed, r.failed), (4, 0), "{:?}", r.states);
+    assert_eq!(mode(&root.path().join("srv/data/deep")), 0o750);
+    assert_eq!(fs::read_link(root.path().join("srv/current")).unwrap().to_str(), Some("/srv/data/deep"));
+    assert!(!root.path().join("stale.conf").exists());
+    assert!(!root.path().join("old").exists());
+    assert_eq!(fs::read_to_string(root.path().join("var/lib/bootstrap/backup/stale.conf")).unwrap(), "old");
+    assert_eq!(check(&cx, &nodes).pending, 0);
+
+    // Drift: the link retargeted, the directory's mode changed, the file back.
+    fs::remove_file(root.path().join("srv/current")).unwrap();
+    std::os::unix::fs::symlink("/elsewhere", root.path().join("srv/current")).unwrap();
+    fs::set_permissions(root.path().join("srv/data/deep"), fs::Permissions::from_mode(0o777)).unwrap();
+    fs::write(root.path().join("stale.conf"), "back").unwrap();
+    let r = check(&cx, &nodes);
+    assert_eq!(r.pending, 3);
+    let link = r.states.iter().find(|s| s.id == "link").unwrap();
+    assert_eq!(link.changes[0].summary, "retarget /elsewhere -> /srv/data/deep");
+    assert_eq!(apply(&cx, &nodes).changed, 3);
+    assert_eq!(check(&cx, &nodes).pending, 0);
+}
+
+#[test]
+fn absent_refuses_a_full_directory_without_recursive() {
+    let root = tempfile::tempdir().unwrap();
+    let cx = cx(root.path());
+    fs::create_dir_all(root.path().join("data")).unwrap();
+    fs::write(root.path().join("data/rows"), "1").unwrap();
+    let nodes = nodes(&cx, "[[state]]\nid = \"x\"\ntype = \"absent\"\npath = \"/data\"\n", &[]).unwrap();
+    let r = apply(&cx, &nodes);
+    assert!(r.states[0].error.as_deref().unwrap().contains("recursive = true"));
+    assert!(root.path().join("data/rows").exists());
+}
+
+#[test]
+fn symlink_does_not_replace_a_file_unless_forced() {
+    let root = tempfile::tempdir().unwrap();
+    let cx = cx(root.path());
+    fs::write(root.path().join("f"), "keep").unwrap();
+    let nodes = nodes(&cx, "[[state]]\nid = \"l\"\ntype = \"symlink\"\npath = \"/f\"\ntarget = \"/x\"\n", &[]).unwrap();
+    let r = apply(&cx, &nodes);
+    assert!(r.states[0].error.as_deref().unwrap().contains("force = true"));
+    assert_eq!(fs::read_to_string(root.path().join("f")).unwrap(), "keep");
+}
+
+#[test]
+fn secret_content_is_redacted_and_private() {
+    let root = tempfile::tempdir().unwrap();
+    let canary = "canary-4b1d-secret";
+    let cx = cx_with_secrets(root.path(), &[("db_password", canary)]);
+    let role = r#"
+[[state]]
+id = "pgpass"
+type = "file"
+path = "/etc/app/db.conf"
+template = "db.conf.hbs"
+"#;
+    let nodes = nodes(&cx, role, &[("db.conf.hbs", "user=app\npassword={{secret \"db_password\"}}\n")]).unwrap();
+    let r = check(&cx, &nodes);
+    let json = serde_json::to_string(&r).unwrap();
+    assert!(!json.contains(canary), "{json}");
+    assert!(json.contains("<redacted: 2 lines, sha256"), "{json}");
+    apply(&cx, &nodes);
+    let path = root.path().join("etc/app/db.conf");
+    assert!(fs::read_to_string(&path).unwrap().contains(canary));
+    assert_eq!(mode(&path), 0o600, "secret content defaults to 0600");
+    fs::write(&path, "password=old\n").unwrap();
+    let json = serde_json::to_string(&check(&cx, &nodes)).unwrap();
+    assert!(!json.contains(canary) && !json.contains("password=old"), "{json}");
+}
+
+#[test]
+fn source_url_with_sha256() {
+    let root = tempfile::tempdir().unwrap();
+    let cx = cx(root.path());
+    let artifact = root.path().join("artifact.bin");
+    fs::write(&artifact, b"release-1\n").unwrap();
+    let good = states::content::sha256_hex(b"release-1\n");
+    let bad = states::content::sha256_hex(b"other\n");
+    let role = |sum: &str| {
+        format!("[[state]]\nid = \"dl\"\ntype = \"file\"\npath = \"/opt/tool\"\nsource = \"file://{}\"\nsha256 = \"{sum}\"\nmode = \"0755\"\n", artifact.display())
+    };
+    let wrong = nodes(&cx, &role(&bad), &[]).unwrap();
+    let r = apply(&cx, &wrong);
+    assert!(r.states[0].error.as_deref().unwrap().contains("expected"), "{:?}", r.states[0].error);
+    assert!(!root.path().join("opt/tool").exists());
+
+    let right = nodes(&cx, &role(&good), &[]).unwrap();
+    assert_eq!(apply(&cx, &right).changed, 1);
+    assert_eq!(fs::read(root.path().join("opt/tool")).unwrap(), b"release-1\n");
+    assert_eq!(check(&cx, &right).pending, 0);
+}
+
+#[test]
+fn source_over_http() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = s.read(&mut buf);
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nbinary").unwrap();
+    });
+    let root = tempfile::tempdir().unwrap();
+    let cx = cx(root.path());
+    let sum = states::content::sha256_hex(b"binary");
+    let role = format!("[[state]]\nid = \"dl\"\ntype = \"file\"\npath = \"/opt/b\"\nsource = \"http://127.0.0.1:{port}/b\"\nsha256 = \"{sum}\"\n");
+    let nodes = nodes(&cx, &role, &[]).unwrap();
+    let r = apply(&cx, &nodes);
+    assert_eq!(r.changed, 1, "{:?}", r.states[0].error);
+    server.join().unwrap();
+    // Converged: the next plan compares hashes and downloads nothing (the server is gone).
+    assert_eq!(check(&cx, &nodes).pending, 0);
+}

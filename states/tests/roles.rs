@@ -1,0 +1,77 @@
+//! Bad roles give clear errors naming file, line and key, before anything runs.
+
+mod support;
+
+use support::*;
+
+fn error(role: &str, templates: &[(&str, &str)]) -> String {
+    let root = tempfile::tempdir().unwrap();
+    let cx = cx(root.path());
+    match nodes(&cx, role, templates) {
+        Ok(_) => panic!("role was accepted:\n{role}"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+#[test]
+fn malformed_toml_names_the_line() {
+    let e = error("[[state]]\nid = \"a\"\ntype = \"file\"\npath = /etc/x\n", &[]);
+    assert!(e.contains("test.toml") && e.contains("line 4"), "{e}");
+}
+
+#[test]
+fn unknown_type_and_unknown_key() {
+    let e = error("[[state]]\nid = \"a\"\ntype = \"fiel\"\npath = \"/x\"\n", &[]);
+    assert!(e.contains("unknown state type `fiel`") && e.contains("line 1"), "{e}");
+    let e = error("\n[[state]]\nid = \"a\"\ntype = \"file\"\npath = \"/x\"\ncontent = \"\"\nmdoe = \"0644\"\n", &[]);
+    assert!(e.contains("unknown field `mdoe`") && e.contains("line 7") && e.contains("state `a`"), "{e}");
+}
+
+#[test]
+fn bad_values() {
+    let e = error("[[state]]\nid = \"a\"\ntype = \"file\"\npath = \"/x\"\ncontent = \"\"\nmode = \"999\"\n", &[]);
+    assert!(e.contains("mode `999`") && e.contains("line 6"), "{e}");
+    let e = error("[[state]]\nid = \"a\"\ntype = \"file\"\npath = \"relative\"\ncontent = \"\"\n", &[]);
+    assert!(e.contains("must be absolute") && e.contains("line 4"), "{e}");
+    let e = error("[[state]]\nid = \"a\"\ntype = \"file\"\npath = \"/x\"\n", &[]);
+    assert!(e.contains("exactly one of `content`, `template` or `source`"), "{e}");
+    let e = error("[[state]]\nid = \"a\"\ntype = \"file\"\npath = \"/x\"\ncontent = \"\"\nnotify = [\"bounce x\"]\n", &[]);
+    assert!(e.contains("unknown action `bounce`") && e.contains("line 6"), "{e}");
+    let e = error("[[state]]\ntype = \"file\"\n", &[]);
+    assert!(e.contains("a state needs `id`"), "{e}");
+}
+
+#[test]
+fn unknown_requires_and_cycles() {
+    let e = error("[[state]]\nid = \"a\"\ntype = \"directory\"\npath = \"/a\"\nrequires = [\"nope\"]\n", &[]);
+    assert!(e.contains("`a` requires `nope`"), "{e}");
+    let e = error(
+        "[[state]]\nid = \"a\"\ntype = \"directory\"\npath = \"/a\"\nrequires = [\"b\"]\n\
+         [[state]]\nid = \"b\"\ntype = \"directory\"\npath = \"/b\"\nrequires = [\"a\"]\n",
+        &[],
+    );
+    assert!(e.contains("cycle: a -> b -> a"), "{e}");
+    let e = error("[[state]]\nid = \"a\"\ntype = \"directory\"\npath = \"/a\"\n[[state]]\nid = \"a\"\ntype = \"directory\"\npath = \"/b\"\n", &[]);
+    assert!(e.contains("`a` is already defined") && e.contains("line 5"), "{e}");
+}
+
+#[test]
+fn template_errors_name_template_and_line() {
+    let role = "[[state]]\nid = \"t\"\ntype = \"file\"\npath = \"/t\"\ntemplate = \"t.hbs\"\n";
+    let e = error(role, &[("t.hbs", "line one\n{{settings.missing}}\n")]);
+    assert!(e.contains("t.hbs") && e.contains("line 2") && e.contains("missing"), "{e}");
+    let e = error(role, &[("t.hbs", "{{#if x}}\nunclosed\n")]);
+    assert!(e.contains("t.hbs"), "{e}");
+    let e = error("[[state]]\nid = \"t\"\ntype = \"file\"\npath = \"/t\"\ntemplate = \"nope.hbs\"\n", &[]);
+    assert!(e.contains("template `nope.hbs` not found"), "{e}");
+}
+
+#[test]
+fn every_bad_state_is_reported_at_once() {
+    let e = error(
+        "[[state]]\nid = \"a\"\ntype = \"file\"\npath = \"x\"\ncontent = \"\"\n\
+         [[state]]\nid = \"b\"\ntype = \"nope\"\n",
+        &[],
+    );
+    assert!(e.contains("state `a`") && e.contains("state `b`"), "{e}");
+}
