@@ -174,16 +174,17 @@ fn load_one(source: &dyn RoleSource, name: &str, set: &mut RoleSet, path: &mut V
             set.secrets.push(s);
         }
     }
+    let lines = Lines::new(&text);
     for spanned in rf.state {
-        let line = line_at(&text, spanned.span().start);
-        set.states.push(state_spec(&text, &label, line, spanned.into_inner())?);
+        let line = lines.line_at(spanned.span().start);
+        set.states.push(state_spec(&lines, &label, line, spanned.into_inner())?);
     }
     set.roles.push(name.to_string());
     Ok(())
 }
 
-fn state_spec(text: &str, label: &str, line: usize, mut t: toml::Table) -> Result<StateSpec> {
-    let key_lines = key_lines(text, line, &t);
+fn state_spec(lines: &Lines, label: &str, line: usize, mut t: toml::Table) -> Result<StateSpec> {
+    let key_lines = lines.key_lines(line, &t);
     let at = |key: &str| Origin { file: label.to_string(), line: *key_lines.get(key).unwrap_or(&line) };
     let take_str = |t: &mut toml::Table, key: &str| -> Result<String> {
         match t.remove(key) {
@@ -254,26 +255,41 @@ pub fn merge_tables(base: &mut toml::Table, over: &toml::Table) {
     }
 }
 
-fn line_at(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+/// Line numbers of a role file, found by binary search (roles may hold 10,000 states).
+struct Lines<'a> {
+    text: &'a str,
+    starts: Vec<usize>,
 }
 
-/// Lines of the keys of the table that starts at `start` (1-based), up to the next header.
-fn key_lines(text: &str, start: usize, t: &toml::Table) -> HashMap<String, usize> {
-    let mut out = HashMap::new();
-    for (i, line) in text.lines().enumerate().skip(start.saturating_sub(1)) {
-        let l = line.trim_start();
-        if i + 1 > start && l.starts_with('[') {
-            break;
-        }
-        if let Some((k, _)) = l.split_once('=') {
-            let k = k.trim().trim_matches('"');
-            if t.contains_key(k) || ["id", "type", "requires", "notify"].contains(&k) {
-                out.entry(k.to_string()).or_insert(i + 1);
+impl<'a> Lines<'a> {
+    fn new(text: &'a str) -> Self {
+        let starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
+        Lines { text, starts }
+    }
+
+    /// 1-based line of byte `offset`.
+    fn line_at(&self, offset: usize) -> usize {
+        self.starts.partition_point(|s| *s <= offset)
+    }
+
+    /// Lines of the keys of the table that starts at `start` (1-based), up to the next header.
+    fn key_lines(&self, start: usize, t: &toml::Table) -> HashMap<String, usize> {
+        let mut out = HashMap::new();
+        let from = self.starts.get(start.saturating_sub(1)).copied().unwrap_or(self.text.len());
+        for (i, line) in self.text[from..].lines().enumerate() {
+            let l = line.trim_start();
+            if i > 0 && l.starts_with('[') {
+                break;
+            }
+            if let Some((k, _)) = l.split_once('=') {
+                let k = k.trim().trim_matches('"');
+                if t.contains_key(k) || ["id", "type", "requires", "notify"].contains(&k) {
+                    out.entry(k.to_string()).or_insert(start + i);
+                }
             }
         }
+        out
     }
-    out
 }
 
 /// Words between backticks in an error message, in order.
