@@ -48,10 +48,11 @@ fn run_roles(
         secrets,
         runner: Box::new(SystemRunner),
         root: opts.root.clone(),
+        shared: Default::default(),
     };
     let data = json!({ "facts": cx.facts, "settings": cx.settings, "roles": set.roles });
     let mut templates = Templates::new(&cx.secrets);
-    let nodes = role::compile(set, source, &mut templates, &data)?;
+    let nodes = role::compile(set, source, &cx, &mut templates, &data)?;
 
     let mode = if opts.check { Mode::Check } else { Mode::Apply };
     let painter = Painter { color: use_color(opts.color) };

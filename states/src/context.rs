@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use crate::facts::Facts;
 use crate::runner::Runner;
 use crate::secrets::Secrets;
+use crate::shared::Shared;
 
 pub struct Context {
     /// `/` on a node; a temporary tree in tests. Every path a state touches is under it.
@@ -14,6 +15,8 @@ pub struct Context {
     pub settings: serde_json::Value,
     pub secrets: Secrets,
     pub runner: Box<dyn Runner>,
+    /// Observations shared by states within this run, and build-time registrations.
+    pub shared: Shared,
 }
 
 impl Context {
@@ -31,5 +34,14 @@ impl Context {
     /// True when the states act on the running system rather than on a tree.
     pub fn is_live(&self) -> bool {
         self.root == Path::new("/")
+    }
+
+    /// For modules that manage the running system (packages, services, sysctl): a clear error
+    /// when the states act on a tree instead.
+    pub fn require_live(&self, what: &str) -> anyhow::Result<()> {
+        if !self.is_live() {
+            anyhow::bail!("{what} can only be managed on the running system, not under --root {}", self.root.display());
+        }
+        Ok(())
     }
 }

@@ -6,14 +6,16 @@ use anyhow::{bail, Result};
 use serde::de::DeserializeOwned;
 
 use crate::content::Content;
+use crate::context::Context;
 use crate::contract::State;
 use crate::role::RoleSource;
 use crate::template::Templates;
-use crate::{absent, directory, file, symlink};
+use crate::{absent, cron, directory, file, group, packages, service, symlink, sysctl, user};
 
 /// What a module constructor may use: templates (loaded from the role source on demand) and
 /// the template data.
 pub struct Builder<'a> {
+    pub cx: &'a Context,
     pub templates: &'a mut Templates,
     pub source: &'a dyn RoleSource,
     pub data: &'a serde_json::Value,
@@ -33,7 +35,8 @@ impl Builder<'_> {
     }
 }
 
-pub const KINDS: &[&str] = &["file", "directory", "symlink", "absent"];
+pub const KINDS: &[&str] =
+    &["file", "directory", "symlink", "absent", "packages", "service", "user", "group", "cron", "sysctl"];
 
 /// Build a state of type `kind` from its role parameters.
 pub fn build(kind: &str, id: String, params: toml::Table, b: &mut Builder) -> Result<Box<dyn State>> {
@@ -42,6 +45,12 @@ pub fn build(kind: &str, id: String, params: toml::Table, b: &mut Builder) -> Re
         "directory" => Box::new(directory::DirectoryState::build(id, params)?),
         "symlink" => Box::new(symlink::SymlinkState::build(id, params)?),
         "absent" => Box::new(absent::AbsentState::build(id, params)?),
+        "packages" => packages::build(id, params, b)?,
+        "service" => service::build(id, params, b)?,
+        "user" => user::build(id, params, b)?,
+        "group" => group::build(id, params, b)?,
+        "cron" => cron::build(id, params, b)?,
+        "sysctl" => sysctl::build(id, params, b)?,
         other => bail!("unknown state type `{other}` (known: {})", KINDS.join(", ")),
     })
 }

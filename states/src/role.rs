@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::context::Context;
 use crate::engine::{order, Node};
 use crate::module::{self, Builder};
 use crate::notify::Notification;
@@ -216,10 +217,11 @@ fn state_spec(lines: &Lines, label: &str, line: usize, mut t: toml::Table) -> Re
 pub fn compile(
     set: RoleSet,
     source: &dyn RoleSource,
+    cx: &Context,
     templates: &mut Templates,
     data: &serde_json::Value,
 ) -> Result<Vec<Node>> {
-    let mut b = Builder { templates, source, data };
+    let mut b = Builder { cx, templates, source, data };
     let mut nodes = Vec::with_capacity(set.states.len());
     let mut errors = Vec::new();
     for spec in set.states {

@@ -27,6 +27,7 @@ pub fn cx_with_secrets(root: &Path, secrets: &[(&str, &str)]) -> Context {
         settings: serde_json::json!({ "greeting": "hello" }),
         secrets: Secrets::new(values),
         runner: Box::new(SystemRunner),
+        shared: Default::default(),
     }
 }
 
@@ -42,7 +43,7 @@ pub fn nodes(cx: &Context, role: &str, templates: &[(&str, &str)]) -> anyhow::Re
     let set = role::load(&source, &["test".to_string()])?;
     let data = serde_json::json!({ "facts": cx.facts, "settings": cx.settings });
     let mut t = Templates::new(&cx.secrets);
-    role::compile(set, &source, &mut t, &data)
+    role::compile(set, &source, cx, &mut t, &data)
 }
 
 /// Records notifications; fails them while `fail` is set.
