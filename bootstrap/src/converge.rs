@@ -17,7 +17,7 @@ use states::Context;
 
 use crate::cli::{Color, Opts};
 use crate::output::{self, Painter};
-use crate::{embedded, node, secret_sources, settings};
+use crate::{embedded, lock, node, secret_sources, settings};
 
 /// Run the roles and return the process exit code.
 pub fn converge(opts: &Opts, roles: &[String]) -> Result<i32> {
@@ -54,6 +54,13 @@ fn run_roles(
     let mut templates = Templates::new(&cx.secrets);
     let nodes = role::compile(set, source, &cx, &mut templates, &data)?;
 
+    let _lock = match lock::acquire(&opts.root, !opts.check)? {
+        Some(lock::Lock::Busy) => {
+            eprintln!("another bootstrap run holds {}; not running", lock::LOCK_FILE);
+            return Ok(lock::BUSY);
+        }
+        held => held,
+    };
     let mode = if opts.check { Mode::Check } else { Mode::Apply };
     let painter = Painter { color: use_color(opts.color) };
     let mut stdout = std::io::stdout().lock();

@@ -3,6 +3,7 @@
 mod cli;
 mod converge;
 mod embedded;
+mod lock;
 mod node;
 mod output;
 mod secret_sources;

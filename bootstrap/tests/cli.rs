@@ -278,3 +278,19 @@ fn a_run_killed_before_the_rename_leaves_the_old_file() {
     assert_eq!(fs::read_to_string(r.join("etc/big.conf")).unwrap(), new);
     assert!(!tmp.exists(), "stale temp file not swept");
 }
+
+#[test]
+fn a_second_run_exits_75_while_the_lock_is_held() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    fs::create_dir_all(r.join("run")).unwrap();
+    let held = fs::File::create(r.join("run/bootstrap.lock")).unwrap();
+    let held = nix::fcntl::Flock::lock(held, nix::fcntl::FlockArg::LockExclusiveNonblock).unwrap();
+    let o = run(r, &["apply", "app"], &[]);
+    assert_eq!(code(&o), 75, "{}", text(&o));
+    assert_eq!(code(&run(r, &["--check", "app"], &[])), 75);
+    assert!(!r.join("etc").exists(), "a run without the lock changed something");
+    drop(held);
+    // The lock file itself left behind (as after a killed run) does not block.
+    assert_eq!(code(&run(r, &["apply", "app"], &[])), 0);
+}

@@ -28,6 +28,7 @@ pub mod image;
 pub mod knot;
 pub mod network;
 pub mod node;
+pub mod operator;
 pub mod pebble;
 pub mod preconditions;
 pub mod pty;

@@ -1,0 +1,44 @@
+//! One run at a time: a non-blocking `flock` on `/run/bootstrap.lock`. The kernel drops the lock
+//! when its holder dies, so a lock left by a killed run never blocks.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use anyhow::{Context as _, Result};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+
+pub const LOCK_FILE: &str = "/run/bootstrap.lock";
+/// The exit code when another run holds the lock (EX_TEMPFAIL).
+pub const BUSY: i32 = 75;
+
+pub enum Lock {
+    Held(#[allow(dead_code)] Flock<File>),
+    Busy,
+}
+
+/// Take the lock. A dry run (`create = false`) writes nothing: it locks the file only when it
+/// exists, and when it does not, no run is under way.
+pub fn acquire(root: &Path, create: bool) -> Result<Option<Lock>> {
+    let path = root.join(LOCK_FILE.trim_start_matches('/'));
+    if !create && !path.exists() {
+        return Ok(None);
+    }
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let file = OpenOptions::new()
+        .create(create)
+        .truncate(false)
+        .read(true)
+        .write(create)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => Ok(Some(Lock::Held(l))),
+        Err((_, Errno::EWOULDBLOCK)) => Ok(Some(Lock::Busy)),
+        Err((_, e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+    }
+}

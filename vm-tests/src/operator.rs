@@ -1,0 +1,31 @@
+//! What an operator does on a fresh node: download the binary with wget from the lab's HTTP
+//! server and run it. Shared by the scenarios and the `lab` demo.
+
+use crate::{bootstrap_bin, HttpServer, Node, RunResult};
+
+/// Where the operator's download lands on the node.
+pub const DOWNLOADED: &str = "/root/bootstrap";
+
+/// Serve the binary under test from the lab host.
+pub fn serve_binary(http: &HttpServer) {
+    http.put_file("bootstrap", &bootstrap_bin());
+}
+
+/// `wget` the binary into /root and make it executable, as the README tells operators.
+pub fn download(node: &Node, http: &HttpServer) {
+    node.run(&["wget", "-q", "-O", DOWNLOADED, &http.url("bootstrap")]).assert_ok("wget bootstrap");
+    node.run(&["chmod", "+x", DOWNLOADED]).assert_ok("chmod bootstrap");
+}
+
+/// Run the downloaded binary with `args` as a systemd unit, without a terminal.
+pub fn bootstrap(node: &Node, args: &[&str]) -> RunResult {
+    let mut argv = vec![DOWNLOADED];
+    argv.extend_from_slice(args);
+    node.run(&argv)
+}
+
+/// The JSON report of a `--json` run.
+pub fn report(r: &RunResult) -> serde_json::Value {
+    serde_json::from_str(&r.stdout)
+        .unwrap_or_else(|e| panic!("not a JSON report ({e}):\n{}\n{}", r.stdout, r.stderr))
+}

@@ -1,0 +1,47 @@
+//! The foundation on a fresh Debian node: the binary is fetched with wget, `--check` tells the
+//! truth and writes nothing, `apply` converges, drift is listed and healed, and a second run
+//! changes nothing.
+
+use vm_tests::operator::{bootstrap, download, report, serve_binary};
+use vm_tests::Lab;
+
+fn ids_with(r: &serde_json::Value, status: &str) -> Vec<String> {
+    r["states"].as_array().unwrap().iter().filter(|s| s["status"] == status).map(|s| s["id"].as_str().unwrap().into()).collect()
+}
+
+#[test]
+fn fresh_node_converges_and_heals_drift() {
+    let lab = Lab::new("first_converge");
+    let http = lab.http_server(0);
+    serve_binary(&http);
+    let node = lab.boot("app1");
+    download(&node, &http);
+    let motd_before = node.read_file("/etc/motd");
+
+    let check = bootstrap(&node, &["--check", "--json", "app"]);
+    assert_eq!(check.code, 2, "{}{}", check.stdout, check.stderr);
+    assert!(ids_with(&report(&check), "pending").contains(&"motd".to_string()));
+    assert_eq!(node.read_file("/etc/motd"), motd_before, "--check changed /etc/motd");
+    assert!(!node.exists("/var/www/bootstrap"), "--check created a directory");
+
+    let apply = bootstrap(&node, &["apply", "app"]);
+    assert_eq!(apply.code, 0, "{}{}", apply.stdout, apply.stderr);
+    assert!(node.read_file("/etc/motd").contains("app1 (common app)"));
+    assert!(node.read_file("/var/www/bootstrap/index.html").contains("<h1>app1</h1>"));
+    let mode = node.run(&["stat", "-c", "%a %U", "/etc/bootstrap"]).assert_ok("stat");
+    assert_eq!(mode.stdout.trim(), "700 root");
+
+    // Drift: the banner edited, the page deleted.
+    node.sh("echo local edit >> /etc/motd && rm /var/www/bootstrap/index.html").assert_ok("drift");
+    let check = bootstrap(&node, &["--check", "--json", "app"]);
+    assert_eq!(check.code, 2);
+    assert_eq!(ids_with(&report(&check), "pending"), ["motd", "landing-page"]);
+    let heal = bootstrap(&node, &["apply", "--json", "app"]);
+    assert_eq!(ids_with(&report(&heal), "changed"), ["motd", "landing-page"]);
+
+    // Idempotence: a second run changes nothing, and --check exits 0.
+    let again = bootstrap(&node, &["apply", "--json", "app"]);
+    assert_eq!(report(&again)["changed"], 0, "{}", again.stdout);
+    let check = bootstrap(&node, &["--check", "app"]);
+    assert_eq!(check.code, 0, "{}{}", check.stdout, check.stderr);
+}
