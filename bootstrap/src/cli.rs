@@ -16,7 +16,7 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Roles to converge (e.g. `app`, `db`, `app db`); default: the roles recorded on this node.
+    /// Roles to install on this node (`app`, `db`, or `app db`); with --check, to dry-run.
     pub roles: Vec<String>,
 
     #[command(flatten)]
@@ -29,6 +29,18 @@ pub enum Command {
     Apply {
         roles: Vec<String>,
     },
+    /// Roles, last run, schedule and next run, pending notifications.
+    Status,
+    /// Manage secrets.
+    #[command(subcommand)]
+    Secret(SecretCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SecretCommand {
+    /// Rotate a secret (from BOOTSTRAP_SECRET_<NAME>, credentials, --secrets-file or a prompt)
+    /// and re-apply what depends on it.
+    Set { name: String },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -54,9 +66,14 @@ pub struct Opts {
     #[arg(long = "roles", global = true, value_name = "DIR")]
     pub roles_dir: Option<PathBuf>,
 
-    /// Site settings (TOML); default: /etc/bootstrap/site.toml under the root, if present.
-    #[arg(long, global = true, value_name = "FILE")]
-    pub site: Option<PathBuf>,
+    /// Site settings (TOML): a file or an https URL; default: the recorded
+    /// /etc/bootstrap/site.toml.
+    #[arg(long, global = true, value_name = "FILE|URL")]
+    pub site: Option<String>,
+
+    /// Refuse the site settings unless their sha256 is this.
+    #[arg(long, global = true, value_name = "HEX")]
+    pub site_sha256: Option<String>,
 
     /// Secrets (TOML, `name = "value"`), read in addition to the environment and credentials.
     #[arg(long, global = true, value_name = "FILE")]

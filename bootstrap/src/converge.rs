@@ -1,100 +1,125 @@
-//! `apply` and `--check`: load the roles, settings and secrets, compile the states (every
-//! input error surfaces here, before anything changes), run the engine, report.
+//! `apply` and `--check`: compile the states from the inputs (every input error surfaces here,
+//! before anything changes), run the engine, show and record the result.
 
 use std::io::{IsTerminal, Write};
-use std::path::Path;
+use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, Result};
+use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use states::engine;
+use states::engine::{self, Event, Node};
 use states::facts::Facts;
 use states::notify::SystemdNotifier;
-use states::report::Mode;
-use states::role::{self, DirSource, EmbeddedSource, RoleSource};
+use states::report::{Mode, Status};
+use states::role::{self, Fingerprints};
 use states::runner::SystemRunner;
+use states::secrets::Secrets;
+use states::settings;
 use states::template::Templates;
 use states::Context;
 
 use crate::cli::{Color, Opts};
+use crate::inputs::{self, Inputs};
 use crate::output::{self, Painter};
-use crate::{embedded, lock, node, secret_sources, settings};
+use crate::{lock, report_file, schedule};
 
-/// Run the roles and return the process exit code.
-pub fn converge(opts: &Opts, roles: &[String]) -> Result<i32> {
-    let source: Box<dyn RoleSource> = match &opts.roles_dir {
-        Some(dir) => Box::new(DirSource(dir.clone())),
-        None => Box::new(EmbeddedSource(embedded::FILES)),
-    };
-    let roles = choose_roles(&opts.root, roles, &*source)?;
-    let set = role::load(&*source, &roles)?;
-    let site = settings::load(&opts.root, opts.site.as_deref())?;
-    let secrets = secret_sources::collect(&opts.root, opts.secrets_file.as_deref(), &set.secrets)?;
-    let scrubber = secrets.clone();
-    run_roles(opts, set, &*source, site, secrets)
-        // An error from a tool may quote a file it read: no secret value leaves this way.
-        .map_err(|e| anyhow::anyhow!("{}", scrubber.scrub(&format!("{e:#}"))))
+/// Compiled states, ready to run.
+pub struct Prepared {
+    pub cx: Context,
+    pub nodes: Vec<Node>,
+    pub fingerprints: Fingerprints,
 }
 
-fn run_roles(
-    opts: &Opts,
-    set: role::RoleSet,
-    source: &dyn RoleSource,
-    site: toml::Table,
-    secrets: states::secrets::Secrets,
-) -> Result<i32> {
+/// The converge command: recorded (or given) roles, never prompting.
+pub fn converge(opts: &Opts, roles: &[String]) -> Result<i32> {
+    let mut inputs = inputs::gather(opts, roles, false)?;
+    let _lock = match lock::acquire(&opts.root, !opts.check)? {
+        Some(lock::Lock::Busy) => return Ok(lock::busy()),
+        held => held,
+    };
+    let secrets = inputs.secrets();
+    scrubbed(&secrets, || {
+        let prepared = prepare(opts, &mut inputs)?;
+        execute(opts, prepared, if opts.check { Mode::Check } else { Mode::Apply })
+    })
+}
+
+/// Run `f`; an error from a tool may quote a file it read, so no secret value leaves this way.
+pub fn scrubbed<T>(secrets: &Secrets, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    f().map_err(|e| anyhow!("{}", secrets.scrub(&format!("{e:#}"))))
+}
+
+/// Build the context and compile every state. Touches nothing.
+pub fn prepare(opts: &Opts, inputs: &mut Inputs) -> Result<Prepared> {
+    let minutes = inputs.values.get("schedule_minutes").and_then(|v| v.as_integer()).unwrap_or(15);
+    let cron = schedule::expression(&opts.root, minutes)?;
     let cx = Context {
         facts: Facts::gather(&opts.root),
-        settings: role::settings_json(&set.settings, &site),
-        secrets,
+        settings: settings::template_data(inputs.schema(), &inputs.values),
+        secrets: inputs.secrets(),
         runner: Box::new(SystemRunner),
         root: opts.root.clone(),
         shared: Default::default(),
     };
-    let data = json!({ "facts": cx.facts, "settings": cx.settings, "roles": set.roles });
+    let data = json!({
+        "facts": cx.facts,
+        "settings": cx.settings,
+        "roles": inputs.roles,
+        "schedule": { "cron": cron },
+    });
     let mut templates = Templates::new(&cx.secrets);
-    let nodes = role::compile(set, source, &cx, &mut templates, &data)?;
+    let set = std::mem::take(&mut inputs.set);
+    let (nodes, fingerprints) = role::compile_with_fingerprints(set, &*inputs.source, &cx, &mut templates, &data)?;
+    Ok(Prepared { cx, nodes, fingerprints })
+}
 
-    let _lock = match lock::acquire(&opts.root, !opts.check)? {
-        Some(lock::Lock::Busy) => {
-            eprintln!("another bootstrap run holds {}; not running", lock::LOCK_FILE);
-            return Ok(lock::BUSY);
-        }
-        held => held,
-    };
-    let mode = if opts.check { Mode::Check } else { Mode::Apply };
+/// Run the states, show the result, record it (apply only), and return the exit code.
+pub fn execute(opts: &Opts, p: Prepared, mode: Mode) -> Result<i32> {
+    let cx = &p.cx;
     let painter = Painter { color: use_color(opts.color) };
+    let progress = !opts.json && std::io::stderr().is_terminal();
+    let mut spinner: Option<ProgressBar> = None;
     let mut stdout = std::io::stdout().lock();
-    let report = engine::run(&cx, &nodes, mode, &SystemdNotifier, &mut |r| {
-        tracing::info!(state = %r.id, kind = %r.kind, status = ?r.status, "state");
-        if !opts.json {
-            if let Some(line) = output::state_line(&painter, r, opts.verbose) {
-                let _ = stdout.write_all(cx.secrets.scrub(&line).as_bytes());
+    let mut report = engine::run(cx, &p.nodes, mode, &SystemdNotifier, &mut |event| match event {
+        Event::Started { id, kind, target } if progress => {
+            let bar = ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap());
+            bar.set_message(format!("{id} ({kind} {target})"));
+            bar.enable_steady_tick(Duration::from_millis(120));
+            spinner = Some(bar);
+        }
+        Event::Started { .. } => {}
+        Event::Finished(r) => {
+            if let Some(bar) = spinner.take() {
+                bar.finish_and_clear();
+            }
+            let changed = matches!(r.status, Status::Changed | Status::Pending);
+            match r.status {
+                Status::Failed => tracing::error!(state = %r.id, kind = %r.kind, status = ?r.status, error = r.error.as_deref().unwrap_or(""), "state failed"),
+                _ => tracing::info!(state = %r.id, kind = %r.kind, status = ?r.status, changed, "state"),
+            }
+            if !opts.json {
+                if let Some(line) = output::state_line(&painter, r, opts.verbose) {
+                    let _ = stdout.write_all(cx.secrets.scrub(&line).as_bytes());
+                }
             }
         }
     })?;
-    let text = if opts.json {
-        serde_json::to_string_pretty(&report)? + "\n"
-    } else {
-        output::summary(&painter, &report)
-    };
+    report_file::classify(&mut report, &p.fingerprints, report_file::load(&opts.root).as_ref());
+    tracing::info!(
+        mode = ?report.mode,
+        changed = report.changed,
+        failed = report.failed,
+        pending = report.pending,
+        duration_ms = report.duration_ms,
+        "run finished"
+    );
+    if mode == Mode::Apply {
+        report_file::write(&opts.root, &report)?;
+    }
+    let text = if opts.json { serde_json::to_string_pretty(&report)? + "\n" } else { output::summary(&painter, &report) };
     stdout.write_all(cx.secrets.scrub(&text).as_bytes())?;
     stdout.flush()?;
     Ok(report.exit_code())
-}
-
-/// The roles given, or those recorded on the node; never a guess.
-fn choose_roles(root: &Path, given: &[String], source: &dyn RoleSource) -> Result<Vec<String>> {
-    if !given.is_empty() {
-        return Ok(given.to_vec());
-    }
-    match node::recorded_roles(root)? {
-        Some(r) if !r.is_empty() => Ok(r),
-        _ => bail!(
-            "no roles given and none recorded in {}; name them, e.g. `bootstrap app` (available: {})",
-            node::NODE_FILE,
-            source.role_names().join(", ")
-        ),
-    }
 }
 
 fn use_color(c: Color) -> bool {

@@ -13,6 +13,12 @@ pub const LOCK_FILE: &str = "/run/bootstrap.lock";
 /// The exit code when another run holds the lock (EX_TEMPFAIL).
 pub const BUSY: i32 = 75;
 
+/// Say so and return the exit code for a busy lock.
+pub fn busy() -> i32 {
+    eprintln!("another bootstrap run holds {LOCK_FILE}; not running");
+    BUSY
+}
+
 pub enum Lock {
     Held(#[allow(dead_code)] Flock<File>),
     Busy,

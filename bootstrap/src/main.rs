@@ -3,27 +3,43 @@
 mod cli;
 mod converge;
 mod embedded;
+mod inputs;
+mod install;
 mod lock;
+mod logging;
 mod node;
 mod output;
+mod preflight;
+mod prompt;
+mod report_file;
+mod schedule;
+mod secret_cmd;
 mod secret_sources;
 mod settings;
+mod status;
 
+use anyhow::bail;
 use clap::Parser;
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, SecretCommand};
 
 fn main() {
     states::fetch::install_tls_provider();
-    init_logging();
+    logging::init();
     let cli = Cli::parse();
+    let opts = &cli.opts;
     let result = match &cli.command {
-        Some(Command::Apply { roles }) => converge::converge(&cli.opts, roles),
-        None => converge::converge(&cli.opts, &cli.roles),
+        Some(Command::Apply { roles }) => converge::converge(opts, roles),
+        Some(Command::Status) => status::show(opts),
+        Some(Command::Secret(SecretCommand::Set { name })) => secret_cmd::set(opts, name),
+        None if opts.check => converge::converge(opts, &cli.roles),
+        None if cli.roles.is_empty() => refuse_without_roles(opts),
+        None => install::first_install(opts, &cli.roles),
     };
     let code = match result {
         Ok(code) => code,
         Err(e) => {
+            tracing::error!("{e:#}");
             eprintln!("error: {e:#}");
             1
         }
@@ -31,13 +47,12 @@ fn main() {
     std::process::exit(code);
 }
 
-/// Logs go to stderr; `BOOTSTRAP_LOG=debug` shows every command run.
-fn init_logging() {
-    let level = match std::env::var("BOOTSTRAP_LOG").as_deref() {
-        Ok("debug") => tracing::Level::DEBUG,
-        Ok("info") => tracing::Level::INFO,
-        Ok("trace") => tracing::Level::TRACE,
-        _ => tracing::Level::WARN,
-    };
-    tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).without_time().init();
+/// A first install names its roles: never guess one.
+fn refuse_without_roles(opts: &cli::Opts) -> anyhow::Result<i32> {
+    let names = inputs::source(opts).role_names();
+    bail!(
+        "name the roles for this node: `bootstrap app`, `bootstrap db` or `bootstrap app db` \
+         (available: {}); `bootstrap apply` converges the recorded ones",
+        names.join(", ")
+    )
 }

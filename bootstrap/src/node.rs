@@ -1,26 +1,39 @@
-//! `/etc/bootstrap/node.toml`: the roles this node was installed with.
+//! `/etc/bootstrap/node.toml`: the roles this node was installed with, and the roles directory
+//! when the operator forked their own (`--roles DIR`), so scheduled runs use the same.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context as _, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub const NODE_FILE: &str = "/etc/bootstrap/node.toml";
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
-struct NodeFile {
-    roles: Vec<String>,
+pub struct NodeFile {
+    pub roles: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roles_dir: Option<PathBuf>,
 }
 
-/// The recorded roles, or `None` when the node has not been installed.
-pub fn recorded_roles(root: &Path) -> Result<Option<Vec<String>>> {
+/// The recorded node, or `None` when it has not been installed.
+pub fn load(root: &Path) -> Result<Option<NodeFile>> {
     let path = root.join(NODE_FILE.trim_start_matches('/'));
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    let n: NodeFile = toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    Ok(Some(n.roles))
+    Ok(Some(toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?))
+}
+
+pub fn recorded_roles(root: &Path) -> Result<Option<Vec<String>>> {
+    Ok(load(root)?.map(|n| n.roles))
+}
+
+/// Record the node's roles (and roles directory, if not the embedded one).
+pub fn store(root: &Path, node: &NodeFile) -> Result<()> {
+    let path = root.join(NODE_FILE.trim_start_matches('/'));
+    let body = format!("# Roles of this node, written by bootstrap.\n{}", toml::to_string(node)?);
+    states::atomic::write_plain(&path, body.as_bytes(), 0o644)
 }

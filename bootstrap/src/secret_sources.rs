@@ -1,13 +1,12 @@
-//! Where secrets come from without a terminal: the node's stored secrets, `--secrets-file`,
-//! systemd credentials (`$CREDENTIALS_DIRECTORY/<name>`) and `BOOTSTRAP_SECRET_<NAME>`.
-//! A run with a required secret missing stops before anything changes and names it.
+//! Where secrets come from: the node's stored secrets, `--secrets-file`, systemd credentials
+//! (`$CREDENTIALS_DIRECTORY/<name>`), `BOOTSTRAP_SECRET_<NAME>`, or a prompt on a terminal.
+//! They are stored in `/etc/bootstrap/secrets.toml`, 0600 in a 0700 directory.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use states::role::SecretSpec;
-use states::secrets::Secrets;
 
 pub const SECRETS_FILE: &str = "/etc/bootstrap/secrets.toml";
 
@@ -15,22 +14,50 @@ pub fn env_name(name: &str) -> String {
     format!("BOOTSTRAP_SECRET_{}", name.to_uppercase())
 }
 
-/// Every secret `specs` needs, later sources overriding earlier ones: stored, file,
-/// credentials, environment.
-pub fn collect(root: &Path, secrets_file: Option<&Path>, specs: &[SecretSpec]) -> Result<Secrets> {
-    let mut values = BTreeMap::new();
-    let stored = root.join(SECRETS_FILE.trim_start_matches('/'));
-    if stored.exists() {
-        values.extend(read_file(&stored)?);
+/// The rules a secret must meet.
+pub fn check_secret(spec: &SecretSpec, value: &str) -> Result<()> {
+    if value.is_empty() {
+        bail!("secret `{}` is empty", spec.name);
     }
+    if value.chars().count() < spec.min_length {
+        bail!("secret `{}` is shorter than {} characters", spec.name, spec.min_length);
+    }
+    if value.contains(['\n', '\r']) {
+        bail!("secret `{}` must be one line", spec.name);
+    }
+    Ok(())
+}
+
+/// What the non-interactive sources hold for `specs`, later sources overriding earlier ones:
+/// stored, `--secrets-file`, credentials, environment. Returns the values and the names of
+/// the secrets still missing. Every value found is checked against its rules.
+pub fn available(
+    root: &Path,
+    secrets_file: Option<&Path>,
+    specs: &[SecretSpec],
+) -> Result<(BTreeMap<String, String>, Vec<SecretSpec>)> {
+    let mut values = stored(root)?;
     if let Some(f) = secrets_file {
         values.extend(read_file(f)?);
     }
+    values.extend(explicit(specs));
+    let mut missing = Vec::new();
+    for spec in specs {
+        match values.get(&spec.name) {
+            None => missing.push(spec.clone()),
+            Some(v) => check_secret(spec, v)?,
+        }
+    }
+    Ok((values, missing))
+}
+
+/// Secrets given for this run only: credentials and environment.
+pub fn explicit(specs: &[SecretSpec]) -> BTreeMap<String, String> {
+    let mut values = BTreeMap::new();
     let creds = std::env::var_os("CREDENTIALS_DIRECTORY");
     for spec in specs {
         if let Some(dir) = &creds {
-            let p = Path::new(dir).join(&spec.name);
-            if let Ok(v) = std::fs::read_to_string(&p) {
+            if let Ok(v) = std::fs::read_to_string(Path::new(dir).join(&spec.name)) {
                 values.insert(spec.name.clone(), v.trim_end_matches('\n').to_string());
             }
         }
@@ -38,26 +65,36 @@ pub fn collect(root: &Path, secrets_file: Option<&Path>, specs: &[SecretSpec]) -
             values.insert(spec.name.clone(), v);
         }
     }
-    let mut missing = Vec::new();
-    for spec in specs {
-        match values.get(&spec.name) {
-            None => missing.push(format!("`{}` ({})", spec.name, spec.prompt)),
-            Some(v) if v.is_empty() => bail!("secret `{}` is empty", spec.name),
-            Some(v) if v.chars().count() < spec.min_length => {
-                bail!("secret `{}` is shorter than {} characters", spec.name, spec.min_length)
-            }
-            Some(_) => {}
-        }
+    values
+}
+
+/// The error for secrets no source had, without a terminal to ask.
+pub fn missing_error(missing: &[SecretSpec]) -> anyhow::Error {
+    anyhow!(
+        "missing secrets: {}. Without a terminal, give each as {} (environment), in \
+         $CREDENTIALS_DIRECTORY/<name>, or in --secrets-file. Nothing was changed.",
+        missing.iter().map(|s| format!("`{}` ({})", s.name, s.prompt)).collect::<Vec<_>>().join(", "),
+        missing.iter().map(|s| env_name(&s.name)).collect::<Vec<_>>().join(", ")
+    )
+}
+
+pub fn stored(root: &Path) -> Result<BTreeMap<String, String>> {
+    let path = root.join(SECRETS_FILE.trim_start_matches('/'));
+    if !path.exists() {
+        return Ok(BTreeMap::new());
     }
-    if !missing.is_empty() {
-        bail!(
-            "missing secrets: {}. Without a terminal, give each as {} (environment), in \
-             $CREDENTIALS_DIRECTORY/<name>, or in --secrets-file. Nothing was changed.",
-            missing.join(", "),
-            specs.iter().map(|s| env_name(&s.name)).collect::<Vec<_>>().join(", ")
-        );
-    }
-    Ok(Secrets::new(values))
+    read_file(&path)
+}
+
+/// Write `values` as the node's secrets: 0600 in a 0700 directory, atomically.
+pub fn store(root: &Path, values: &BTreeMap<String, String>) -> Result<()> {
+    let path = root.join(SECRETS_FILE.trim_start_matches('/'));
+    let dir = path.parent().expect("has a parent");
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    let text = toml::to_string(values).context("cannot encode secrets")?;
+    let body = format!("# Secrets of this node, written by bootstrap. Root only.\n{text}");
+    states::atomic::write_plain(&path, body.as_bytes(), 0o600)
 }
 
 fn read_file(path: &Path) -> Result<BTreeMap<String, String>> {

@@ -70,17 +70,63 @@ fn roles_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
     d
 }
 
+/// A file-level role like the embedded ones (which also manage packages and services, and so
+/// need a live system: those are proven in vm-tests).
+const WEB_ROLE: &str = r#"
+[settings.site_name]
+default = "test fleet"
+
+[[state]]
+id = "etc-bootstrap"
+type = "directory"
+path = "/etc/bootstrap"
+mode = "0700"
+
+[[state]]
+id = "motd"
+type = "file"
+path = "/etc/motd"
+template = "motd.hbs"
+mode = "0644"
+
+[[state]]
+id = "www-dir"
+type = "directory"
+path = "/var/www/bootstrap"
+mode = "0755"
+
+[[state]]
+id = "landing-page"
+type = "file"
+path = "/var/www/bootstrap/index.html"
+content = "<h1>hello</h1>\n"
+requires = ["www-dir"]
+"#;
+
+fn web_roles() -> tempfile::TempDir {
+    roles_dir(&[("web.toml", WEB_ROLE), ("templates/motd.hbs", "{{settings.site_name}}: {{facts.hostname}}\n")])
+}
+
+/// `run` with the test role directory.
+fn run_web(root: &Path, roles: &tempfile::TempDir, args: &[&str]) -> Output {
+    let mut all = vec!["--roles", roles.path().to_str().unwrap()];
+    all.extend_from_slice(args);
+    run(root, &all, &[])
+}
+
 #[test]
 fn check_lists_exactly_the_drift_and_apply_converges() {
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
-    let first = run(r, &["--check", "--json", "app"], &[]);
+    let roles = web_roles();
+    let run = |r: &Path, args: &[&str], _: &[(&str, &str)]| run_web(r, &roles, args);
+    let first = run(r, &["--check", "--json", "web"], &[]);
     assert_eq!(code(&first), 2, "{}", text(&first));
     assert!(snapshot(r).is_empty(), "--check wrote something");
 
-    let o = run(r, &["apply", "app"], &[]);
+    let o = run(r, &["apply", "web"], &[]);
     assert_eq!(code(&o), 0, "{}", text(&o));
-    let o = run(r, &["--check", "app"], &[]);
+    let o = run(r, &["--check", "web"], &[]);
     assert_eq!(code(&o), 0, "{}", text(&o));
 
     // Drift in three states; the others stay as they are.
@@ -88,7 +134,7 @@ fn check_lists_exactly_the_drift_and_apply_converges() {
     fs::remove_file(r.join("var/www/bootstrap/index.html")).unwrap();
     fs::set_permissions(r.join("etc/bootstrap"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let before = snapshot(r);
-    let o = run(r, &["--check", "--json", "app"], &[]);
+    let o = run(r, &["--check", "--json", "web"], &[]);
     assert_eq!(code(&o), 2, "{}", text(&o));
     let report = json(&o);
     assert_eq!(ids_with(&report, "pending"), ["etc-bootstrap", "motd", "landing-page"]);
@@ -97,17 +143,17 @@ fn check_lists_exactly_the_drift_and_apply_converges() {
     assert_eq!(snapshot(r), before, "--check changed the tree");
 
     // Human form: the same states, with diffs.
-    let o = run(r, &["app", "--check"], &[]);
+    let o = run(r, &["web", "--check"], &[]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("~ motd") && out.contains("-edited by hand") && out.contains("mode 0755 -> 0700"), "{out}");
     assert!(!out.contains("www-dir"), "a converged state was listed: {out}");
 
-    let o = run(r, &["apply", "--json", "app"], &[]);
+    let o = run(r, &["apply", "--json", "web"], &[]);
     assert_eq!(code(&o), 0, "{}", text(&o));
     assert_eq!(ids_with(&json(&o), "changed"), ["etc-bootstrap", "motd", "landing-page"]);
-    let o = run(r, &["--check", "app"], &[]);
+    let o = run(r, &["--check", "web"], &[]);
     assert_eq!(code(&o), 0, "{}", text(&o));
-    let o = run(r, &["apply", "--json", "app"], &[]);
+    let o = run(r, &["apply", "--json", "web"], &[]);
     assert_eq!(json(&o)["changed"], 0, "second apply changed something: {}", text(&o));
 }
 
@@ -117,11 +163,18 @@ fn recorded_roles_are_used_and_none_is_an_error() {
     let o = run(root.path(), &["--check"], &[]);
     assert_eq!(code(&o), 1);
     assert!(text(&o).contains("no roles given") && text(&o).contains("app, common, db"), "{}", text(&o));
+    let o = run(root.path(), &["apply"], &[]);
+    assert_eq!(code(&o), 1);
+    assert!(text(&o).contains("no roles given"), "{}", text(&o));
+    let o = run(root.path(), &[], &[]);
+    assert_eq!(code(&o), 1);
+    assert!(text(&o).contains("name the roles for this node"), "{}", text(&o));
     fs::create_dir_all(root.path().join("etc/bootstrap")).unwrap();
-    fs::write(root.path().join("etc/bootstrap/node.toml"), "roles = [\"db\"]\n").unwrap();
-    let o = run(root.path(), &["apply", "--json"], &[]);
+    fs::write(root.path().join("etc/bootstrap/node.toml"), "roles = [\"web\"]\n").unwrap();
+    let roles = web_roles();
+    let o = run_web(root.path(), &roles, &["apply", "--json"]);
     assert_eq!(code(&o), 0, "{}", text(&o));
-    assert!(json(&o)["states"].as_array().unwrap().iter().all(|s| s["id"] != "landing-page"));
+    assert!(json(&o)["states"].as_array().unwrap().iter().any(|s| s["id"] == "landing-page"));
     let o = run(root.path(), &["--check", "unknown-role"], &[]);
     assert!(text(&o).contains("unknown role `unknown-role`"), "{}", text(&o));
 }
@@ -188,7 +241,8 @@ fn a_missing_secret_stops_before_anything_changes() {
 fn bad_input_is_named_and_changes_nothing() {
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
-    assert_eq!(code(&run(r, &["apply", "app"], &[])), 0);
+    let web = web_roles();
+    assert_eq!(code(&run_web(r, &web, &["apply", "web"])), 0);
     fs::write(r.join("etc/motd"), "drifted\n").unwrap();
     let before = snapshot(r);
     let file = "[[state]]\nid = \"f\"\ntype = \"file\"\npath = \"/etc/f\"\n";
@@ -207,18 +261,11 @@ fn bad_input_is_named_and_changes_nothing() {
     ];
     for (files, want) in cases {
         let mut files: Vec<(&str, &str)> = files.iter().map(|(n, b)| (*n, b.as_str())).collect();
-        // The bad role includes a valid one whose drift must stay untouched.
-        let app = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../roles/app.toml")).unwrap();
-        let common = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../roles/common.toml")).unwrap();
-        files.push(("app.toml", &app));
-        files.push(("common.toml", &common));
+        // The bad role runs with a valid one whose drift must stay untouched.
+        files.push(("web.toml", WEB_ROLE));
+        files.push(("templates/motd.hbs", "{{settings.site_name}}: {{facts.hostname}}\n"));
         let roles = roles_dir(&files);
-        for t in ["motd.hbs", "landing.html.hbs"] {
-            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../roles/templates").join(t);
-            fs::create_dir_all(roles.path().join("templates")).unwrap();
-            fs::copy(src, roles.path().join("templates").join(t)).unwrap();
-        }
-        let o = run(r, &["--roles", roles.path().to_str().unwrap(), "apply", "app", "x"], &[]);
+        let o = run(r, &["--roles", roles.path().to_str().unwrap(), "apply", "web", "x"], &[]);
         assert_eq!(code(&o), 1, "{want}: {}", text(&o));
         assert!(text(&o).contains(want), "expected `{want}` in: {}", text(&o));
         assert_eq!(snapshot(r), before, "{want}: the tree changed");
@@ -226,10 +273,18 @@ fn bad_input_is_named_and_changes_nothing() {
     // A malformed site file.
     let site = r.join("../bad-site.toml");
     fs::write(&site, "site_name = \n").unwrap();
-    let o = run(r, &["--site", site.to_str().unwrap(), "apply", "app"], &[]);
+    let o = run_web(r, &web, &["--site", site.to_str().unwrap(), "apply", "web"]);
     assert_eq!(code(&o), 1);
     assert!(text(&o).contains("bad-site.toml") && text(&o).contains("line 1"), "{}", text(&o));
     assert_eq!(snapshot(r), before);
+    // Settings that are unknown or of the wrong type.
+    for (body, want) in [("site_nmae = \"x\"\n", "unknown setting `site_nmae`"), ("site_name = 3\n", "setting `site_name`: must be a string")] {
+        fs::write(&site, body).unwrap();
+        let o = run_web(r, &web, &["--site", site.to_str().unwrap(), "apply", "web"]);
+        assert_eq!(code(&o), 1);
+        assert!(text(&o).contains(want), "expected `{want}`: {}", text(&o));
+        assert_eq!(snapshot(r), before);
+    }
     let _ = fs::remove_file(site);
 }
 
@@ -243,7 +298,7 @@ fn a_run_killed_before_the_rename_leaves_the_old_file() {
     let new = "new complete content\n".repeat(5000);
     // The validator stalls with the new content fully written to the temp file.
     let role = format!(
-        "[[state]]\nid = \"big\"\ntype = \"file\"\npath = \"/etc/big.conf\"\ncontent = \"\"\"\n{new}\"\"\"\nvalidate = [\"sleep\", \"3\"]\n"
+        "[[state]]\nid = \"big\"\ntype = \"file\"\npath = \"/etc/big.conf\"\ncontent = \"\"\"\n{new}\"\"\"\nvalidate = [\"sh\", \"-c\", \"sleep 3\", \"validator\"]\n"
     );
     let roles = roles_dir(&[("k.toml", &role)]);
     let rd = roles.path().to_str().unwrap();
@@ -271,7 +326,7 @@ fn a_run_killed_before_the_rename_leaves_the_old_file() {
     assert!(tmp.exists(), "the killed run's temp file is expected to remain");
 
     // The next run (with a validator that passes) writes the new file and sweeps the leftover.
-    let role = role.replace("validate = [\"sleep\", \"3\"]", "validate = [\"true\"]");
+    let role = role.replace("\"sleep 3\"", "\"true\"");
     let roles = roles_dir(&[("k.toml", &role)]);
     let o = run(r, &["--roles", roles.path().to_str().unwrap(), "apply", "k"], &[]);
     assert_eq!(code(&o), 0, "{}", text(&o));
@@ -286,11 +341,80 @@ fn a_second_run_exits_75_while_the_lock_is_held() {
     fs::create_dir_all(r.join("run")).unwrap();
     let held = fs::File::create(r.join("run/bootstrap.lock")).unwrap();
     let held = nix::fcntl::Flock::lock(held, nix::fcntl::FlockArg::LockExclusiveNonblock).unwrap();
-    let o = run(r, &["apply", "app"], &[]);
+    let web = web_roles();
+    let o = run_web(r, &web, &["apply", "web"]);
     assert_eq!(code(&o), 75, "{}", text(&o));
-    assert_eq!(code(&run(r, &["--check", "app"], &[])), 75);
+    assert_eq!(code(&run_web(r, &web, &["--check", "web"])), 75);
     assert!(!r.join("etc").exists(), "a run without the lock changed something");
     drop(held);
     // The lock file itself left behind (as after a killed run) does not block.
-    assert_eq!(code(&run(r, &["apply", "app"], &[])), 0);
+    assert_eq!(code(&run_web(r, &web, &["apply", "web"])), 0);
+}
+
+fn serve_once(body: &'static str) -> (String, std::thread::JoinHandle<()>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/site.toml", listener.local_addr().unwrap());
+    let h = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 2048];
+        let _ = s.read(&mut buf);
+        let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+        s.write_all(resp.as_bytes()).unwrap();
+    });
+    (url, h)
+}
+
+#[test]
+fn first_install_records_the_node_and_later_runs_use_it() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let roles = roles_dir(&[
+        ("web.toml", &format!("{WEB_ROLE}\n[[secret]]\nname = \"api_token\"\nprompt = \"API token\"\n\n[[secret]]\nname = \"cookie_key\"\nprompt = \"Cookie key\"\ngenerate = true\n")),
+        ("templates/motd.hbs", "{{settings.site_name}}: {{facts.hostname}}\n"),
+    ]);
+    let body = "site_name = \"from the web\"\n";
+    let sum = states::content::sha256_hex(body.as_bytes());
+
+    // A pinned site URL whose content does not match: refused, nothing written.
+    let (url, h) = serve_once(body);
+    let rd = roles.path().to_str().unwrap();
+    let env = [("BOOTSTRAP_SECRET_API_TOKEN", "canary-install-token")];
+    let o = run(r, &["--roles", rd, "--site", &url, "--site-sha256", &"0".repeat(64), "web"], &env);
+    h.join().unwrap();
+    assert_eq!(code(&o), 1);
+    assert!(text(&o).contains("not the pinned"), "{}", text(&o));
+    assert!(snapshot(r).is_empty());
+
+    let (url, h) = serve_once(body);
+    let o = run(r, &["--roles", rd, "--site", &url, "--site-sha256", &sum, "web"], &env);
+    h.join().unwrap();
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert!(!text(&o).contains("canary-install-token"));
+    let mode = |p: &str| fs::metadata(r.join(p)).unwrap().mode() & 0o7777;
+    assert_eq!(mode("usr/local/sbin/bootstrap"), 0o755);
+    assert_eq!(fs::read(r.join("usr/local/sbin/bootstrap")).unwrap(), fs::read(BIN).unwrap());
+    assert_eq!(mode("etc/bootstrap"), 0o700);
+    assert_eq!(mode("etc/bootstrap/secrets.toml"), 0o600);
+    let secrets = fs::read_to_string(r.join("etc/bootstrap/secrets.toml")).unwrap();
+    assert!(secrets.contains("canary-install-token") && secrets.contains("cookie_key"), "generated secret not stored");
+    assert!(fs::read_to_string(r.join("etc/bootstrap/site.toml")).unwrap().contains("from the web"));
+    assert!(fs::read_to_string(r.join("etc/motd")).unwrap().starts_with("from the web: "));
+    let node = fs::read_to_string(r.join("etc/bootstrap/node.toml")).unwrap();
+    assert!(node.contains("roles = [\"web\"]") && node.contains(rd), "{node}");
+
+    // Later runs: no roles, no --roles, no secret in the environment: all recorded.
+    let o = run(r, &["apply", "--json"], &[]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_eq!(json(&o)["changed"], 0, "{}", text(&o));
+    let report = fs::read_to_string(r.join("var/lib/bootstrap/last-run.json")).unwrap();
+    assert!(!report.contains("canary-install-token"));
+    assert_eq!(code(&run(r, &["--check"], &[])), 0);
+    let status = run(r, &["status"], &[]);
+    assert!(String::from_utf8_lossy(&status.stdout).contains("roles:    web"), "{}", text(&status));
+
+    // Rotating a secret the roles do not declare is refused.
+    let o = run(r, &["secret", "set", "nope"], &[("BOOTSTRAP_SECRET_NOPE", "whatever-long")]);
+    assert_eq!(code(&o), 1);
+    assert!(text(&o).contains("declare no secret `nope`") && text(&o).contains("api_token"), "{}", text(&o));
 }

@@ -18,6 +18,11 @@ pub trait State: Send + Sync {
     fn plan(&self, cx: &Context) -> Result<Plan>;
     /// Carry out exactly `plan`; called only when it is not empty.
     fn apply(&self, cx: &Context, plan: &Plan) -> Result<()>;
+    /// A digest of desired state not visible in the role parameters (rendered content), so a
+    /// report can tell drift (same desired state as last run) from an intended change.
+    fn digest(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The changes one state needs; empty when the system already matches.

@@ -19,6 +19,12 @@ pub struct Node {
     pub notify: Vec<Notification>,
 }
 
+/// What the engine tells its observer (progress display, logs) while it runs.
+pub enum Event<'a> {
+    Started { id: &'a str, kind: &'a str, target: String },
+    Finished(&'a StateReport),
+}
+
 /// The order in which `nodes` run; an unknown `requires` id or a cycle is an error.
 pub fn order(nodes: &[Node]) -> Result<Vec<usize>> {
     let pairs: Vec<(&str, &[String])> =
@@ -26,13 +32,13 @@ pub fn order(nodes: &[Node]) -> Result<Vec<usize>> {
     graph::order(&pairs)
 }
 
-/// Run `nodes`. `on_state` sees each result as soon as it is known (progress, logs).
+/// Run `nodes`. `observe` hears when each state starts and its result as soon as it is known.
 pub fn run(
     cx: &Context,
     nodes: &[Node],
     mode: Mode,
     notifier: &dyn Notifier,
-    on_state: &mut dyn FnMut(&StateReport),
+    observe: &mut dyn FnMut(Event),
 ) -> Result<RunReport> {
     let t0 = Instant::now();
     let started = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -41,6 +47,9 @@ pub fn run(
     // In a dry run, what the queue would hold once the planned changes were made.
     let mut would_queue: Vec<Notification> = queue.items().to_vec();
     let mut not_ok: HashSet<&str> = HashSet::new();
+    // Dry run: states that would change. A dependent can't always be planned before they are
+    // applied (a service whose package is not installed yet).
+    let mut pending: HashSet<&str> = HashSet::new();
     let mut states = Vec::with_capacity(nodes.len());
 
     for i in order {
@@ -55,7 +64,10 @@ pub fn run(
             changes: Vec::new(),
             error: None,
             duration_ms: 0.0,
+            fingerprint: String::new(),
+            change: None,
         };
+        observe(Event::Started { id: st.id(), kind: st.kind(), target: report.target.clone() });
         if let Some(r) = node.requires.iter().find(|r| not_ok.contains(r.as_str())) {
             report.status = Status::Skipped;
             report.error = Some(format!("requires `{r}`, which did not succeed"));
@@ -65,6 +77,18 @@ pub fn run(
                     report.status = status;
                     report.changes = describe(cx, &plan);
                 }
+                Err((e, _)) if mode == Mode::Check && node.requires.iter().any(|r| pending.contains(r.as_str())) => {
+                    let after: Vec<&str> =
+                        node.requires.iter().map(String::as_str).filter(|r| pending.contains(r)).collect();
+                    report.status = Status::Pending;
+                    report.changes = vec![ChangeReport {
+                        summary: cx.secrets.scrub(&format!(
+                            "planned once `{}` is applied (now: {e:#})",
+                            after.join("`, `")
+                        )),
+                        diff: None,
+                    }];
+                }
                 Err((e, plan)) => {
                     report.status = Status::Failed;
                     report.changes = plan.as_ref().map(|p| describe(cx, p)).unwrap_or_default();
@@ -72,11 +96,14 @@ pub fn run(
                 }
             }
         }
+        if report.status == Status::Pending {
+            pending.insert(st.id());
+        }
         if matches!(report.status, Status::Failed | Status::Skipped) {
             not_ok.insert(st.id());
         }
         report.duration_ms = ms(t);
-        on_state(&report);
+        observe(Event::Finished(&report));
         states.push(report);
     }
 

@@ -118,6 +118,13 @@ impl State for FileState {
         display(&self.path)
     }
 
+    fn digest(&self) -> Option<String> {
+        match &self.body {
+            Body::Inline(c) => Some(sha256_hex(&c.bytes)),
+            Body::Remote { sha256, .. } => Some(sha256.clone()),
+        }
+    }
+
     fn plan(&self, cx: &Context) -> Result<Plan> {
         let real = cx.path(&self.path);
         let shown = display(&self.path);

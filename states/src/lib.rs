@@ -2,12 +2,16 @@
 //! every state module. See shared/DESIGN.md for the contract.
 
 pub mod absent;
+pub mod accounts;
+pub mod apt;
 pub mod atomic;
+pub mod conf_file;
 pub mod content;
 pub mod cron;
 pub mod context;
 pub mod contract;
 pub mod directory;
+pub mod dpkg_status;
 pub mod engine;
 pub mod facts;
 pub mod fetch;
@@ -17,15 +21,18 @@ pub mod group;
 pub mod module;
 pub mod notify;
 pub mod ownership;
+pub mod package_manager;
 pub mod packages;
 pub mod report;
 pub mod role;
 pub mod runner;
 pub mod secrets;
 pub mod service;
+pub mod settings;
 pub mod shared;
 pub mod symlink;
 pub mod sysctl;
+pub mod systemd;
 pub mod template;
 pub mod user;
 

@@ -1,13 +1,110 @@
-//! `packages`: being written (issue 3). Until then a role using it is refused at compile time.
+//! `packages`: a set of distribution packages installed and/or absent. Planning reads the
+//! package database once per run (shared by every `packages` state); applying installs every
+//! missing package in one transaction and removes (never purges) unwanted ones.
 
 use anyhow::{bail, Result};
+use serde::Deserialize;
 
-use crate::contract::State;
-use crate::module::Builder;
+use crate::context::Context;
+use crate::contract::{Change, Plan, State};
+use crate::module::{params, Builder};
+use crate::package_manager::{self, PackageManager};
 
-pub fn build(_id: String, _params: toml::Table, _b: &mut Builder) -> Result<Box<dyn State>> {
-    bail!("the `packages` state type is not available yet")
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    #[serde(default)]
+    installed: Vec<String>,
+    #[serde(default)]
+    absent: Vec<String>,
 }
 
-#[allow(dead_code)]
-struct PackagesState;
+pub struct PackagesState {
+    id: String,
+    installed: Vec<String>,
+    absent: Vec<String>,
+    pm: Box<dyn PackageManager>,
+}
+
+struct InstallOp(Vec<String>);
+struct RemoveOp(Vec<String>);
+
+pub fn build(id: String, t: toml::Table, b: &mut Builder) -> Result<Box<dyn State>> {
+    Ok(Box::new(PackagesState::build(id, t, package_manager::for_system(b.cx))?))
+}
+
+impl PackagesState {
+    pub fn build(id: String, t: toml::Table, pm: Box<dyn PackageManager>) -> Result<Self> {
+        let p: Params = params(t)?;
+        if p.installed.is_empty() && p.absent.is_empty() {
+            bail!("`packages` needs `installed` and/or `absent`");
+        }
+        let (installed, absent) = (dedup(p.installed), dedup(p.absent));
+        for name in installed.iter().chain(&absent) {
+            pm.check_name(name)?;
+        }
+        if let Some(both) = installed.iter().find(|n| absent.contains(n)) {
+            bail!("`{both}` is both in `installed` and in `absent`");
+        }
+        Ok(PackagesState { id, installed, absent, pm })
+    }
+}
+
+/// Role order kept (it is the order shown), repeats dropped.
+fn dedup(names: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(names.len());
+    for n in names {
+        if !out.contains(&n) {
+            out.push(n);
+        }
+    }
+    out
+}
+
+impl State for PackagesState {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn kind(&self) -> &'static str {
+        "packages"
+    }
+
+    fn target(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.installed.is_empty() {
+            parts.push(self.installed.join(" "));
+        }
+        if !self.absent.is_empty() {
+            parts.push(format!("absent: {}", self.absent.join(" ")));
+        }
+        parts.join("; ")
+    }
+
+    fn plan(&self, cx: &Context) -> Result<Plan> {
+        let mut plan = Plan::default();
+        let have = self.pm.installed(cx, &self.installed)?;
+        let missing: Vec<String> =
+            self.installed.iter().zip(have).filter(|(_, ok)| !ok).map(|(n, _)| n.clone()).collect();
+        if !missing.is_empty() {
+            plan.push(Change::new(format!("install {}", missing.join(", ")), InstallOp(missing)));
+        }
+        let have = self.pm.installed(cx, &self.absent)?;
+        let present: Vec<String> = self.absent.iter().zip(have).filter(|(_, ok)| *ok).map(|(n, _)| n.clone()).collect();
+        if !present.is_empty() {
+            plan.push(Change::new(format!("remove {}", present.join(", ")), RemoveOp(present)));
+        }
+        Ok(plan)
+    }
+
+    fn apply(&self, cx: &Context, plan: &Plan) -> Result<()> {
+        cx.require_live("packages")?;
+        for InstallOp(names) in plan.ops::<InstallOp>() {
+            self.pm.install(cx, names)?;
+        }
+        for RemoveOp(names) in plan.ops::<RemoveOp>() {
+            self.pm.remove(cx, names)?;
+        }
+        Ok(())
+    }
+}

@@ -1,15 +1,15 @@
 //! What a run did, as shown to humans, written to JSON and kept as the last-run report.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     Check,
     Apply,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Already as wanted.
@@ -23,14 +23,14 @@ pub enum Status {
     Skipped,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ChangeReport {
     pub summary: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StateReport {
     pub id: String,
     pub kind: String,
@@ -40,9 +40,23 @@ pub struct StateReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub duration_ms: f64,
+    /// Digest of the desired state; compared with the last run to classify a change.
+    #[serde(default)]
+    pub fingerprint: String,
+    /// For a changed state: `drift` (the system moved away from an unchanged desired state)
+    /// or `intended` (the desired state is new or changed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change: Option<ChangeKind>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    Drift,
+    Intended,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NotificationReport {
     pub notification: String,
     pub status: Status,
@@ -50,7 +64,7 @@ pub struct NotificationReport {
     pub error: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunReport {
     pub mode: Mode,
     /// Unix time, seconds.

@@ -8,10 +8,12 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::content::sha256_hex;
 use crate::context::Context;
 use crate::engine::{order, Node};
 use crate::module::{self, Builder};
 use crate::notify::Notification;
+use crate::settings::Schema;
 use crate::template::Templates;
 
 /// Where role files and templates come from. Paths are relative: `app.toml`,
@@ -77,7 +79,7 @@ struct RoleFile {
     #[serde(default)]
     includes: Vec<String>,
     #[serde(default)]
-    settings: toml::Table,
+    settings: Schema,
     #[serde(default)]
     secret: Vec<SecretSpec>,
     #[serde(default)]
@@ -129,8 +131,8 @@ pub struct StateSpec {
 #[derive(Default)]
 pub struct RoleSet {
     pub roles: Vec<String>,
-    /// Settings defaults declared by the roles.
-    pub settings: toml::Table,
+    /// Settings declared by the roles.
+    pub settings: Schema,
     pub secrets: Vec<SecretSpec>,
     pub states: Vec<StateSpec>,
 }
@@ -169,7 +171,16 @@ fn load_one(source: &dyn RoleSource, name: &str, set: &mut RoleSet, path: &mut V
     }
     path.pop();
 
-    merge_tables(&mut set.settings, &rf.settings);
+    for (name, spec) in rf.settings {
+        match set.settings.get(&name) {
+            Some(have) if have.kind != spec.kind || have.list != spec.list => {
+                bail!("{label}: setting `{name}` is declared again with another type")
+            }
+            _ => {
+                set.settings.insert(name, spec);
+            }
+        }
+    }
     for s in rf.secret {
         if !set.secrets.iter().any(|have| have.name == s.name) {
             set.secrets.push(s);
@@ -221,13 +232,35 @@ pub fn compile(
     templates: &mut Templates,
     data: &serde_json::Value,
 ) -> Result<Vec<Node>> {
+    Ok(compile_with_fingerprints(set, source, cx, templates, data)?.0)
+}
+
+/// Digests of each state's desired state (parameters and rendered content), by id.
+pub type Fingerprints = HashMap<String, String>;
+
+/// `compile`, also returning each state's fingerprint: a report compares them with the last
+/// run's to tell drift from intended change.
+pub fn compile_with_fingerprints(
+    set: RoleSet,
+    source: &dyn RoleSource,
+    cx: &Context,
+    templates: &mut Templates,
+    data: &serde_json::Value,
+) -> Result<(Vec<Node>, Fingerprints)> {
     let mut b = Builder { cx, templates, source, data };
+    let mut fingerprints = Fingerprints::new();
     let mut nodes = Vec::with_capacity(set.states.len());
     let mut errors = Vec::new();
     for spec in set.states {
         let StateSpec { id, kind, requires, notify, params, origin, key_lines } = spec;
+        let described = format!("{kind}\n{id}\n{params}");
         match module::build(&kind, id.clone(), params, &mut b) {
-            Ok(state) => nodes.push(Node { state, requires, notify }),
+            Ok(state) => {
+                let digest = state.digest().unwrap_or_default();
+                let fingerprint = sha256_hex(format!("{described}\n{digest}").as_bytes())[..16].to_string();
+                fingerprints.insert(id, fingerprint);
+                nodes.push(Node { state, requires, notify })
+            }
             Err(e) => {
                 let msg = format!("{e:#}");
                 let line = quoted_words(&msg)
@@ -242,19 +275,7 @@ pub fn compile(
         bail!("{}", errors.join("\n"));
     }
     order(&nodes)?;
-    Ok(nodes)
-}
-
-/// `base` with `over` merged in, tables recursively.
-pub fn merge_tables(base: &mut toml::Table, over: &toml::Table) {
-    for (k, v) in over {
-        match (base.get_mut(k), v) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge_tables(b, o),
-            _ => {
-                base.insert(k.clone(), v.clone());
-            }
-        }
-    }
+    Ok((nodes, fingerprints))
 }
 
 /// Line numbers of a role file, found by binary search (roles may hold 10,000 states).
@@ -299,9 +320,14 @@ fn quoted_words(msg: &str) -> impl Iterator<Item = &str> {
     msg.split('`').skip(1).step_by(2)
 }
 
-/// The settings as template data, after the roles' defaults.
-pub fn settings_json(defaults: &toml::Table, site: &toml::Table) -> serde_json::Value {
-    let mut merged = defaults.clone();
-    merge_tables(&mut merged, site);
-    serde_json::to_value(merged).unwrap_or_default()
+/// Every setting any role of `source` declares: what a site file may name.
+pub fn known_settings(source: &dyn RoleSource) -> Result<Schema> {
+    let mut all = Schema::new();
+    for name in source.role_names() {
+        let file = format!("{name}.toml");
+        let text = source.read(&file).unwrap_or_default();
+        let rf: RoleFile = toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", source.label(&file)))?;
+        all.extend(rf.settings);
+    }
+    Ok(all)
 }

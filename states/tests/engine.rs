@@ -219,3 +219,36 @@ fn restart_wins_over_reload_in_the_queue() {
     let q = PendingQueue::load(&cx).unwrap();
     assert_eq!(q.items(), [Notification::parse("restart web").unwrap()]);
 }
+
+#[test]
+fn a_dry_run_defers_a_plan_that_needs_a_pending_dependency() {
+    let root = tempfile::tempdir().unwrap();
+    let cx = cx(root.path());
+    // `needs-dir` fails to plan while /blocker is a file; the state before it would fix that.
+    fs::write(root.path().join("blocker"), "file").unwrap();
+    let role = r#"
+[[state]]
+id = "clear"
+type = "absent"
+path = "/blocker"
+
+[[state]]
+id = "needs-dir"
+type = "absent"
+path = "/blocker/inner"
+requires = ["clear"]
+
+[[state]]
+id = "independent-failure"
+type = "absent"
+path = "/blocker/other"
+"#;
+    let nodes = nodes(&cx, role, &[]).unwrap();
+    let r = check(&cx, &nodes);
+    assert_eq!(status_of(&r, "clear"), Status::Pending);
+    assert_eq!(status_of(&r, "needs-dir"), Status::Pending, "{:?}", r.states[1]);
+    assert!(r.states[1].changes[0].summary.contains("planned once `clear` is applied"));
+    // Without a pending dependency, the same error is a failure.
+    assert_eq!(status_of(&r, "independent-failure"), Status::Failed);
+    assert_eq!(r.exit_code(), 1);
+}

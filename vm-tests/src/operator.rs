@@ -29,3 +29,15 @@ pub fn report(r: &RunResult) -> serde_json::Value {
     serde_json::from_str(&r.stdout)
         .unwrap_or_else(|e| panic!("not a JSON report ({e}):\n{}\n{}", r.stdout, r.stderr))
 }
+
+/// Where scenarios that test one module put their own role directory and the binary.
+pub const TEST_ROLES: &str = "/etc/bt-roles";
+pub const INSTALLED: &str = "/usr/local/sbin/bootstrap";
+
+/// `bootstrap --roles TEST_ROLES ARGS test`: the installed binary on a scenario's `test` role.
+pub fn run_test_role(node: &Node, args: &[&str]) -> RunResult {
+    let mut argv = vec![INSTALLED, "--roles", TEST_ROLES];
+    argv.extend_from_slice(args);
+    argv.push("test");
+    node.run(&argv)
+}

@@ -26,7 +26,7 @@ fn fresh_node_converges_and_heals_drift() {
 
     let apply = bootstrap(&node, &["apply", "app"]);
     assert_eq!(apply.code, 0, "{}{}", apply.stdout, apply.stderr);
-    assert!(node.read_file("/etc/motd").contains("app1 (common app)"));
+    assert!(node.read_file("/etc/motd").contains("app1 (app)"));
     assert!(node.read_file("/var/www/bootstrap/index.html").contains("<h1>app1</h1>"));
     let mode = node.run(&["stat", "-c", "%a %U", "/etc/bootstrap"]).assert_ok("stat");
     assert_eq!(mode.stdout.trim(), "700 root");

@@ -1,0 +1,46 @@
+//! The first install (`./bootstrap app`): preflight, settings and secrets (asked on a terminal
+//! when missing), every state compiled, and only then: record site, secrets and roles, install
+//! the binary as /usr/local/sbin/bootstrap, and converge. The role's schedule state keeps it so.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result};
+use states::report::Mode;
+
+use crate::cli::Opts;
+use crate::converge::{execute, prepare, scrubbed};
+use crate::{inputs, lock, node, preflight, secret_sources, settings};
+
+pub const INSTALLED: &str = "/usr/local/sbin/bootstrap";
+
+pub fn first_install(opts: &Opts, roles: &[String]) -> Result<i32> {
+    preflight::check(&opts.root)?;
+    let mut inputs = inputs::gather(opts, roles, true)?;
+    let _lock = match lock::acquire(&opts.root, true)? {
+        Some(lock::Lock::Busy) => return Ok(lock::busy()),
+        held => held,
+    };
+    let secrets = inputs.secrets();
+    scrubbed(&secrets, || {
+        let prepared = prepare(opts, &mut inputs)?;
+        settings::store(&opts.root, &inputs.site)?;
+        secret_sources::store(&opts.root, &inputs.secret_values)?;
+        let roles_dir = inputs::roles_dir(opts).map(|d| std::path::absolute(&d)).transpose()?;
+        node::store(&opts.root, &node::NodeFile { roles: inputs.roles.clone(), roles_dir })?;
+        install_binary(&opts.root)?;
+        execute(opts, prepared, Mode::Apply)
+    })
+}
+
+/// Copy the running binary to /usr/local/sbin/bootstrap (0755, atomically) unless it is there.
+pub fn install_binary(root: &Path) -> Result<()> {
+    let me = std::env::current_exe().context("cannot find the running binary")?;
+    let dest = root.join(INSTALLED.trim_start_matches('/'));
+    let bytes = std::fs::read(&me).with_context(|| format!("cannot read {}", me.display()))?;
+    if std::fs::read(&dest).ok().as_deref() == Some(bytes.as_slice()) {
+        return Ok(());
+    }
+    states::atomic::write_plain(&dest, &bytes, 0o755)?;
+    tracing::info!(path = %dest.display(), "installed the binary");
+    Ok(())
+}

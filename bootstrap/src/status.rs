@@ -1,0 +1,59 @@
+//! `bootstrap status`: roles, the last run, the schedule and its next run, pending
+//! notifications. Exit 1 when the last run failed, so monitoring can call it.
+
+use anyhow::Result;
+use chrono::{Local, TimeZone};
+use states::report::Status;
+
+use crate::cli::Opts;
+use crate::{node, report_file, schedule};
+
+pub fn show(opts: &Opts) -> Result<i32> {
+    let root = &opts.root;
+    let roles = node::recorded_roles(root)?;
+    println!(
+        "roles:    {}",
+        roles.map_or("none recorded (not installed: run `bootstrap app`, `db` or `app db`)".into(), |r| r.join(" "))
+    );
+    let mut code = 0;
+    match report_file::load(root) {
+        None => println!("last run: none"),
+        Some(r) => {
+            let when = Local.timestamp_opt(r.started as i64, 0).single().map(|t| t.format("%Y-%m-%d %H:%M:%S %Z").to_string());
+            println!(
+                "last run: {} ({:.0} ms): {} states, {} changed ({} drift corrected), {} failed, {} skipped",
+                when.unwrap_or_default(),
+                r.duration_ms,
+                r.states.len(),
+                r.changed,
+                r.states.iter().filter(|s| s.change == Some(states::report::ChangeKind::Drift)).count(),
+                r.failed,
+                r.skipped
+            );
+            for s in r.states.iter().filter(|s| s.status == Status::Failed) {
+                println!("  failed: {} ({} {}): {}", s.id, s.kind, s.target, s.error.as_deref().unwrap_or(""));
+            }
+            for n in r.notifications.iter().filter(|n| n.status == Status::Failed) {
+                println!("  failed: {}: {}", n.notification, n.error.as_deref().unwrap_or(""));
+            }
+            if r.has_failures() {
+                code = 1;
+            }
+        }
+    }
+    match schedule::next_run(root) {
+        Some((expr, next)) => println!("schedule: `{expr}` in {}; next run {}", schedule::CRON_FILE, next.format("%Y-%m-%d %H:%M %Z")),
+        None => println!("schedule: none ({} missing)", schedule::CRON_FILE),
+    }
+    let pending = std::fs::read_to_string(root.join("var/lib/bootstrap/pending-notifications.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Vec<states::notify::Notification>>(&t).ok())
+        .unwrap_or_default();
+    if pending.is_empty() {
+        println!("pending:  none");
+    } else {
+        let list: Vec<String> = pending.iter().map(ToString::to_string).collect();
+        println!("pending:  {} (carried out by the next run)", list.join(", "));
+    }
+    Ok(code)
+}
