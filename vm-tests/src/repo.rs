@@ -32,6 +32,9 @@ pub const PACKAGES: &[&str] = &[
     "jq",
     // sshd, so firewall scenarios can check that the admin port stays open
     "openssh-server",
+    // the no-op benchmark on a node (bench/node)
+    "hyperfine",
+    "time",
 ];
 
 /// Path of the cached repository (a directory of .debs plus `Packages` and `Release`).

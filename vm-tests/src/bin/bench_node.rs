@@ -1,0 +1,43 @@
+//! The no-op benchmark on a real node (`bench/node`): a fresh container bootstrapped with each
+//! embedded role, then converged runs timed inside it with hyperfine and their peak memory read
+//! with GNU time. Prints figures; asserts nothing about them.
+
+use vm_tests::operator::{bootstrap, download, serve_binary, INSTALLED};
+use vm_tests::Lab;
+
+fn main() {
+    let runs = std::env::var("RUNS").unwrap_or_else(|_| "30".into());
+    let lab = Lab::new("bench_node");
+    let http = lab.http_server(0);
+    serve_binary(&http);
+    println!("{:<22} {:<8} {:>12} {:>12} {:>12}", "role (on a node)", "mode", "mean ms", "min ms", "peak MiB");
+    for (name, role) in [("bench-app", "app"), ("bench-db", "db")] {
+        let node = lab.boot(name);
+        download(&node, &http);
+        let first = bootstrap(&node, &[role]);
+        assert_eq!(first.code, 0, "install failed:\n{}{}", first.stdout, first.stderr);
+        node.run(&["apt-get", "install", "-y", "-q", "hyperfine", "time"]).assert_ok("install hyperfine");
+        for (mode, args) in [("apply", "apply"), ("check", "--check")] {
+            let cmd = format!("{INSTALLED} {args}");
+            let h = node
+                .run(&["hyperfine", "-N", "--warmup", "3", "--runs", &runs, "--export-json", "/tmp/h.json", &cmd])
+                .assert_ok("hyperfine");
+            let _ = h;
+            let json: serde_json::Value = serde_json::from_str(&node.read_file("/tmp/h.json")).unwrap();
+            let r = &json["results"][0];
+            let mem = node.sh(&format!("/usr/bin/time -f %M {cmd} 2>&1 >/dev/null | tail -n 1")).stdout;
+            let kib: f64 = mem.trim().parse().unwrap_or(f64::NAN);
+            println!(
+                "{:<22} {:<8} {:>12.2} {:>12.2} {:>12.2}",
+                format!("{role} (embedded)"),
+                mode,
+                r["mean"].as_f64().unwrap() * 1e3,
+                r["min"].as_f64().unwrap() * 1e3,
+                kib / 1024.0
+            );
+        }
+        let engine = node.run(&[INSTALLED, "apply", "--json"]).stdout;
+        let engine: serde_json::Value = serde_json::from_str(&engine).unwrap();
+        println!("  ({role}: {} states; engine time of one run {:.2} ms)", engine["states"].as_array().unwrap().len(), engine["duration_ms"].as_f64().unwrap());
+    }
+}
