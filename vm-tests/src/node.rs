@@ -280,15 +280,17 @@ impl Node {
                 find_child(nspawn_pid, "systemd")
             },
         );
-        // systemd's bus socket appears a moment after PID 1 starts; until then systemctl fails
-        // without a state, so retry until it reports one (and --wait then waits for settling).
+        // systemd's bus socket appears a moment after PID 1 starts; until then systemctl
+        // prints nothing or `offline` (it can't reach systemd), so retry until it reports a
+        // real state (and --wait then waits for settling).
         let deadline = Instant::now() + BOOT_TIMEOUT;
         let state = loop {
             let r = self.exec_opts(
                 &["systemctl", "is-system-running", "--wait"],
                 &RunOpts::default().timeout(BOOT_TIMEOUT),
             );
-            if !r.stdout.trim().is_empty() || Instant::now() > deadline {
+            let said = r.stdout.trim();
+            if (!said.is_empty() && said != "offline") || Instant::now() > deadline {
                 break r;
             }
             std::thread::sleep(Duration::from_millis(50));
