@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
+use states::discovery;
 use states::engine::{self, Event, Node};
 use states::facts::Facts;
 use states::notify::SystemdNotifier;
@@ -61,7 +62,7 @@ pub fn prepare(opts: &Opts, inputs: &mut Inputs) -> Result<Prepared> {
         root: opts.root.clone(),
         shared: Default::default(),
     };
-    let data = json!({
+    let mut data = json!({
         "facts": cx.facts,
         "settings": cx.settings,
         "roles": inputs.roles,
@@ -69,6 +70,14 @@ pub fn prepare(opts: &Opts, inputs: &mut Inputs) -> Result<Prepared> {
     });
     let mut templates = Templates::new(&cx.secrets);
     let set = std::mem::take(&mut inputs.set);
+    // Peers are looked up before the states compile: templates (haproxy's pools) use them.
+    let specs = set
+        .discover
+        .iter()
+        .map(|(name, spec)| Ok((name.clone(), role::resolve_params(spec.clone(), &templates, &data)?)))
+        .collect::<Result<_>>()
+        .map_err(|e: anyhow::Error| e.context("`[discover]` in the roles"))?;
+    data["peers"] = discovery::discover(&cx, &specs, !opts.check)?;
     let (nodes, fingerprints) = role::compile_with_fingerprints(set, &*inputs.source, &cx, &mut templates, &data)?;
     Ok(Prepared { cx, nodes, fingerprints })
 }

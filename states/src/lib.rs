@@ -2,20 +2,25 @@
 //! every state module. See shared/DESIGN.md for the contract.
 
 pub mod absent;
+pub mod acme;
 pub mod accounts;
 pub mod apt;
 pub mod atomic;
+pub mod certificate;
 pub mod conf_file;
 pub mod content;
 pub mod cron;
 pub mod context;
 pub mod contract;
 pub mod directory;
+pub mod discovery;
+pub mod dns_record;
 pub mod dpkg_status;
 pub mod engine;
 pub mod facts;
 pub mod fetch;
 pub mod file;
+pub mod firewall;
 pub mod graph;
 pub mod group;
 pub mod module;

@@ -10,7 +10,7 @@ use crate::context::Context;
 use crate::contract::State;
 use crate::role::RoleSource;
 use crate::template::Templates;
-use crate::{absent, cron, directory, file, group, packages, service, symlink, sysctl, user};
+use crate::{absent, acme, certificate, cron, directory, dns_record, file, firewall, group, packages, service, symlink, sysctl, user};
 
 /// What a module constructor may use: templates (loaded from the role source on demand) and
 /// the template data.
@@ -35,8 +35,10 @@ impl Builder<'_> {
     }
 }
 
-pub const KINDS: &[&str] =
-    &["file", "directory", "symlink", "absent", "packages", "service", "user", "group", "cron", "sysctl"];
+pub const KINDS: &[&str] = &[
+    "file", "directory", "symlink", "absent", "packages", "service", "user", "group", "cron", "sysctl", "firewall",
+    "certificate", "acme", "dns_record",
+];
 
 /// Build a state of type `kind` from its role parameters.
 pub fn build(kind: &str, id: String, params: toml::Table, b: &mut Builder) -> Result<Box<dyn State>> {
@@ -51,6 +53,10 @@ pub fn build(kind: &str, id: String, params: toml::Table, b: &mut Builder) -> Re
         "group" => group::build(id, params, b)?,
         "cron" => cron::build(id, params, b)?,
         "sysctl" => sysctl::build(id, params, b)?,
+        "firewall" => firewall::build(id, params, b)?,
+        "certificate" => certificate::build(id, params, b)?,
+        "acme" => acme::build(id, params, b)?,
+        "dns_record" => dns_record::build(id, params, b)?,
         other => bail!("unknown state type `{other}` (known: {})", KINDS.join(", ")),
     })
 }

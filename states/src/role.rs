@@ -84,6 +84,9 @@ struct RoleFile {
     secret: Vec<SecretSpec>,
     #[serde(default)]
     state: Vec<toml::Spanned<toml::Table>>,
+    /// `[discover.NAME]`: peers looked up at the start of a run, as template data `peers.NAME`.
+    #[serde(default)]
+    discover: std::collections::BTreeMap<String, toml::Table>,
 }
 
 /// A secret a role needs.
@@ -135,6 +138,8 @@ pub struct RoleSet {
     pub settings: Schema,
     pub secrets: Vec<SecretSpec>,
     pub states: Vec<StateSpec>,
+    /// Discovery specs by peer-set name (parameters may use settings).
+    pub discover: std::collections::BTreeMap<String, toml::Table>,
 }
 
 /// Load `names` and what they include.
@@ -187,6 +192,11 @@ fn load_one(source: &dyn RoleSource, name: &str, set: &mut RoleSet, path: &mut V
         }
     }
     let lines = Lines::new(&text);
+    for (name, spec) in rf.discover {
+        if set.discover.insert(name.clone(), spec).is_some() {
+            bail!("{label}: `[discover.{name}]` is already declared by another role");
+        }
+    }
     for spanned in rf.state {
         let line = lines.line_at(spanned.span().start);
         set.states.push(state_spec(&lines, &label, line, spanned.into_inner())?);
@@ -253,9 +263,10 @@ pub fn compile_with_fingerprints(
     let mut errors = Vec::new();
     for spec in set.states {
         let StateSpec { id, kind, requires, notify, params, origin, key_lines } = spec;
-        let described = format!("{kind}\n{id}\n{params}");
-        match module::build(&kind, id.clone(), params, &mut b) {
-            Ok(state) => {
+        let built = resolve_params(params, b.templates, data)
+            .and_then(|params| Ok((format!("{kind}\n{id}\n{params}"), module::build(&kind, id.clone(), params, &mut b)?)));
+        match built {
+            Ok((described, state)) => {
                 let digest = state.digest().unwrap_or_default();
                 let fingerprint = sha256_hex(format!("{described}\n{digest}").as_bytes())[..16].to_string();
                 fingerprints.insert(id, fingerprint);
@@ -276,6 +287,31 @@ pub fn compile_with_fingerprints(
     }
     order(&nodes)?;
     Ok((nodes, fingerprints))
+}
+
+/// Parameters with settings filled in: a string containing `{{` is rendered as a template
+/// (strict; no secrets), and a table `{ setting = "name" }` becomes that setting's value,
+/// with its type (a list stays a list). An unset setting is an error naming it.
+pub fn resolve_params(params: toml::Table, t: &Templates, data: &serde_json::Value) -> Result<toml::Table> {
+    fn resolve(v: toml::Value, t: &Templates, data: &serde_json::Value) -> Result<toml::Value> {
+        Ok(match v {
+            toml::Value::String(s) if s.contains("{{") => toml::Value::String(t.render_inline(&s, data)?),
+            toml::Value::Table(tab) if tab.len() == 1 && tab.get("setting").is_some_and(|n| n.is_str()) => {
+                let name = tab["setting"].as_str().unwrap_or_default();
+                let value = &data["settings"][name];
+                if value.is_null() {
+                    bail!("setting `{name}` is not set");
+                }
+                toml::Value::try_from(value).map_err(|e| anyhow!("setting `{name}`: {e}"))?
+            }
+            toml::Value::Array(a) => toml::Value::Array(a.into_iter().map(|v| resolve(v, t, data)).collect::<Result<_>>()?),
+            toml::Value::Table(tab) => toml::Value::Table(
+                tab.into_iter().map(|(k, v)| Ok((k, resolve(v, t, data)?))).collect::<Result<_>>()?,
+            ),
+            other => other,
+        })
+    }
+    params.into_iter().map(|(k, v)| Ok((k.clone(), resolve(v, t, data).map_err(|e| anyhow!("`{k}`: {e:#}"))?))).collect()
 }
 
 /// Line numbers of a role file, found by binary search (roles may hold 10,000 states).

@@ -66,6 +66,17 @@ impl Templates {
         self.hb.register_template_string(name, text).map_err(|e| anyhow!("{e}"))
     }
 
+    /// Render an inline template (a role parameter). Secrets are refused: parameters appear
+    /// in plans and logs.
+    pub fn render_inline(&self, text: &str, data: &serde_json::Value) -> Result<String> {
+        self.used_secret.store(false, Ordering::Relaxed);
+        let out = self.hb.render_template(text, data).map_err(|e| anyhow!("{e}"))?;
+        if self.used_secret.load(Ordering::Relaxed) {
+            anyhow::bail!("a parameter can't use a secret (it would show in plans); use a template file");
+        }
+        Ok(out)
+    }
+
     /// Render `name` with `data`; the content is secret when the `secret` helper was used.
     pub fn render(&self, name: &str, data: &serde_json::Value) -> Result<Content> {
         self.used_secret.store(false, Ordering::Relaxed);

@@ -75,3 +75,20 @@ fn every_bad_state_is_reported_at_once() {
     );
     assert!(e.contains("state `a`") && e.contains("state `b`"), "{e}");
 }
+
+#[test]
+fn parameters_take_settings() {
+    let root = tempfile::tempdir().unwrap();
+    let cx = cx(root.path());
+    let role = "[[state]]\nid = \"p\"\ntype = \"file\"\npath = \"/srv/{{settings.greeting}}.txt\"\ncontent = \"x\"\n";
+    let built = nodes(&cx, role, &[]).unwrap();
+    assert_eq!(built[0].state.target(), "/srv/hello.txt");
+    let e = error("[[state]]\nid = \"p\"\ntype = \"file\"\npath = \"/srv/{{settings.nope}}\"\ncontent = \"x\"\n", &[]);
+    assert!(e.contains("`path`") && e.contains("nope") && e.contains("line 4"), "{e}");
+    let e = error("[[state]]\nid = \"p\"\ntype = \"file\"\npath = { setting = \"missing\" }\ncontent = \"x\"\n", &[]);
+    assert!(e.contains("setting `missing` is not set"), "{e}");
+    let with_secret = cx_with_secrets(root.path(), &[("pw", "canary-param-secret")]);
+    let role = "[[state]]\nid = \"p\"\ntype = \"file\"\npath = \"/srv/{{secret \\\"pw\\\"}}\"\ncontent = \"x\"\n";
+    let e = format!("{:#}", nodes(&with_secret, role, &[]).err().expect("a secret in a parameter was accepted"));
+    assert!(e.contains("can't use a secret") && !e.contains("canary-param-secret"), "{e}");
+}
