@@ -67,6 +67,7 @@ pub fn prepare(opts: &Opts, inputs: &mut Inputs) -> Result<Prepared> {
         "settings": cx.settings,
         "roles": inputs.roles,
         "schedule": { "cron": cron },
+        "node": { "private_address": private_address(&cx.facts.addresses, &inputs.values) },
     });
     let mut templates = Templates::new(&cx.secrets);
     let set = std::mem::take(&mut inputs.set);
@@ -78,6 +79,7 @@ pub fn prepare(opts: &Opts, inputs: &mut Inputs) -> Result<Prepared> {
         .collect::<Result<_>>()
         .map_err(|e: anyhow::Error| e.context("`[discover]` in the roles"))?;
     data["peers"] = discovery::discover(&cx, &specs, !opts.check)?;
+    data["firewall"] = firewall_rules(&set.firewall, &templates, &data)?;
     let (nodes, fingerprints) = role::compile_with_fingerprints(set, &*inputs.source, &cx, &mut templates, &data)?;
     Ok(Prepared { cx, nodes, fingerprints })
 }
@@ -129,6 +131,31 @@ pub fn execute(opts: &Opts, p: Prepared, mode: Mode) -> Result<i32> {
     stdout.write_all(cx.secrets.scrub(&text).as_bytes())?;
     stdout.flush()?;
     Ok(report.exit_code())
+}
+
+/// The firewall rules of the node's roles (settings filled in; empty ones left out) followed by
+/// the site's `firewall_extra`, as template data for the firewall state.
+fn firewall_rules(from_roles: &[String], templates: &Templates, data: &serde_json::Value) -> Result<serde_json::Value> {
+    let mut t = toml::Table::new();
+    t.insert("firewall".into(), toml::Value::Array(from_roles.iter().cloned().map(toml::Value::String).collect()));
+    let resolved = role::resolve_params(t, templates, data).map_err(|e| e.context("`firewall` rules in the roles"))?;
+    let mut rules = serde_json::to_value(&resolved["firewall"])?;
+    if let (Some(list), Some(extra)) = (rules.as_array_mut(), data["settings"]["firewall_extra"].as_array()) {
+        list.extend(extra.iter().cloned());
+    }
+    Ok(rules)
+}
+
+/// The node's address inside the `private_cidr` setting: what it listens on and registers in
+/// DNS for its peers. Null when the setting is unset or no address matches.
+fn private_address(addresses: &[String], values: &toml::Table) -> serde_json::Value {
+    let Some(net) = values.get("private_cidr").and_then(|v| v.as_str()).and_then(|c| c.parse::<ipnet::IpNet>().ok()) else {
+        return serde_json::Value::Null;
+    };
+    addresses
+        .iter()
+        .find(|a| a.parse::<std::net::IpAddr>().is_ok_and(|ip| net.contains(&ip)))
+        .map_or(serde_json::Value::Null, |a| serde_json::Value::String(a.clone()))
 }
 
 fn use_color(c: Color) -> bool {

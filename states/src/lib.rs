@@ -28,6 +28,7 @@ pub mod notify;
 pub mod ownership;
 pub mod package_manager;
 pub mod packages;
+pub mod postgres;
 pub mod report;
 pub mod role;
 pub mod runner;

@@ -10,7 +10,10 @@ use crate::context::Context;
 use crate::contract::State;
 use crate::role::RoleSource;
 use crate::template::Templates;
-use crate::{absent, acme, certificate, cron, directory, dns_record, file, firewall, group, packages, service, symlink, sysctl, user};
+use crate::{
+    absent, acme, certificate, cron, directory, dns_record, file, firewall, group, packages, postgres, service, symlink,
+    sysctl, user,
+};
 
 /// What a module constructor may use: templates (loaded from the role source on demand) and
 /// the template data.
@@ -37,7 +40,7 @@ impl Builder<'_> {
 
 pub const KINDS: &[&str] = &[
     "file", "directory", "symlink", "absent", "packages", "service", "user", "group", "cron", "sysctl", "firewall",
-    "certificate", "acme", "dns_record",
+    "certificate", "acme", "dns_record", "pg_role", "pg_database",
 ];
 
 /// Build a state of type `kind` from its role parameters.
@@ -57,6 +60,8 @@ pub fn build(kind: &str, id: String, params: toml::Table, b: &mut Builder) -> Re
         "certificate" => certificate::build(id, params, b)?,
         "acme" => acme::build(id, params, b)?,
         "dns_record" => dns_record::build(id, params, b)?,
+        "pg_role" => postgres::build_role(id, params, b)?,
+        "pg_database" => postgres::build_database(id, params, b)?,
         other => bail!("unknown state type `{other}` (known: {})", KINDS.join(", ")),
     })
 }

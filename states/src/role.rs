@@ -87,6 +87,10 @@ struct RoleFile {
     /// `[discover.NAME]`: peers looked up at the start of a run, as template data `peers.NAME`.
     #[serde(default)]
     discover: std::collections::BTreeMap<String, toml::Table>,
+    /// Firewall rules this role needs (`"tcp/443"`, `"tcp/5432 from {{settings.private_cidr}}"`),
+    /// merged across the node's roles into template data `firewall`.
+    #[serde(default)]
+    firewall: Vec<String>,
 }
 
 /// A secret a role needs.
@@ -124,6 +128,9 @@ pub struct StateSpec {
     pub kind: String,
     pub requires: Vec<String>,
     pub notify: Vec<Notification>,
+    /// `when = "{{settings.domain}}"` or `{ setting = "x" }`: the state exists only when this
+    /// is truthy (not empty, `false`, `0` or an unset setting).
+    pub when: Option<toml::Value>,
     pub params: toml::Table,
     pub origin: Origin,
     /// Line of each parameter key, to point errors at it.
@@ -140,6 +147,8 @@ pub struct RoleSet {
     pub states: Vec<StateSpec>,
     /// Discovery specs by peer-set name (parameters may use settings).
     pub discover: std::collections::BTreeMap<String, toml::Table>,
+    /// Firewall rules of all loaded roles, in role order (may use settings).
+    pub firewall: Vec<String>,
 }
 
 /// Load `names` and what they include.
@@ -192,6 +201,7 @@ fn load_one(source: &dyn RoleSource, name: &str, set: &mut RoleSet, path: &mut V
         }
     }
     let lines = Lines::new(&text);
+    set.firewall.extend(rf.firewall);
     for (name, spec) in rf.discover {
         if set.discover.insert(name.clone(), spec).is_some() {
             bail!("{label}: `[discover.{name}]` is already declared by another role");
@@ -225,12 +235,13 @@ fn state_spec(lines: &Lines, label: &str, line: usize, mut t: toml::Table) -> Re
             }),
         }
     };
+    let when = t.remove("when");
     let requires = list(&mut t, "requires")?;
     let notify = list(&mut t, "notify")?
         .iter()
         .map(|n| Notification::parse(n).map_err(|e| anyhow!("{}: state `{id}`: {e}", at("notify"))))
         .collect::<Result<_>>()?;
-    Ok(StateSpec { id, kind, requires, notify, params: t, origin: Origin { file: label.into(), line }, key_lines })
+    Ok(StateSpec { id, kind, requires, notify, when, params: t, origin: Origin { file: label.into(), line }, key_lines })
 }
 
 /// Build the engine's nodes; every bad state is reported, not just the first, and the
@@ -261,8 +272,23 @@ pub fn compile_with_fingerprints(
     let mut fingerprints = Fingerprints::new();
     let mut nodes = Vec::with_capacity(set.states.len());
     let mut errors = Vec::new();
+    let mut left_out = std::collections::HashSet::new();
     for spec in set.states {
-        let StateSpec { id, kind, requires, notify, params, origin, key_lines } = spec;
+        let StateSpec { id, kind, requires, notify, when, params, origin, key_lines } = spec;
+        if let Some(cond) = when {
+            match included(cond, b.templates, data) {
+                Ok(true) => {}
+                Ok(false) => {
+                    left_out.insert(id);
+                    continue;
+                }
+                Err(e) => {
+                    let line = key_lines.get("when").copied().unwrap_or(origin.line);
+                    errors.push(format!("{}, line {line}: state `{id}` ({kind}): `when`: {e:#}", origin.file));
+                    continue;
+                }
+            }
+        }
         let built = resolve_params(params, b.templates, data)
             .and_then(|params| Ok((format!("{kind}\n{id}\n{params}"), module::build(&kind, id.clone(), params, &mut b)?)));
         match built {
@@ -285,13 +311,38 @@ pub fn compile_with_fingerprints(
     if !errors.is_empty() {
         bail!("{}", errors.join("\n"));
     }
+    // What required a state that was left out does not wait for it.
+    for n in &mut nodes {
+        n.requires.retain(|r| !left_out.contains(r));
+    }
     order(&nodes)?;
     Ok((nodes, fingerprints))
 }
 
+/// Whether a `when` condition holds.
+fn included(cond: toml::Value, t: &Templates, data: &serde_json::Value) -> Result<bool> {
+    if let toml::Value::Table(tab) = &cond {
+        if let Some(name) = tab.get("setting").and_then(|n| n.as_str()) {
+            let v = &data["settings"][name];
+            return Ok(!(v.is_null()
+                || v == &serde_json::Value::Bool(false)
+                || v.as_str() == Some("")
+                || v.as_array().is_some_and(|a| a.is_empty())));
+        }
+    }
+    let mut one = toml::Table::new();
+    one.insert("when".into(), cond);
+    let resolved = resolve_params(one, t, data)?;
+    Ok(match &resolved["when"] {
+        toml::Value::String(s) => !matches!(s.trim(), "" | "false" | "0"),
+        toml::Value::Boolean(b) => *b,
+        other => bail!("must be a string template, a boolean or {{ setting = \"name\" }}, not {other}"),
+    })
+}
+
 /// Parameters with settings filled in: a string containing `{{` is rendered as a template
-/// (strict; no secrets), and a table `{ setting = "name" }` becomes that setting's value,
-/// with its type (a list stays a list). An unset setting is an error naming it.
+/// (strict; no secrets), a table `{ setting = "name" }` becomes that setting's value with its
+/// type (a list stays a list), and `{ data = "a.b" }` any template data. Unset is an error.
 pub fn resolve_params(params: toml::Table, t: &Templates, data: &serde_json::Value) -> Result<toml::Table> {
     fn resolve(v: toml::Value, t: &Templates, data: &serde_json::Value) -> Result<toml::Value> {
         Ok(match v {
@@ -304,7 +355,22 @@ pub fn resolve_params(params: toml::Table, t: &Templates, data: &serde_json::Val
                 }
                 toml::Value::try_from(value).map_err(|e| anyhow!("setting `{name}`: {e}"))?
             }
-            toml::Value::Array(a) => toml::Value::Array(a.into_iter().map(|v| resolve(v, t, data)).collect::<Result<_>>()?),
+            toml::Value::Table(tab) if tab.len() == 1 && tab.get("data").is_some_and(|n| n.is_str()) => {
+                let path = tab["data"].as_str().unwrap_or_default();
+                let value = path.split('.').fold(data, |v, k| &v[k]);
+                if value.is_null() {
+                    bail!("template data `{path}` is not set");
+                }
+                toml::Value::try_from(value).map_err(|e| anyhow!("`{path}`: {e}"))?
+            }
+            // A list item that renders empty is left out: `["{{settings.domain}}"]` is empty
+            // when no domain is set, and `{{#if}}` makes an item conditional.
+            toml::Value::Array(a) => toml::Value::Array(
+                a.into_iter()
+                    .map(|v| resolve(v, t, data))
+                    .filter(|v| !matches!(v, Ok(toml::Value::String(s)) if s.trim().is_empty()))
+                    .collect::<Result<_>>()?,
+            ),
             toml::Value::Table(tab) => toml::Value::Table(
                 tab.into_iter().map(|(k, v)| Ok((k, resolve(v, t, data)?))).collect::<Result<_>>()?,
             ),
@@ -342,7 +408,7 @@ impl<'a> Lines<'a> {
             }
             if let Some((k, _)) = l.split_once('=') {
                 let k = k.trim().trim_matches('"');
-                if t.contains_key(k) || ["id", "type", "requires", "notify"].contains(&k) {
+                if t.contains_key(k) || ["id", "type", "requires", "notify", "when"].contains(&k) {
                     out.entry(k.to_string()).or_insert(start + i);
                 }
             }

@@ -44,11 +44,17 @@ impl HelperDef for SecretHelper {
     }
 }
 
+handlebars::handlebars_helper!(hostport: |host: str, port: u64| {
+    // IPv6 addresses in brackets, so the port can't be mistaken for a part of them.
+    if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
+});
+
 impl Templates {
     pub fn new(secrets: &Secrets) -> Self {
         let mut hb = Handlebars::new();
         hb.set_strict_mode(true);
         hb.register_escape_fn(handlebars::no_escape);
+        hb.register_helper("hostport", Box::new(hostport));
         let used_secret = Arc::new(AtomicBool::new(false));
         hb.register_helper(
             "secret",
@@ -104,6 +110,14 @@ mod tests {
         assert_eq!(c, Content::public("x=<&>\n"));
         let err = t.render("a.hbs", &json!({"settings": {}})).unwrap_err().to_string();
         assert!(err.contains("a.hbs") && err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn hostport_brackets_ipv6() {
+        let mut t = templates();
+        t.add("h", "{{hostport a 5432}} {{hostport b 80}}").unwrap();
+        let c = t.render("h", &json!({"a": "2001:db8::1", "b": "198.18.0.5"})).unwrap();
+        assert_eq!(String::from_utf8(c.bytes).unwrap(), "[2001:db8::1]:5432 198.18.0.5:80");
     }
 
     #[test]

@@ -92,3 +92,58 @@ fn parameters_take_settings() {
     let e = format!("{:#}", nodes(&with_secret, role, &[]).err().expect("a secret in a parameter was accepted"));
     assert!(e.contains("can't use a secret") && !e.contains("canary-param-secret"), "{e}");
 }
+
+#[test]
+fn when_leaves_states_out() {
+    let root = tempfile::tempdir().unwrap();
+    let cx = cx(root.path());
+    let role = r#"
+[[state]]
+id = "acme"
+type = "directory"
+path = "/acme"
+when = "{{settings.domain}}"
+
+[[state]]
+id = "greeted"
+type = "directory"
+path = "/greeted"
+when = { setting = "greeting" }
+
+[[state]]
+id = "after"
+type = "directory"
+path = "/after"
+requires = ["acme", "greeted"]
+"#;
+    let built = nodes(&cx, role, &[]).unwrap_or_else(|e| panic!("{e:#}"));
+    let ids: Vec<&str> = built.iter().map(|n| n.state.id()).collect();
+    assert_eq!(ids, ["greeted", "after"]);
+    assert_eq!(built[1].requires, ["greeted"]);
+    let e = error("[[state]]\nid = \"a\"\ntype = \"directory\"\npath = \"/a\"\nwhen = \"{{settings.typo}}\"\n", &[]);
+    assert!(e.contains("`when`") && e.contains("typo") && e.contains("line 5"), "{e}");
+}
+
+#[test]
+fn list_items_that_render_empty_are_left_out() {
+    let root = tempfile::tempdir().unwrap();
+    let cx = cx(root.path());
+    // `validate` is a list: the empty item (no domain set) goes, the data path fills one in.
+    let role = r#"
+[[state]]
+id = "v"
+type = "file"
+path = "/v"
+content = "x"
+validate = ["sh", "-c", "[ \"$0\" = greeted ]", "{{settings.domain}}", "{{#if settings.greeting}}greeted{{/if}}", "{}"]
+"#;
+    let built = nodes(&cx, role, &[]).unwrap_or_else(|e| panic!("{e:#}"));
+    // The validator passes only if the empty item was dropped, so `greeted` is its $0.
+    let r = apply(&cx, &built);
+    assert_eq!(r.changed, 1, "{:?}", r.states[0].error);
+    let with_data = "[[state]]\nid = \"v\"\ntype = \"file\"\npath = { data = \"facts.hostname\" }\ncontent = \"x\"\n";
+    let e = error(with_data, &[]);
+    assert!(e.contains("must be absolute, not `node1`"), "the data path was not filled in: {e}");
+    let e = error("[[state]]\nid = \"v\"\ntype = \"file\"\npath = { data = \"nope.x\" }\ncontent = \"x\"\n", &[]);
+    assert!(e.contains("template data `nope.x` is not set"), "{e}");
+}

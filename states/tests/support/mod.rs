@@ -24,7 +24,7 @@ pub fn cx_with_secrets(root: &Path, secrets: &[(&str, &str)]) -> Context {
     Context {
         root: root.to_path_buf(),
         facts: Facts { hostname: "node1".into(), ..Default::default() },
-        settings: serde_json::json!({ "greeting": "hello" }),
+        settings: serde_json::json!({ "greeting": "hello", "domain": null }),
         secrets: Secrets::new(values),
         runner: Box::new(SystemRunner),
         shared: Default::default(),

@@ -1,0 +1,92 @@
+//! The embedded haproxy template, rendered over a range of settings and peer lists, checked by
+//! the real `haproxy -c`: 0, 1, 5 and 100 db peers, IPv4 and IPv6, with and without upstreams.
+//! An empty discovery result must still give a valid configuration.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{json, Value};
+use states::secrets::Secrets;
+use states::template::Templates;
+
+const TEMPLATE: &str = include_str!("../../roles/templates/haproxy.cfg.hbs");
+
+fn peers(n: usize) -> Value {
+    Value::Array(
+        (0..n)
+            .map(|i| {
+                let address = if i % 2 == 0 { format!("198.18.{}.{}", i / 200, 10 + i % 200) } else { format!("2001:db8::{:x}", i) };
+                json!({ "host": format!("db{i}.lab.test."), "address": address, "port": 5432 })
+            })
+            .collect(),
+    )
+}
+
+/// Render with `settings` and `n` db peers, point the files it names at test files, and ask
+/// haproxy. Returns the rendered text.
+fn check(dir: &Path, settings: Value, n: usize) -> String {
+    let mut t = Templates::new(&Secrets::default());
+    t.add("haproxy.cfg.hbs", TEMPLATE).unwrap();
+    let data = json!({ "facts": { "hostname": "app1" }, "settings": settings, "peers": { "db": peers(n) } });
+    let text = String::from_utf8(t.render("haproxy.cfg.hbs", &data).unwrap().bytes).unwrap();
+    let local = text
+        .replace("/etc/haproxy/certs/site.pem", dir.join("site.pem").to_str().unwrap())
+        .replace("/var/www/bootstrap/index.html", dir.join("index.html").to_str().unwrap());
+    let cfg = dir.join(format!("haproxy-{n}.cfg"));
+    std::fs::write(&cfg, local).unwrap();
+    let out = Command::new("haproxy").args(["-c", "-f"]).arg(&cfg).output().expect("haproxy is installed (scripts/setup)");
+    assert!(
+        out.status.success(),
+        "haproxy rejected the config for {n} peers:\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        text
+    );
+    text
+}
+
+fn test_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, crt) = (dir.path().join("k.pem"), dir.path().join("c.pem"));
+    let ok = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj", "/CN=app1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let pem = [std::fs::read(&crt).unwrap(), std::fs::read(&key).unwrap()].concat();
+    std::fs::write(dir.path().join("site.pem"), pem).unwrap();
+    std::fs::write(dir.path().join("index.html"), "<h1>app1</h1>\n").unwrap();
+    dir
+}
+
+#[test]
+fn landing_page_with_0_1_5_and_100_db_peers() {
+    let dir = test_dir();
+    let settings = json!({ "upstreams": null, "health_path": "/", "acme_challenge_port": 8402 });
+    for n in [0, 1, 5, 100] {
+        let text = check(dir.path(), settings.clone(), n);
+        let servers: Vec<&str> = text.lines().filter(|l| l.trim_start().starts_with("server db")).collect();
+        assert_eq!(servers.len(), n);
+        assert_eq!(servers.iter().filter(|l| l.ends_with(" backup")).count(), n.saturating_sub(1));
+        assert!(text.contains("http-request return status 200"));
+    }
+    let text = check(dir.path(), settings, 2);
+    assert!(text.contains("server db1 [2001:db8::1]:5432 check backup"), "{text}");
+}
+
+#[test]
+fn upstreams_with_health_checks() {
+    let dir = test_dir();
+    let settings = json!({
+        "upstreams": ["198.18.0.30:8080", "[2001:db8::30]:8080", "app-b.lab.test:8080"],
+        "health_path": "/healthz",
+        "acme_challenge_port": 8402,
+    });
+    let text = check(dir.path(), settings, 1);
+    assert!(text.contains("option httpchk GET /healthz"));
+    assert!(text.contains("server app2 app-b.lab.test:8080 check"), "{text}");
+    assert!(!text.contains("http-request return"));
+}
