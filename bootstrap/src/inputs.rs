@@ -88,11 +88,21 @@ pub fn gather(opts: &Opts, roles: &[String], install: bool) -> Result<Inputs> {
         );
     }
 
-    let (mut secret_values, missing) =
-        secret_sources::available(&opts.root, opts.secrets_file.as_deref(), &set.secrets)?;
-    // An install without a terminal generates what the role allows to generate; any other
-    // missing secret stops the run (a scheduled run has them all stored).
-    let (generated, missing): (Vec<_>, Vec<_>) = missing.into_iter().partition(|s| s.generate && install && !ask);
+    // Secrets the settings make unnecessary (`when`) are neither asked for nor required.
+    let t = states::template::Templates::new(&Secrets::default());
+    let settings_data = settings::template_data(&set.settings, &resolved.values);
+    let mut needed = Vec::new();
+    for spec in &set.secrets {
+        if spec.needed(&t, &settings_data)? {
+            needed.push(spec.clone());
+        }
+    }
+    let (mut secret_values, missing) = secret_sources::available(&opts.root, opts.secrets_file.as_deref(), &needed)?;
+    // An install without a terminal generates what the role allows to generate (and stores
+    // it); a dry run stands in a throwaway value, never stored, so it can plan a fresh node.
+    // Any other missing secret stops the run (a scheduled run has them all stored).
+    let (generated, missing): (Vec<_>, Vec<_>) =
+        missing.into_iter().partition(|s| s.generate && ((install && !ask) || opts.check));
     if !missing.is_empty() && !ask {
         return Err(secret_sources::missing_error(&missing));
     }

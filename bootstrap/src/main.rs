@@ -24,6 +24,7 @@ use clap::Parser;
 use cli::{Cli, Command, SecretCommand};
 
 fn main() {
+    secret_sources::take_from_environment();
     states::fetch::install_tls_provider();
     logging::init();
     let cli = Cli::parse();

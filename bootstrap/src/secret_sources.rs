@@ -51,6 +51,23 @@ pub fn available(
     Ok((values, missing))
 }
 
+/// `BOOTSTRAP_SECRET_*` variables, taken out of the environment at start so that no child
+/// process (apt, psql, a validator) inherits them.
+static FROM_ENV: std::sync::OnceLock<BTreeMap<String, String>> = std::sync::OnceLock::new();
+
+/// Move the secret variables out of the environment. Called first thing, single-threaded.
+pub fn take_from_environment() {
+    let mut taken = BTreeMap::new();
+    for (k, v) in std::env::vars_os() {
+        let Some(k) = k.to_str() else { continue };
+        if let (Some(name), Some(v)) = (k.strip_prefix("BOOTSTRAP_SECRET_"), v.to_str()) {
+            taken.insert(name.to_lowercase(), v.to_string());
+            std::env::remove_var(k);
+        }
+    }
+    let _ = FROM_ENV.set(taken);
+}
+
 /// Secrets given for this run only: credentials and environment.
 pub fn explicit(specs: &[SecretSpec]) -> BTreeMap<String, String> {
     let mut values = BTreeMap::new();
@@ -61,8 +78,8 @@ pub fn explicit(specs: &[SecretSpec]) -> BTreeMap<String, String> {
                 values.insert(spec.name.clone(), v.trim_end_matches('\n').to_string());
             }
         }
-        if let Ok(v) = std::env::var(env_name(&spec.name)) {
-            values.insert(spec.name.clone(), v);
+        if let Some(v) = FROM_ENV.get().and_then(|m| m.get(&spec.name.to_lowercase())) {
+            values.insert(spec.name.clone(), v.clone());
         }
     }
     values

@@ -45,6 +45,11 @@ pub fn show(opts: &Opts) -> Result<i32> {
         Some((expr, next)) => println!("schedule: `{expr}` in {}; next run {}", schedule::CRON_FILE, next.format("%Y-%m-%d %H:%M %Z")),
         None => println!("schedule: none ({} missing)", schedule::CRON_FILE),
     }
+    for (path, names, until, issuer) in certificates(root) {
+        let left = until.duration_since(std::time::SystemTime::now()).map_or(0, |d| d.as_secs() / 86400);
+        let until = chrono::DateTime::<chrono::Local>::from(until).format("%Y-%m-%d");
+        println!("tls:      {} for {} until {until} ({left} days), issuer {issuer}", path.display(), names.join(", "));
+    }
     let pending = std::fs::read_to_string(root.join("var/lib/bootstrap/pending-notifications.json"))
         .ok()
         .and_then(|t| serde_json::from_str::<Vec<states::notify::Notification>>(&t).ok())
@@ -56,4 +61,19 @@ pub fn show(opts: &Opts) -> Result<i32> {
         println!("pending:  {} (carried out by the next run)", list.join(", "));
     }
     Ok(code)
+}
+
+/// Certificates haproxy serves (`/etc/haproxy/certs/*.pem`), with names, expiry and issuer.
+fn certificates(root: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<String>, std::time::SystemTime, String)> {
+    let dir = root.join("etc/haproxy/certs");
+    let mut found: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pem"))
+        .filter_map(|p| states::certificate::expiry(&p).map(|(n, t, i)| (p, n, t, i)))
+        .collect();
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found
 }

@@ -23,6 +23,12 @@ pub trait State: Send + Sync {
     fn digest(&self) -> Option<String> {
         None
     }
+    /// The systemd unit this state manages, if any: the engine carries out pending reloads
+    /// and restarts of that unit right after the state, so what requires it sees the new
+    /// configuration (not only at the end of the run).
+    fn service_unit(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// The changes one state needs; empty when the system already matches.

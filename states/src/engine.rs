@@ -51,6 +51,8 @@ pub fn run(
     // applied (a service whose package is not installed yet).
     let mut pending: HashSet<&str> = HashSet::new();
     let mut states = Vec::with_capacity(nodes.len());
+    // Notifications carried out right after the state of their service.
+    let mut early = Vec::new();
 
     for i in order {
         let node = &nodes[i];
@@ -99,6 +101,11 @@ pub fn run(
         if report.status == Status::Pending {
             pending.insert(st.id());
         }
+        if mode == Mode::Apply && matches!(report.status, Status::Changed | Status::Unchanged) {
+            if let Some(unit) = st.service_unit() {
+                early.extend(run_notifications(cx, &mut queue, notifier, Some(unit)));
+            }
+        }
         if matches!(report.status, Status::Failed | Status::Skipped) {
             not_ok.insert(st.id());
         }
@@ -112,7 +119,10 @@ pub fn run(
             .iter()
             .map(|n| NotificationReport { notification: n.to_string(), status: Status::Pending, error: None })
             .collect(),
-        Mode::Apply => run_notifications(cx, &mut queue, notifier),
+        Mode::Apply => {
+            early.extend(run_notifications(cx, &mut queue, notifier, None));
+            early
+        }
     };
 
     let count = |s: Status| states.iter().filter(|r| r.status == s).count();
@@ -173,9 +183,20 @@ fn run_one(
     }
 }
 
-fn run_notifications(cx: &Context, queue: &mut PendingQueue, notifier: &dyn Notifier) -> Vec<NotificationReport> {
+/// Carry out the queued notifications (only those of `unit`, when given), clearing each after
+/// it succeeded.
+fn run_notifications(
+    cx: &Context,
+    queue: &mut PendingQueue,
+    notifier: &dyn Notifier,
+    unit: Option<&str>,
+) -> Vec<NotificationReport> {
     let mut out = Vec::new();
+    let same = |service: &str, unit: &str| service.trim_end_matches(".service") == unit.trim_end_matches(".service");
     for n in queue.items().to_vec() {
+        if unit.is_some_and(|u| !same(&n.service, u)) {
+            continue;
+        }
         let result = notifier.notify(cx, &n).and_then(|()| queue.done(&n));
         out.push(match result {
             Ok(()) => NotificationReport { notification: n.to_string(), status: Status::Changed, error: None },

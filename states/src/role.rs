@@ -104,6 +104,18 @@ pub struct SecretSpec {
     /// The operator may press enter to have one generated.
     #[serde(default)]
     pub generate: bool,
+    /// Needed only when this renders truthy with the settings (e.g. `"{{settings.dns_server}}"`).
+    pub when: Option<String>,
+}
+
+impl SecretSpec {
+    /// Whether the settings make this secret needed.
+    pub fn needed(&self, t: &Templates, settings: &serde_json::Value) -> Result<bool> {
+        let Some(cond) = &self.when else { return Ok(true) };
+        let data = serde_json::json!({ "settings": settings });
+        let v = t.render_inline(cond, &data).map_err(|e| anyhow!("secret `{}`: `when`: {e:#}", self.name))?;
+        Ok(!matches!(v.trim(), "" | "false" | "0"))
+    }
 }
 
 fn default_min_length() -> usize {
@@ -333,16 +345,19 @@ fn included(cond: toml::Value, t: &Templates, data: &serde_json::Value) -> Resul
     let mut one = toml::Table::new();
     one.insert("when".into(), cond);
     let resolved = resolve_params(one, t, data)?;
-    Ok(match &resolved["when"] {
-        toml::Value::String(s) => !matches!(s.trim(), "" | "false" | "0"),
-        toml::Value::Boolean(b) => *b,
-        other => bail!("must be a string template, a boolean or {{ setting = \"name\" }}, not {other}"),
+    Ok(match resolved.get("when") {
+        // Rendered empty (and so left out).
+        None => false,
+        Some(toml::Value::String(s)) => !matches!(s.trim(), "" | "false" | "0"),
+        Some(toml::Value::Boolean(b)) => *b,
+        Some(other) => bail!("must be a string template, a boolean or {{ setting = \"name\" }}, not {other}"),
     })
 }
 
 /// Parameters with settings filled in: a string containing `{{` is rendered as a template
 /// (strict; no secrets), a table `{ setting = "name" }` becomes that setting's value with its
-/// type (a list stays a list), and `{ data = "a.b" }` any template data. Unset is an error.
+/// type (a list stays a list), and `{ data = "a.b" }` any template data (unset: an error). A
+/// parameter that comes out empty (an unset setting) is left out, as if not given.
 pub fn resolve_params(params: toml::Table, t: &Templates, data: &serde_json::Value) -> Result<toml::Table> {
     fn resolve(v: toml::Value, t: &Templates, data: &serde_json::Value) -> Result<toml::Value> {
         Ok(match v {
@@ -351,7 +366,8 @@ pub fn resolve_params(params: toml::Table, t: &Templates, data: &serde_json::Val
                 let name = tab["setting"].as_str().unwrap_or_default();
                 let value = &data["settings"][name];
                 if value.is_null() {
-                    bail!("setting `{name}` is not set");
+                    // Unset: the parameter is left out (the caller drops this marker).
+                    return Ok(toml::Value::String(String::new()));
                 }
                 toml::Value::try_from(value).map_err(|e| anyhow!("setting `{name}`: {e}"))?
             }
@@ -377,7 +393,20 @@ pub fn resolve_params(params: toml::Table, t: &Templates, data: &serde_json::Val
             other => other,
         })
     }
-    params.into_iter().map(|(k, v)| Ok((k.clone(), resolve(v, t, data).map_err(|e| anyhow!("`{k}`: {e:#}"))?))).collect()
+    let mut out = toml::Table::new();
+    for (k, v) in params {
+        let templated = match &v {
+            toml::Value::String(s) => s.contains("{{"),
+            toml::Value::Table(t) => t.len() == 1 && t.contains_key("setting"),
+            _ => false,
+        };
+        let v = resolve(v, t, data).map_err(|e| anyhow!("`{k}`: {e:#}"))?;
+        // An optional parameter templated from an unset setting is left out, not "".
+        if !(templated && v.as_str().is_some_and(|s| s.trim().is_empty())) {
+            out.insert(k, v);
+        }
+    }
+    Ok(out)
 }
 
 /// Line numbers of a role file, found by binary search (roles may hold 10,000 states).

@@ -106,6 +106,10 @@ impl State for ServiceState {
         "service"
     }
 
+    fn service_unit(&self) -> Option<&str> {
+        Some(&self.unit)
+    }
+
     fn target(&self) -> String {
         self.unit.clone()
     }

@@ -252,3 +252,65 @@ path = "/blocker/other"
     assert_eq!(status_of(&r, "independent-failure"), Status::Failed);
     assert_eq!(r.exit_code(), 1);
 }
+
+type Log = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// A stand-in for a `service` state (it manages unit `web`) or for a state after it; both log
+/// when they are planned.
+struct Logged {
+    id: &'static str,
+    unit: Option<&'static str>,
+    log: Log,
+}
+
+impl State for Logged {
+    fn id(&self) -> &str {
+        self.id
+    }
+    fn kind(&self) -> &'static str {
+        "test"
+    }
+    fn target(&self) -> String {
+        self.id.into()
+    }
+    fn service_unit(&self) -> Option<&str> {
+        self.unit
+    }
+    fn plan(&self, _: &Context) -> anyhow::Result<Plan> {
+        self.log.lock().unwrap().push(format!("plan {}", self.id));
+        Ok(Plan::default())
+    }
+    fn apply(&self, _: &Context, _: &Plan) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+struct LogNotifier(Log);
+
+impl states::notify::Notifier for LogNotifier {
+    fn notify(&self, _: &Context, n: &Notification) -> anyhow::Result<()> {
+        self.0.lock().unwrap().push(n.to_string());
+        Ok(())
+    }
+}
+
+#[test]
+fn a_service_state_carries_out_its_reload_before_its_dependents() {
+    let root = tempfile::tempdir().unwrap();
+    let cx = cx(root.path());
+    let mut built = nodes(
+        &cx,
+        "[[state]]\nid = \"conf\"\ntype = \"file\"\npath = \"/etc/web.conf\"\ncontent = \"v1\"\nnotify = [\"reload web\", \"restart other\"]\n",
+        &[],
+    )
+    .unwrap();
+    let log: Log = Default::default();
+    built.push(Node { state: Box::new(Logged { id: "web-service", unit: Some("web.service"), log: log.clone() }), requires: vec!["conf".into()], notify: vec![] });
+    built.push(Node { state: Box::new(Logged { id: "after", unit: None, log: log.clone() }), requires: vec!["web-service".into()], notify: vec![] });
+    let r = run(&cx, &built, Mode::Apply, &LogNotifier(log.clone()));
+    assert_eq!(r.exit_code(), 0, "{:?}", r.states);
+    // `reload web` right after the web service's state, before what requires it; `restart
+    // other` (no state manages it) at the end.
+    assert_eq!(*log.lock().unwrap(), ["plan web-service", "reload web", "plan after", "restart other"]);
+    assert!(!PendingQueue::path(&cx).exists());
+}

@@ -85,8 +85,9 @@ fn parameters_take_settings() {
     assert_eq!(built[0].state.target(), "/srv/hello.txt");
     let e = error("[[state]]\nid = \"p\"\ntype = \"file\"\npath = \"/srv/{{settings.nope}}\"\ncontent = \"x\"\n", &[]);
     assert!(e.contains("`path`") && e.contains("nope") && e.contains("line 4"), "{e}");
+    // An unset setting leaves the parameter out: here a required one, so the module says so.
     let e = error("[[state]]\nid = \"p\"\ntype = \"file\"\npath = { setting = \"missing\" }\ncontent = \"x\"\n", &[]);
-    assert!(e.contains("setting `missing` is not set"), "{e}");
+    assert!(e.contains("missing field `path`"), "{e}");
     let with_secret = cx_with_secrets(root.path(), &[("pw", "canary-param-secret")]);
     let role = "[[state]]\nid = \"p\"\ntype = \"file\"\npath = \"/srv/{{secret \\\"pw\\\"}}\"\ncontent = \"x\"\n";
     let e = format!("{:#}", nodes(&with_secret, role, &[]).err().expect("a secret in a parameter was accepted"));
@@ -146,4 +147,15 @@ validate = ["sh", "-c", "[ \"$0\" = greeted ]", "{{settings.domain}}", "{{#if se
     assert!(e.contains("must be absolute, not `node1`"), "the data path was not filled in: {e}");
     let e = error("[[state]]\nid = \"v\"\ntype = \"file\"\npath = { data = \"nope.x\" }\ncontent = \"x\"\n", &[]);
     assert!(e.contains("template data `nope.x` is not set"), "{e}");
+}
+
+#[test]
+fn a_parameter_templated_from_an_unset_setting_is_absent() {
+    let root = tempfile::tempdir().unwrap();
+    let cx = cx(root.path());
+    // `owner = ""` would be an unknown user; left out, the file keeps the creating user's.
+    let role = "[[state]]\nid = \"o\"\ntype = \"file\"\npath = \"/o\"\ncontent = \"x\"\nowner = \"{{settings.domain}}\"\n";
+    let built = nodes(&cx, role, &[]).unwrap_or_else(|e| panic!("{e:#}"));
+    let r = apply(&cx, &built);
+    assert_eq!(r.changed, 1, "{:?}", r.states[0].error);
 }

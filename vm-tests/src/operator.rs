@@ -41,3 +41,16 @@ pub fn run_test_role(node: &Node, args: &[&str]) -> RunResult {
     argv.push("test");
     node.run(&argv)
 }
+
+/// `apply --json` of the scenario's test role: must succeed; returns the report.
+pub fn apply_test_role(node: &Node) -> serde_json::Value {
+    let r = run_test_role(node, &["apply", "--json"]);
+    assert_eq!(r.code, 0, "apply failed:\n{}\n{}", r.stdout, r.stderr);
+    report(&r)
+}
+
+/// `--check` of the scenario's test role must exit 0: nothing left to change.
+pub fn assert_test_role_converged(node: &Node) {
+    let r = run_test_role(node, &["--check"]);
+    assert_eq!(r.code, 0, "--check after converging:\n{}\n{}", r.stdout, r.stderr);
+}

@@ -60,7 +60,7 @@ name = "net.ipv4.ip_forward"
 value = "1"
 "##;
 
-use vm_tests::operator::{report as json, run_test_role as bt, INSTALLED as BIN, TEST_ROLES as ROLES};
+use vm_tests::operator::{apply_test_role as apply, assert_test_role_converged as converged, report as json, run_test_role as bt, INSTALLED as BIN, TEST_ROLES as ROLES};
 
 fn ids_with(r: &serde_json::Value, status: &str) -> Vec<String> {
     let states = r["states"].as_array().unwrap();
@@ -72,17 +72,7 @@ fn summaries(r: &serde_json::Value, id: &str) -> Vec<String> {
     s["changes"].as_array().unwrap().iter().map(|c| c["summary"].as_str().unwrap().to_string()).collect()
 }
 
-/// Apply; must succeed; returns the report.
-fn apply(node: &Node) -> serde_json::Value {
-    let r = bt(node, &["apply", "--json"]);
-    assert_eq!(r.code, 0, "apply failed:\n{}\n{}", r.stdout, r.stderr);
-    json(&r)
-}
 
-fn converged(node: &Node) {
-    let r = bt(node, &["--check"]);
-    assert_eq!(r.code, 0, "--check after converging:\n{}\n{}", r.stdout, r.stderr);
-}
 
 fn show(node: &Node, prop: &str) -> String {
     node.exec(&["systemctl", "show", "--value", "-p", prop, "cron"]).assert_ok(prop).stdout.trim().to_string()

@@ -1,0 +1,207 @@
+//! `dns_record` against a real knotd on 127.0.0.1 (RFC 2136 updates signed with TSIG): plan,
+//! apply, re-plan empty; A/AAAA replace the node's RRset, SRV adds beside other nodes'
+//! records; `absent` and `deregister` remove exactly this record; a wrong key, a refused
+//! update and a dead server are clear errors that never quote the key; bad parameters are
+//! refused when the role compiles.
+
+mod local_knot;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use local_knot::{Knot, KEY_NAME, KEY_SECRET};
+use states::dns_record;
+use states::report::Status;
+use states::Context;
+use support::*;
+
+const ZONE: &str = "lab.test";
+
+fn cx_with_key(root: &std::path::Path, secret: &str) -> Context {
+    cx_with_secrets(root, &[("dns_tsig", secret)])
+}
+
+/// A role with one dns_record state; `extra` is more TOML for it.
+fn role(knot: &Knot, name: &str, rtype: &str, value: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[state]]
+id = "rec"
+type = "dns_record"
+server = "{}"
+zone = "{ZONE}"
+name = "{name}"
+record_type = "{rtype}"
+value = "{value}"
+tsig_key_name = "{KEY_NAME}"
+tsig_secret = "dns_tsig"
+{extra}
+"#,
+        knot.addr
+    )
+}
+
+fn params(knot: &Knot, name: &str, rtype: &str, value: &str) -> toml::Table {
+    toml::from_str(&role(knot, name, rtype, value, ""))
+        .map(|t: toml::Table| {
+            let mut s = t["state"].as_array().unwrap()[0].as_table().unwrap().clone();
+            s.remove("id");
+            s.remove("type");
+            s
+        })
+        .unwrap()
+}
+
+fn summaries(r: &states::report::RunReport) -> Vec<String> {
+    r.states.iter().flat_map(|s| s.changes.iter().map(|c| c.summary.clone())).collect()
+}
+
+#[test]
+fn a_record_registers_replaces_and_deregisters() {
+    let knot = Knot::start(ZONE, &["app1 60 IN A 127.0.0.99"]);
+    let dir = tempfile::tempdir().unwrap();
+    let cx = cx_with_key(dir.path(), KEY_SECRET);
+    let nodes = nodes(&cx, &role(&knot, "app1", "A", "127.0.0.10", ""), &[]).unwrap();
+
+    // A dry run names the change and leaves the server alone.
+    let r = check(&cx, &nodes);
+    assert_eq!(status_of(&r, "rec"), Status::Pending);
+    assert_eq!(summaries(&r), ["register app1.lab.test. A 127.0.0.10 (replacing 127.0.0.99)"]);
+    assert_eq!(knot.query("app1.lab.test", "A"), ["127.0.0.99"]);
+
+    // Apply replaces the node's RRset; the engine's second plan is empty.
+    let r = apply(&cx, &nodes);
+    assert_eq!(status_of(&r, "rec"), Status::Changed, "{:?}", r.states[0].error);
+    assert_eq!(knot.query("app1.lab.test", "A"), ["127.0.0.10"]);
+    let r = apply(&cx, &nodes);
+    assert_eq!(status_of(&r, "rec"), Status::Unchanged);
+
+    // Drift (deleted in DNS, or a TTL changed by hand) is planned and healed.
+    knot.update(&["delete app1.lab.test. A"]);
+    assert_eq!(summaries(&check(&cx, &nodes)), ["register app1.lab.test. A 127.0.0.10"]);
+    knot.update(&["add app1.lab.test. 300 A 127.0.0.10"]);
+    assert_eq!(summaries(&check(&cx, &nodes)), ["set the TTL of app1.lab.test. A 127.0.0.10 to 60 (is 300)"]);
+    assert_eq!(status_of(&apply(&cx, &nodes), "rec"), Status::Changed);
+    assert_eq!(knot.query("app1.lab.test", "A"), ["127.0.0.10"]);
+
+    // absent = true removes it, and only it.
+    let gone = nodes_absent(&cx, &knot);
+    let r = apply(&cx, &gone);
+    assert_eq!(summaries(&r), ["deregister app1.lab.test. A 127.0.0.10"]);
+    assert!(knot.query("app1.lab.test", "A").is_empty());
+    assert_eq!(status_of(&apply(&cx, &gone), "rec"), Status::Unchanged);
+}
+
+fn nodes_absent(cx: &Context, knot: &Knot) -> Vec<states::engine::Node> {
+    nodes(cx, &role(knot, "app1", "A", "127.0.0.10", "absent = true"), &[]).unwrap()
+}
+
+#[test]
+fn srv_adds_beside_other_nodes_and_deregister_removes_only_its_own() {
+    let knot = Knot::start(ZONE, &["_https._tcp 60 IN SRV 0 0 443 app2", "app2 60 IN A 127.0.0.12"]);
+    let dir = tempfile::tempdir().unwrap();
+    let cx = cx_with_key(dir.path(), KEY_SECRET);
+    let nodes = nodes(&cx, &role(&knot, "_https._tcp", "SRV", "0 0 443 app1", ""), &[]).unwrap();
+    let r = apply(&cx, &nodes);
+    assert_eq!(summaries(&r), ["register _https._tcp.lab.test. SRV 0 0 443 app1.lab.test."]);
+    assert_eq!(knot.query("_https._tcp.lab.test", "SRV"), ["0 0 443 app1.lab.test.", "0 0 443 app2.lab.test."]);
+    assert_eq!(status_of(&apply(&cx, &nodes), "rec"), Status::Unchanged);
+
+    // What `bootstrap decommission` calls, with the role's parameters.
+    let p = params(&knot, "_https._tcp", "SRV", "0 0 443 app1.lab.test.");
+    let done = dns_record::deregister(&cx, "rec", p.clone()).unwrap();
+    assert_eq!(done, ["deregister _https._tcp.lab.test. SRV 0 0 443 app1.lab.test."]);
+    assert_eq!(knot.query("_https._tcp.lab.test", "SRV"), ["0 0 443 app2.lab.test."]);
+    assert!(dns_record::deregister(&cx, "rec", p).unwrap().is_empty(), "already gone: nothing to do");
+}
+
+#[test]
+fn wrong_key_refused_update_and_dead_server_are_clear_errors() {
+    let mut knot = Knot::start(ZONE, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let role = role(&knot, "app1", "A", "127.0.0.10", "");
+
+    // A key the server does not know.
+    let wrong = "q8T0mUQ0m3CHsmp2cC1ItHzMmkzSePWCT7PyBoDGDd8=";
+    let cx = cx_with_key(dir.path(), wrong);
+    let r = apply(&cx, &nodes(&cx, &role, &[]).unwrap());
+    let err = r.states[0].error.clone().unwrap();
+    eprintln!("error: {err}");
+    assert_eq!(status_of(&r, "rec"), Status::Failed);
+    assert!(err.contains(KEY_NAME) && err.contains("TSIG"), "{err}");
+    assert!(!err.contains(wrong) && !err.contains(KEY_SECRET), "{err}");
+    assert!(knot.query("app1.lab.test", "A").is_empty());
+
+    // A key name the server does not know.
+    let cx = cx_with_key(dir.path(), KEY_SECRET);
+    let unknown = role.replace(&format!("tsig_key_name = \"{KEY_NAME}\""), "tsig_key_name = \"stranger\"");
+    let r = apply(&cx, &nodes(&cx, &unknown, &[]).unwrap());
+    let err = r.states[0].error.clone().unwrap();
+    eprintln!("error: {err}");
+    assert!(err.contains("does not know this TSIG key name") && !err.contains(KEY_SECRET), "{err}");
+
+    // The right key for a zone the server is not authoritative for: refused.
+    let cx = cx_with_key(dir.path(), KEY_SECRET);
+    let other = role
+        .replace("zone = \"lab.test\"", "zone = \"other.test\"")
+        .replace("name = \"app1\"", "name = \"app1.other.test\"");
+    let r = apply(&cx, &nodes(&cx, &other, &[]).unwrap());
+    let err = r.states[0].error.clone().unwrap();
+    eprintln!("error: {err}");
+    assert!(err.contains("app1.other.test") || err.contains("other.test"), "{err}");
+    assert!(!err.contains(KEY_SECRET), "{err}");
+
+    // A dead server: one bounded wait, then an error naming it; a second record for the same
+    // server fails at once instead of waiting again.
+    knot.stop();
+    let cx = cx_with_key(dir.path(), KEY_SECRET);
+    let two = format!("{role}\n{}", role.replace("id = \"rec\"", "id = \"rec2\"").replace("app1", "app2"));
+    let t = Instant::now();
+    let r = apply(&cx, &nodes(&cx, &two, &[]).unwrap());
+    eprintln!("[timing] two records, server down: {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    for s in &r.states {
+        let err = s.error.clone().unwrap();
+        eprintln!("error: {err}");
+        assert!(err.contains(&format!("no answer from the DNS server {}", knot.addr)), "{err}");
+    }
+}
+
+#[test]
+fn bad_parameters_are_refused_when_the_role_compiles() {
+    let knot = Knot::start(ZONE, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let cx = cx_with_key(dir.path(), KEY_SECRET);
+    let cases = [
+        (role(&knot, "app1", "A", "not-an-ip", ""), "not an IPv4 address"),
+        (role(&knot, "app1", "AAAA", "127.0.0.1", ""), "not an IPv6 address"),
+        (role(&knot, "app1", "MX", "10 mail", ""), "`record_type` `MX` is not supported"),
+        (role(&knot, "_x._tcp", "SRV", "0 0 app1", ""), "not an SRV value"),
+        (role(&knot, "app1.elsewhere.test.", "A", "127.0.0.1", ""), "not inside `zone`"),
+        (role(&knot, "app1", "A", "127.0.0.1", "colour = \"red\""), "unknown field `colour`"),
+        (
+            role(&knot, "app1", "A", "127.0.0.1", "").replace(&knot.addr.to_string(), "nowhere"),
+            "not a DNS server address",
+        ),
+        (role(&knot, "app1", "A", "127.0.0.1", "").replace("\"dns_tsig\"", "\"nope\""), "secret `nope`"),
+    ];
+    for (text, want) in cases {
+        let err = format!("{:#}", nodes(&cx, &text, &[]).err().unwrap_or_else(|| panic!("accepted: {text}")));
+        assert!(err.contains(want), "{want}: {err}");
+    }
+    // A secret that is not base64 is refused without being quoted.
+    let cx = cx_with_key(dir.path(), "not base64 at all!");
+    let err = format!("{:#}", nodes(&cx, &role(&knot, "app1", "A", "127.0.0.1", ""), &[]).err().unwrap());
+    assert!(err.contains("not valid base64") && !err.contains("not base64 at all"), "{err}");
+}
+
+#[test]
+fn names_relative_absolute_and_inside_the_zone() {
+    let knot = Knot::start(ZONE, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let cx = cx_with_key(dir.path(), KEY_SECRET);
+    for name in ["app1", "app1.lab.test", "app1.lab.test."] {
+        let n = nodes(&cx, &role(&knot, name, "A", "127.0.0.10", ""), &[]).unwrap();
+        assert_eq!(n[0].state.target(), format!("app1.lab.test. A 127.0.0.10 @{}", knot.addr), "{name}");
+    }
+}

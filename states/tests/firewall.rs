@@ -1,0 +1,400 @@
+//! `firewall`: rendered rulesets checked by the real `nft -c -f` over a range of inputs; bad
+//! input refused with clear errors; files under `--root`; and, in a child process with its own
+//! network and mount namespaces (a throwaway `/etc` and `/var/lib`, so root `/` is safe), the
+//! live state against the real kernel: create, converge, drift of every kind healed,
+//! handles ignored, other tables untouched, a failed confirm rolled back, the no-op cost.
+//! systemd (`systemctl`, `systemd-run`) is faked and recorded: there is none on this host.
+
+mod support;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use states::firewall::{observe, BOOT_FILE, ENABLE_LINK, UNIT_FILE};
+use states::firewall_guard;
+use states::firewall_rules::{parse_extra, spec, table};
+use states::nft::{self, Table, RESET};
+use states::report::Status;
+use states::runner::{Cmd, Output, Runner, SystemRunner};
+use states::Context;
+use support::*;
+
+fn sh(script: &str) -> Output {
+    SystemRunner.run(&Cmd::new("sh").args(["-c", script])).unwrap()
+}
+
+fn sh_ok(script: &str) -> String {
+    let out = sh(script);
+    assert!(out.success(), "`{script}` failed: {}", out.message());
+    out.stdout
+}
+
+fn table_for(params: &str, ports: &[u16]) -> Table {
+    table(&spec(toml::from_str(params).unwrap()).unwrap(), ports).unwrap()
+}
+
+/// `nft -c -f` on `script`: the kernel's own parser and validator, nothing loaded.
+fn nft_check(script: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("t.nft");
+    fs::write(&f, script).unwrap();
+    let out = SystemRunner.run(&Cmd::new("nft").args(["-c", "-f"]).arg(f.to_string_lossy())).unwrap();
+    assert!(out.success(), "nft -c rejects:\n{script}\n{}", out.message());
+}
+
+/// `n` extra rules of every shape: ports and ranges, tcp and udp, v4, v6 and mixed sources.
+fn extras(n: usize) -> String {
+    let rules: Vec<String> = (0..n)
+        .map(|i| match i % 5 {
+            0 => format!("\"tcp/{}\"", 1000 + i),
+            1 => format!("\"udp/{}-{} from 10.{}.0.0/16\"", 2000 + i, 2010 + i, i % 250),
+            2 => format!("\"tcp/{} from 2001:db8:{:x}::/48, 198.18.{}.0/24\"", 3000 + i, i, i % 250),
+            3 => format!("\"{} from fd00:{:x}::1 192.0.2.{}\"", 4000 + i, i, i % 250),
+            _ => format!("\"tcp/{} from 10.0.0.0/8,10.1.0.0/16 2001:db8::/32\"", 5000 + i),
+        })
+        .collect();
+    format!("extra = [{}]", rules.join(", "))
+}
+
+const APP_DB: &str = r#"allow = [ { port = 80 }, { port = 443, proto = "tcp" }, { port = 5432, from = ["198.18.0.0/24", "fd00:18::/64"] } ]"#;
+
+#[test]
+fn rendered_rulesets_pass_the_real_nft_check() {
+    let ports: &[&[u16]] = &[&[22], &[2222], &[1, 65535], &[22, 2200, 60022]];
+    let t = Instant::now();
+    let mut checked = 0;
+    for n in [0, 1, 5, 100] {
+        for p in ports {
+            let tab = table_for(&format!("{APP_DB}\n{}", extras(n)), p);
+            let script = tab.script();
+            for port in *p {
+                assert!(script.contains(&format!("tcp dport {port} accept comment \"ssh\"")), "{script}");
+                assert!(tab.admits_new_tcp(*port));
+            }
+            nft_check(&script);
+            checked += 1;
+        }
+    }
+    // IPv6-only SSH, mixed-family sources, a restricted SSH on an odd port.
+    for params in [
+        "ssh_from = [\"2001:db8::/32\"]",
+        "ssh_from = [\"10.0.0.0/8\", \"2001:db8::1\"]\nallow = [{ port = \"60000-61000\", proto = \"udp\", from = \"fe80::/10\" }]",
+        "ssh_from = [\"192.0.2.7\"]\nextra = [\"udp/51820 from ::/0\"]",
+    ] {
+        let script = table_for(params, &[4422]).script();
+        nft_check(&script);
+        checked += 1;
+    }
+    eprintln!("{checked} rulesets rendered and checked by nft -c in {:?}", t.elapsed());
+
+    // What the file looks like: the one transaction that replaces only our table.
+    let script = table_for(APP_DB, &[22]).script();
+    assert!(script.starts_with(RESET), "{script}");
+    for line in [
+        "type filter hook input priority 0; policy drop;",
+        "ct state established,related accept",
+        "iifname \"lo\" accept",
+        "tcp dport 443 accept comment \"allow[1] tcp/443\"",
+        "ip saddr 198.18.0.0/24 tcp dport 5432 accept comment \"allow[2] tcp/5432\"",
+        "ip6 saddr fd00:18::/64 tcp dport 5432 accept",
+        "nd-neighbor-solicit",
+        "packet-too-big",
+    ] {
+        assert!(script.contains(line), "missing `{line}` in:\n{script}");
+    }
+    assert!(!script.contains("hook forward") && !script.contains("hook output"), "{script}");
+}
+
+fn compile_err(params: &str) -> String {
+    let root = tempfile::tempdir().unwrap();
+    let cx = cx(root.path());
+    let role = format!("[[state]]\nid = \"fw\"\ntype = \"firewall\"\n{params}\n");
+    let err = nodes(&cx, &role, &[]).err().unwrap_or_else(|| panic!("accepted: {params}"));
+    format!("{err:#}")
+}
+
+#[test]
+fn bad_input_is_refused_clearly_before_anything_runs() {
+    for (params, want) in [
+        ("ssh_from = []", "would not let SSH in on tcp/22 (sshd's configured port) (`ssh_from` is empty)"),
+        ("extra = [\"tcp/80800\"]", "port `80800` is not a number in 1-65535"),
+        ("extra = [\"icmp/8\"]", "unknown protocol `icmp`"),
+        ("extra = [\"tcp/80 from\"]", "`from` needs at least one CIDR"),
+        ("extra = [\"tcp/80 from 10.0.0.300/8\"]", "`10.0.0.300/8` is not an IPv4/IPv6 address or CIDR"),
+        ("extra = [\"tcp/80 to 10.0.0.0/8\"]", "unexpected `to`"),
+        ("extra = [\"tcp/90-80\"]", "backwards"),
+        ("allow = [{ port = 0 }]", "`allow[0]`: `port` 0 is not in 1-65535"),
+        ("allow = [{ port = 25, proto = \"sctp\" }]", "`proto` must be `tcp` or `udp`"),
+        ("allow = [{ port = 25, from = [] }]", "`from` is empty"),
+        ("allow = [{ port = 25, form = \"10.0.0.0/8\" }]", "unknown field `form`"),
+        ("alow = []", "unknown field `alow`"),
+        ("ssh_from = [\"example.org\"]", "`ssh_from`"),
+        ("rollback_seconds = 1", "`rollback_seconds` must be 10-3600"),
+    ] {
+        let err = compile_err(params);
+        assert!(err.contains(want), "{params}: expected `{want}` in: {err}");
+    }
+    // Every `extra` error names the entry and shows the grammar.
+    let err = compile_err("extra = [\"tcp/22\", \"tcp/x\"]");
+    assert!(err.contains("`extra[1]` = \"tcp/x\"") && err.contains("e.g. `tcp/8080 from 10.0.0.0/8`"), "{err}");
+}
+
+#[test]
+fn the_extra_grammar() {
+    let e = parse_extra("  udp/500-510   from 10.1.2.3/8,2001:DB8::1 ").unwrap();
+    assert_eq!((e.proto.name(), e.ports), ("udp", (500, 510)));
+    let from: Vec<String> = e.from.unwrap().iter().map(ToString::to_string).collect();
+    assert_eq!(from, ["10.0.0.0/8", "2001:db8::1/128"]);
+    let e = parse_extra("8443").unwrap();
+    assert_eq!((e.proto.name(), e.ports, e.from.is_none()), ("tcp", (8443, 8443), true));
+    // (A role drops list items that render empty; the grammar refuses them all the same.)
+    assert!(parse_extra(" ").unwrap_err().to_string().starts_with("empty rule; expected"));
+}
+
+#[test]
+fn under_root_it_writes_the_boot_files_only() {
+    let root = tempfile::tempdir().unwrap();
+    fs::create_dir_all(root.path().join("etc/ssh/sshd_config.d")).unwrap();
+    fs::write(root.path().join("etc/ssh/sshd_config"), "Include /etc/ssh/sshd_config.d/*.conf\n").unwrap();
+    fs::write(root.path().join("etc/ssh/sshd_config.d/port.conf"), "Port 2222\n").unwrap();
+    let cx = cx(root.path());
+    let role = format!("[[state]]\nid = \"fw\"\ntype = \"firewall\"\n{APP_DB}\n");
+    let nodes = nodes(&cx, &role, &[]).unwrap();
+    let r = check(&cx, &nodes);
+    assert_eq!(r.pending, 1, "{:?}", r.states[0].error);
+    let changes = &r.states[0].changes;
+    assert_eq!(changes.len(), 3, "boot file, unit, enable link: {:?}", changes.iter().map(|c| &c.summary).collect::<Vec<_>>());
+    assert!(changes.iter().all(|c| c.summary.ends_with("(under --root: files only, the live table is not loaded)")));
+    let diff = changes[0].diff.as_deref().unwrap();
+    assert!(diff.contains("+\t\ttcp dport 2222 accept comment \"ssh\""), "{diff}");
+
+    let r = apply(&cx, &nodes);
+    assert_eq!((r.changed, r.failed), (1, 0), "{:?}", r.states[0].error);
+    let boot = fs::read_to_string(root.path().join(BOOT_FILE.trim_start_matches('/'))).unwrap();
+    nft_check(&boot);
+    let unit = fs::read_to_string(root.path().join(UNIT_FILE.trim_start_matches('/'))).unwrap();
+    assert!(unit.contains("ExecStart=/usr/sbin/nft -f /etc/bootstrap/firewall.nft") && unit.contains("After=nftables.service"));
+    let link = fs::read_link(root.path().join(ENABLE_LINK.trim_start_matches('/'))).unwrap();
+    assert_eq!(link, Path::new(UNIT_FILE));
+    assert_eq!(check(&cx, &nodes).pending, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Live, in private namespaces
+
+/// Runs test `name` again in a child process with new mount and network namespaces, where
+/// `/etc` is a copy and `/tmp`, `/var/lib` are empty tmpfs: the state can act on root `/` and
+/// the real kernel, and everything it did vanishes with the child. True in the child.
+fn isolated(name: &str) -> bool {
+    if std::env::var_os("BT_FIREWALL_ISOLATED").is_some() {
+        sh_ok(
+            "set -e; mount -t tmpfs tmpfs /tmp; mkdir /tmp/etc; cp -a /etc/. /tmp/etc/; \
+             mount --bind /tmp/etc /etc; mount -t tmpfs tmpfs /var/lib; ip link set lo up",
+        );
+        return true;
+    }
+    let out = Command::new("unshare")
+        .args(["--mount", "--net", "--propagation", "private"])
+        .arg(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env("BT_FIREWALL_ISOLATED", "1")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    eprintln!("{text}");
+    assert!(out.status.success() && text.contains("1 passed"), "the isolated run failed");
+    false
+}
+
+/// Real `nft` (in the child's own network namespace), fake systemd, every command recorded.
+#[derive(Clone, Default)]
+struct LabRunner {
+    log: Arc<Mutex<Vec<String>>>,
+    /// Flush our table right after it is loaded, as if something wiped it before the confirm.
+    wipe_after_load: Arc<AtomicBool>,
+    /// A rollback timer of an earlier, killed run is still armed.
+    armed: Arc<AtomicBool>,
+}
+
+impl Runner for LabRunner {
+    fn run(&self, cmd: &Cmd) -> anyhow::Result<Output> {
+        let line = cmd.display();
+        self.log.lock().unwrap().push(line.clone());
+        let ok = |code| Ok(Output { code: Some(code), stdout: String::new(), stderr: String::new() });
+        match cmd.program.as_str() {
+            "systemctl" if cmd.args[0] == "is-active" => ok(if self.armed.load(Ordering::SeqCst) { 0 } else { 3 }),
+            "systemctl" | "systemd-run" => ok(0),
+            _ => {
+                let out = SystemRunner.run(cmd)?;
+                if line.starts_with("nft -f /var/lib/bootstrap/firewall-next.nft") && self.wipe_after_load.load(Ordering::SeqCst) {
+                    sh_ok("nft flush table inet bootstrap");
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+impl LabRunner {
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.log.lock().unwrap())
+    }
+}
+
+fn live_cx(runner: &LabRunner) -> Context {
+    let mut cx = cx(Path::new("/"));
+    cx.runner = Box::new(runner.clone());
+    cx
+}
+
+fn live_table() -> Option<Table> {
+    observe(&live_cx(&LabRunner::default())).unwrap()
+}
+
+fn summaries(r: &states::report::RunReport) -> Vec<String> {
+    r.states[0].changes.iter().map(|c| c.summary.clone()).collect()
+}
+
+#[test]
+fn live_table_converges_heals_and_rolls_back() {
+    if !isolated("live_table_converges_heals_and_rolls_back") {
+        return;
+    }
+    fs::write("/etc/ssh/sshd_config", "Port 2222\n").unwrap();
+    let _ = fs::remove_dir_all("/etc/ssh/sshd_config.d");
+    let runner = LabRunner::default();
+    let role = format!("[[state]]\nid = \"fw\"\ntype = \"firewall\"\n{APP_DB}\nextra = [\"udp/51820\", \"tcp/8080 from 10.0.0.0/8 2001:db8::/32\"]\n");
+    let cx = live_cx(&runner);
+    let nodes = nodes(&cx, &role, &[]).unwrap();
+    // The operator's own table, which must survive every run.
+    sh_ok("nft add table inet operator && nft add chain inet operator x '{ type filter hook input priority 10; }' && nft add rule inet operator x tcp dport 9 drop");
+    let operator = sh_ok("nft -j list table inet operator | sed 's/\"handle\": [0-9]*//g'");
+
+    // Dry run: the table is to be created; nothing is loaded.
+    let r = check(&cx, &nodes);
+    assert_eq!(r.pending, 1, "{:?}", r.states[0].error);
+    assert_eq!(summaries(&r)[0], "create table inet bootstrap (14 rules, input policy drop)");
+    assert!(r.states[0].changes[0].diff.as_deref().unwrap().contains("+\t\ttcp dport 2222 accept comment \"ssh\""));
+    assert!(live_table().is_none());
+    let log = runner.take();
+    assert!(log[0] == "nft -j list table inet bootstrap" && log[1].starts_with("nft -c -f /tmp/"), "{log:?}");
+
+    // Apply: guarded load, then the boot files; the engine's second plan finds nothing to do.
+    let r = apply(&cx, &nodes);
+    assert_eq!((r.changed, r.failed), (1, 0), "{:?}", r.states[0].error);
+    let log = runner.take();
+    let pos = |p: &str| log.iter().position(|l| l.starts_with(p)).unwrap_or_else(|| panic!("no `{p}` in {log:?}"));
+    assert!(pos("systemd-run '--unit=bootstrap-firewall-rollback' '--on-active=90'") < pos("nft -f /var/lib/bootstrap/firewall-next.nft"));
+    assert!(pos("nft -f /var/lib/bootstrap/firewall-next.nft") < pos("systemctl stop bootstrap-firewall-rollback.timer"));
+    assert!(pos("systemctl stop bootstrap-firewall-rollback.timer") < pos("systemctl daemon-reload"));
+    assert!(log.iter().any(|l| l.ends_with("/usr/sbin/nft -f /var/lib/bootstrap/firewall-previous.nft")), "{log:?}");
+    // There was no table before: the rollback would remove ours again.
+    assert_eq!(fs::read_to_string("/var/lib/bootstrap/firewall-previous.nft").unwrap(), RESET);
+    assert!(!Path::new("/var/lib/bootstrap/firewall-next.nft").exists());
+    let want = live_table().unwrap();
+    assert!(want.admits_new_tcp(2222) && !want.admits_new_tcp(22));
+    assert_eq!(fs::read_link(ENABLE_LINK).unwrap(), Path::new(UNIT_FILE));
+    let boot = fs::read_to_string(BOOT_FILE).unwrap();
+
+    // The no-op: one `nft -j list` and nothing else.
+    let t = Instant::now();
+    let r = check(&cx, &nodes);
+    let took = t.elapsed();
+    assert_eq!((r.unchanged, r.pending), (1, 0), "{:?}", summaries(&r));
+    assert_eq!(runner.take(), ["nft -j list table inet bootstrap"]);
+    eprintln!("[timing] no-op plan of the firewall (one nft -j list): {took:?}");
+
+    // New handles (the boot file loaded by hand, as at boot) are no difference.
+    sh_ok(&format!("nft -f {BOOT_FILE}"));
+    assert_eq!(check(&cx, &nodes).pending, 0);
+    // Nor is JSON with other key order and without handles.
+    let json = SystemRunner.run(&Cmd::new("nft").args(["-j", "list", "table", "inet", "bootstrap"])).unwrap().stdout;
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let resorted = v.to_string().replace("\"handle\":", "\"h\":");
+    assert_ne!(resorted, json);
+    assert_eq!(nft::decode(&resorted).unwrap(), want);
+
+    // Drift of every kind: listed by a dry run, healed by one apply, then converged.
+    for (drift, summary) in [
+        ("nft flush table inet bootstrap", "replace table inet bootstrap: 14 rule(s) missing from input"),
+        (
+            "nft delete rule inet bootstrap input handle $(nft -a list chain inet bootstrap input | sed -n 's/.*udp dport 51820 .*# handle //p')",
+            "replace table inet bootstrap: 1 rule(s) missing from input",
+        ),
+        ("nft add rule inet bootstrap input tcp dport 3306 accept", "replace table inet bootstrap: 1 unexpected rule(s) in input"),
+        ("nft insert rule inet bootstrap input counter", "replace table inet bootstrap: 1 unexpected rule(s) in input"),
+        ("nft 'chain inet bootstrap input { policy accept; }'", "replace table inet bootstrap: chain input: filter input priority 0 policy accept -> filter input priority 0 policy drop"),
+        ("nft add set inet bootstrap blocked '{ type ipv4_addr; }'", "replace table inet bootstrap: unexpected set blocked"),
+        ("nft add chain inet bootstrap forward '{ type filter hook forward priority 0; policy drop; }'", "replace table inet bootstrap: unexpected chain forward"),
+        ("nft delete table inet bootstrap", "create table inet bootstrap (14 rules, input policy drop)"),
+    ] {
+        sh_ok(drift);
+        let r = check(&cx, &nodes);
+        assert_eq!((r.pending, summaries(&r).first().map(String::as_str)), (1, Some(summary)), "after `{drift}`");
+        let r = apply(&cx, &nodes);
+        assert_eq!((r.changed, r.failed), (1, 0), "after `{drift}`: {:?}", r.states[0].error);
+        assert_eq!(live_table().as_ref(), Some(&want), "after `{drift}`");
+        assert_eq!(check(&cx, &nodes).pending, 0);
+    }
+    // The previous table saved for the rollback is the drifted one (table deleted: none).
+    assert_eq!(fs::read_to_string("/var/lib/bootstrap/firewall-previous.nft").unwrap(), RESET);
+    assert_eq!(fs::read_to_string(BOOT_FILE).unwrap(), boot);
+    let after = sh_ok("nft -j list table inet operator | sed 's/\"handle\": [0-9]*//g'");
+    assert_eq!(after, operator, "the operator's table is untouched");
+
+    // A confirm that fails (our table wiped right after the load): the previous table is
+    // restored at once, the run fails, the boot file still holds the last confirmed table.
+    fs::write("/etc/ssh/sshd_config", "Port 2222\nPort 2200\n").unwrap();
+    let cx = live_cx(&runner);
+    let nodes = support::nodes(&cx, &role, &[]).unwrap();
+    runner.wipe_after_load.store(true, Ordering::SeqCst);
+    runner.take();
+    let r = apply(&cx, &nodes);
+    runner.wipe_after_load.store(false, Ordering::SeqCst);
+    assert_eq!((r.failed, r.states[0].status), (1, Status::Failed));
+    let err = r.states[0].error.clone().unwrap();
+    assert!(err.contains("the previous table was restored: the table read back is not the one loaded"), "{err}");
+    assert_eq!(live_table().as_ref(), Some(&want), "the previous table is back");
+    assert_eq!(fs::read_to_string(BOOT_FILE).unwrap(), boot);
+    let log = runner.take();
+    assert!(log.iter().any(|l| l == "nft -f /var/lib/bootstrap/firewall-previous.nft"), "{log:?}");
+    // The next run opens the new port.
+    let r = apply(&cx, &nodes);
+    assert_eq!((r.changed, r.failed), (1, 0), "{:?}", r.states[0].error);
+    assert!(live_table().unwrap().admits_new_tcp(2200));
+
+    // A load that nft itself rejects changes nothing either.
+    let before = live_table();
+    let err = firewall_guard::load(&cx, "table inet bootstrap { chain input { tcp dport 99999 accept; } }", Duration::from_secs(90), || Ok(()))
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("the previous table was restored"), "{err:#}");
+    assert_eq!(live_table(), before);
+
+    // A timer still armed by a run that died unconfirmed: the table it saved (the last
+    // confirmed one) is kept for the new timer, not replaced by the unconfirmed live one.
+    fs::write("/var/lib/bootstrap/firewall-previous.nft", "# last confirmed\n").unwrap();
+    runner.armed.store(true, Ordering::SeqCst);
+    runner.take();
+    firewall_guard::load(&cx, &want.script(), Duration::from_secs(90), || Ok(())).unwrap();
+    runner.armed.store(false, Ordering::SeqCst);
+    assert_eq!(fs::read_to_string("/var/lib/bootstrap/firewall-previous.nft").unwrap(), "# last confirmed\n");
+    let log = runner.take();
+    assert!(!log.iter().any(|l| l.starts_with("nft list")), "{log:?}");
+    assert_eq!(log[1], "systemctl stop bootstrap-firewall-rollback.timer", "{log:?}");
+    assert!(log[2].starts_with("systemd-run "), "{log:?}");
+
+    // Every rendered table reads back as itself (the comparison by meaning, both ways).
+    for n in [0, 1, 5, 100] {
+        let tab = table_for(&format!("{APP_DB}\n{}", extras(n)), &[22, 2222]);
+        let f = "/tmp/t.nft";
+        fs::write(f, tab.script()).unwrap();
+        sh_ok(&format!("nft -f {f}"));
+        assert_eq!(live_table().as_ref(), Some(&tab), "{n} extra rules");
+    }
+}
+
+
