@@ -34,6 +34,8 @@ pub enum Command {
     /// Manage secrets.
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// Leave the fleet: remove this node's DNS records and its schedule.
+    Decommission,
 }
 
 #[derive(Subcommand, Debug)]

@@ -52,6 +52,16 @@ pub fn scrubbed<T>(secrets: &Secrets, f: impl FnOnce() -> Result<T>) -> Result<T
 
 /// Build the context and compile every state. Touches nothing.
 pub fn prepare(opts: &Opts, inputs: &mut Inputs) -> Result<Prepared> {
+    let (cx, templates, data) = context(opts, inputs)?;
+    let set = std::mem::take(&mut inputs.set);
+    let mut templates = templates;
+    let (nodes, fingerprints) = role::compile_with_fingerprints(set, &*inputs.source, &cx, &mut templates, &data)?;
+    Ok(Prepared { cx, nodes, fingerprints })
+}
+
+/// The context, templates and template data (facts, settings, roles, schedule, peers,
+/// firewall rules) of a run. Discovery writes its last known peers only when `!opts.check`.
+pub fn context(opts: &Opts, inputs: &Inputs) -> Result<(Context, Templates, serde_json::Value)> {
     let minutes = inputs.values.get("schedule_minutes").and_then(|v| v.as_integer()).unwrap_or(15);
     let cron = schedule::expression(&opts.root, minutes)?;
     let cx = Context {
@@ -69,8 +79,8 @@ pub fn prepare(opts: &Opts, inputs: &mut Inputs) -> Result<Prepared> {
         "schedule": { "cron": cron },
         "node": { "private_address": private_address(&cx.facts.addresses, &inputs.values) },
     });
-    let mut templates = Templates::new(&cx.secrets);
-    let set = std::mem::take(&mut inputs.set);
+    let templates = Templates::new(&cx.secrets);
+    let set = &inputs.set;
     // Peers are looked up before the states compile: templates (haproxy's pools) use them.
     let specs = set
         .discover
@@ -80,8 +90,7 @@ pub fn prepare(opts: &Opts, inputs: &mut Inputs) -> Result<Prepared> {
         .map_err(|e: anyhow::Error| e.context("`[discover]` in the roles"))?;
     data["peers"] = discovery::discover(&cx, &specs, !opts.check)?;
     data["firewall"] = firewall_rules(&set.firewall, &templates, &data)?;
-    let (nodes, fingerprints) = role::compile_with_fingerprints(set, &*inputs.source, &cx, &mut templates, &data)?;
-    Ok(Prepared { cx, nodes, fingerprints })
+    Ok((cx, templates, data))
 }
 
 /// Run the states, show the result, record it (apply only), and return the exit code.

@@ -2,6 +2,7 @@
 
 mod cli;
 mod converge;
+mod decommission;
 mod embedded;
 mod inputs;
 mod install;
@@ -33,6 +34,7 @@ fn main() {
         Some(Command::Apply { roles }) => converge::converge(opts, roles),
         Some(Command::Status) => status::show(opts),
         Some(Command::Secret(SecretCommand::Set { name })) => secret_cmd::set(opts, name),
+        Some(Command::Decommission) => decommission::run(opts),
         None if opts.check => converge::converge(opts, &cli.roles),
         None if cli.roles.is_empty() => refuse_without_roles(opts),
         None => install::first_install(opts, &cli.roles),

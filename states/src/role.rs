@@ -208,8 +208,17 @@ fn load_one(source: &dyn RoleSource, name: &str, set: &mut RoleSet, path: &mut V
         }
     }
     for s in rf.secret {
-        if !set.secrets.iter().any(|have| have.name == s.name) {
-            set.secrets.push(s);
+        match set.secrets.iter_mut().find(|have| have.name == s.name) {
+            // Declared by two roles (`app db` on one node): needed if either needs it,
+            // generated if either allows, the stricter length.
+            Some(have) => {
+                if have.when.is_none() || s.when.is_none() {
+                    have.when = None;
+                }
+                have.generate |= s.generate;
+                have.min_length = have.min_length.max(s.min_length);
+            }
+            None => set.secrets.push(s),
         }
     }
     let lines = Lines::new(&text);
@@ -329,6 +338,21 @@ pub fn compile_with_fingerprints(
     }
     order(&nodes)?;
     Ok((nodes, fingerprints))
+}
+
+/// The parameters (settings filled in) of each state of type `kind` that `when` keeps, by id:
+/// for commands that act on states without running them (`decommission`).
+pub fn instances(states: &[StateSpec], kind: &str, t: &Templates, data: &serde_json::Value) -> Result<Vec<(String, toml::Table)>> {
+    let mut out = Vec::new();
+    for s in states.iter().filter(|s| s.kind == kind) {
+        if let Some(cond) = &s.when {
+            if !included(cond.clone(), t, data)? {
+                continue;
+            }
+        }
+        out.push((s.id.clone(), resolve_params(s.params.clone(), t, data).map_err(|e| anyhow!("state `{}`: {e:#}", s.id))?));
+    }
+    Ok(out)
 }
 
 /// Whether a `when` condition holds.

@@ -1,0 +1,139 @@
+//! A small fleet on fresh nodes with knot for DNS: `./bootstrap db`, then `./bootstrap app`,
+//! as an operator would. Proves: the db node registers its A and SRV records; the app node
+//! discovers it and reaches PostgreSQL through its local haproxy pool with the secret password;
+//! from outside the private network the db port is closed; password rotation end to end (the
+//! old password refused); drift on the db node (pg_hba.conf edited, PostgreSQL stopped, its
+//! SRV record deleted) listed by `--check` and healed in one run; rows survive re-runs of
+//! `./bootstrap db`; both nodes converged (a run changes nothing, `--check` exits 0); and
+//! `bootstrap decommission` removes the node's records and its schedule.
+
+use std::time::Duration;
+
+use vm_tests::operator::{download, report, serve_binary, INSTALLED};
+use vm_tests::{timed, Lab, Node, RunOpts, RunResult, Zone};
+
+const PASSWORD: &str = "canary-db-Pw-0001";
+const ROTATED: &str = "canary-db-Pw-0002";
+
+/// psql on the app node through the local pool, with the credentials bootstrap wrote.
+fn app_sql(app: &Node, sql: &str) -> RunResult {
+    app.run(&["sh", "-c", &format!("set -a; . /etc/bootstrap/app/database.env; psql -X -A -t -c \"{sql}\"")])
+}
+
+fn apply(node: &Node) -> serde_json::Value {
+    let r = node.run(&[INSTALLED, "apply", "--json"]);
+    assert_eq!(r.code, 0, "apply on {} failed:\n{}\n{}", node.name(), r.stdout, r.stderr);
+    report(&r)
+}
+
+fn pending(node: &Node) -> Vec<String> {
+    let r = node.run(&[INSTALLED, "--check", "--json"]);
+    let ids: Vec<String> = report(&r)["states"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == "pending")
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(r.code, if ids.is_empty() { 0 } else { 2 }, "{}\n{}", r.stdout, r.stderr);
+    ids
+}
+
+#[test]
+fn db_and_app_nodes_find_each_other_and_stay_converged() {
+    let lab = Lab::new("fleet");
+    let knot = lab.start_knot(&[Zone::new("lab.test")]);
+    let key = knot.tsig_key().clone();
+    let http = lab.http_server(0);
+    serve_binary(&http);
+    let db = lab.boot("db1");
+    let app = lab.boot("app1");
+    let outsider = lab.boot("outsider");
+    assert_eq!([db.addr().to_string(), app.addr().to_string()], ["198.18.0.10", "198.18.0.11"]);
+    // 198.18.0.8/30 holds db1 and app1; the outsider (.12) and the lab host are outside it.
+    let site = format!(
+        "dns_zone = \"lab.test\"\ndns_server = \"198.18.0.1:53\"\ntsig_key_name = \"{}\"\nprivate_cidr = \"198.18.0.8/30\"\n",
+        key.name
+    );
+    for node in [&db, &app] {
+        download(node, &http);
+        node.put_file("/root/site.toml", site.as_bytes(), 0o644);
+    }
+    app.sh("apt-get update -qq && apt-get install -y -qq postgresql-client >/dev/null").assert_ok("psql client");
+    outsider.sh("apt-get update -qq && apt-get install -y -qq netcat-openbsd >/dev/null").assert_ok("nc");
+    let secrets = RunOpts::default()
+        .env("BOOTSTRAP_SECRET_DNS_TSIG_KEY", &key.secret)
+        .env("BOOTSTRAP_SECRET_DB_PASSWORD", PASSWORD)
+        .timeout(Duration::from_secs(600));
+
+    let r = timed("./bootstrap db", || db.run_opts(&["/root/bootstrap", "--site", "/root/site.toml", "db"], &secrets));
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(knot.query("db1.lab.test", "A"), ["198.18.0.10"]);
+    assert_eq!(knot.query("_postgresql._tcp.lab.test", "SRV"), ["0 0 5432 db1.lab.test."]);
+
+    let r = timed("./bootstrap app", || app.run_opts(&["/root/bootstrap", "--site", "/root/site.toml", "app"], &secrets));
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let cfg = app.read_file("/etc/haproxy/haproxy.cfg");
+    assert!(cfg.contains("server db0 198.18.0.10:5432 check"), "{cfg}");
+    let one = app_sql(&app, "select 1").assert_ok("psql through haproxy");
+    assert_eq!(one.stdout.trim(), "1");
+    let wrong = app.run(&["sh", "-c", "PGPASSWORD=wrong-password psql -X -h 127.0.0.1 -U app -d app -c 'select 1'"]);
+    assert_ne!(wrong.code, 0, "a wrong password was accepted");
+
+    // The db port from inside and from outside the private network.
+    assert_eq!(app.run(&["bash", "-c", "exec 3<>/dev/tcp/198.18.0.10/5432"]).code, 0, "app1 can't reach 5432");
+    assert_ne!(outsider.run(&["nc", "-z", "-w", "2", "198.18.0.10", "5432"]).code, 0, "5432 answers outside the private network");
+    assert_eq!(outsider.run(&["nc", "-z", "-w", "2", "198.18.0.10", "22"]).code != 0, !db.exists("/usr/sbin/sshd"));
+
+    // Data that must survive every later run.
+    app_sql(&app, "create table rows (n int); insert into rows select generate_series(1, 500)").assert_ok("rows");
+
+    // Rotation: on the db node, then on the app node; the old password is refused.
+    let set = |node: &Node, value: &str| {
+        let r = node.run_opts(&[INSTALLED, "secret", "set", "db_password"], &RunOpts::default().env("BOOTSTRAP_SECRET_DB_PASSWORD", value));
+        assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+        assert!(!format!("{}{}", r.stdout, r.stderr).contains("canary-db"), "rotation output leaked");
+    };
+    set(&db, ROTATED);
+    assert_ne!(app_sql(&app, "select 1").code, 0, "the old password still works");
+    set(&app, ROTATED);
+    assert_eq!(app_sql(&app, "select count(*) from rows").assert_ok("after rotation").stdout.trim(), "500");
+
+    // Drift on the db node: listed, then healed in one run.
+    db.sh("echo 'host all all 0.0.0.0/0 trust' >> /etc/postgresql/15/main/pg_hba.conf && systemctl stop postgresql").assert_ok("drift");
+    knot.update("lab.test", &["delete _postgresql._tcp.lab.test. SRV"]);
+    let listed = pending(&db);
+    for id in ["pg-hba", "postgresql-service", "dns-postgresql"] {
+        assert!(listed.contains(&id.to_string()), "{id} not listed: {listed:?}");
+    }
+    apply(&db);
+    assert_eq!(knot.query("_postgresql._tcp.lab.test", "SRV"), ["0 0 5432 db1.lab.test."]);
+    assert!(!db.read_file("/etc/postgresql/15/main/pg_hba.conf").contains("trust"));
+
+    // Re-runs keep the data: the install command again, and a scheduled-style run.
+    let again = db.run_opts(&["/root/bootstrap", "--site", "/root/site.toml", "db"], &RunOpts::default().timeout(Duration::from_secs(300)));
+    assert_eq!(again.code, 0, "{}\n{}", again.stdout, again.stderr);
+    apply(&db);
+    assert_eq!(app_sql(&app, "select count(*) from rows").assert_ok("count").stdout.trim(), "500");
+
+    // Both nodes converged.
+    for node in [&db, &app] {
+        assert_eq!(apply(node)["changed"], 0, "{} changed on a second run", node.name());
+        assert_eq!(pending(node), Vec::<String>::new());
+    }
+
+    // Leaving the fleet: the db node's records and schedule go; the app's stay.
+    let r = db.run(&[INSTALLED, "decommission"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(knot.query("_postgresql._tcp.lab.test", "SRV"), Vec::<String>::new());
+    assert_eq!(knot.query("db1.lab.test", "A"), Vec::<String>::new());
+    assert!(!db.exists("/etc/cron.d/bootstrap"));
+    assert_eq!(knot.query("app1.lab.test", "A"), ["198.18.0.11"]);
+
+    // The canaries appear in no output and no journal.
+    for node in [&db, &app] {
+        let journal = node.exec(&["journalctl", "--no-pager", "-o", "verbose", "-t", "bootstrap"]).stdout;
+        assert!(!journal.contains("canary-db"), "{} logged a password", node.name());
+        assert!(!node.read_file("/var/lib/bootstrap/last-run.json").contains("canary-db"));
+    }
+}
