@@ -1,48 +1,92 @@
-//! The main job (`scripts/lab`): a throwaway lab of fresh Debian containers, each bootstrapped
-//! the way an operator would, and a printout of what to look at. Teardown on Enter (at once
-//! without a terminal, or with `--no-wait`).
+//! The main job (`scripts/lab`): a throwaway lab with real peers (knot for DNS, pebble as the
+//! ACME CA) and two fresh Debian nodes bootstrapped the way an operator would: wget the binary,
+//! `./bootstrap --check db`, `./bootstrap db`, then `./bootstrap app`. Prints what each run did
+//! and what to look at. Teardown on Enter (at once without a terminal, or with `--no-wait`).
 
 use std::io::IsTerminal;
+use std::time::Duration;
 
-use vm_tests::operator::{bootstrap, download, serve_binary};
-use vm_tests::{timed, Lab};
+use vm_tests::operator::{download, serve_binary, INSTALLED};
+use vm_tests::{timed, Lab, RunOpts, Zone};
+
+fn show(title: &str, r: &vm_tests::RunResult) {
+    println!("\n=== {title} (exit {})", r.code);
+    print!("{}{}", r.stdout, r.stderr);
+}
 
 fn main() {
     let lab = timed("lab ready", || Lab::new("demo"));
+    let knot = lab.start_knot(&[Zone::new("lab.test")]);
+    let pebble = lab.start_pebble();
+    let key = knot.tsig_key().clone();
     let http = lab.http_server(0);
     serve_binary(&http);
-    let nodes = [("app1", "app"), ("db1", "db")];
-    let mut booted = Vec::new();
-    for (name, role) in nodes {
-        let node = timed(&format!("boot {name}"), || lab.boot(name));
-        download(&node, &http);
-        println!("\n=== {name} ({}): ./bootstrap --check {role}", node.addr());
-        let check = bootstrap(&node, &["--check", role]);
-        print!("{}{}", check.stdout, check.stderr);
-        println!("(exit {})", check.code);
-        println!("\n=== {name}: ./bootstrap {role}");
-        let apply = timed(&format!("bootstrap {name}"), || bootstrap(&node, &[role]));
-        print!("{}{}", apply.stdout, apply.stderr);
-        println!("(exit {})", apply.code);
-        let again = bootstrap(&node, &["--check", role]);
-        println!("\n=== {name}: ./bootstrap --check {role} again: exit {} ({})", again.code, again.stdout.trim());
-        booted.push(node);
+    let db = timed("boot db1", || lab.boot("db1"));
+    let app = timed("boot app1", || lab.boot("app1"));
+
+    let fleet = format!(
+        "dns_zone = \"lab.test\"\ndns_server = \"198.18.0.1:53\"\ntsig_key_name = \"{}\"\nprivate_cidr = \"198.18.0.0/24\"\n",
+        key.name
+    );
+    let app_site = format!(
+        "{fleet}domain = \"app1.lab.test\"\nacme_directory = \"{}\"\nacme_email = \"ops@lab.test\"\nacme_ca_file = \"/etc/bootstrap/acme-ca.pem\"\n",
+        pebble.directory_url()
+    );
+    db.put_file("/root/site.toml", fleet.as_bytes(), 0o644);
+    app.put_file("/root/site.toml", app_site.as_bytes(), 0o644);
+    app.put_file("/etc/bootstrap/acme-ca.pem", pebble.ca_pem().as_bytes(), 0o644);
+    let secrets = RunOpts::default()
+        .env("BOOTSTRAP_SECRET_DNS_TSIG_KEY", &key.secret)
+        .env("BOOTSTRAP_SECRET_DB_PASSWORD", "demo-password-change-me")
+        .timeout(Duration::from_secs(600));
+
+    for (node, role) in [(&db, "db"), (&app, "app")] {
+        download(node, &http);
+        let args = ["/root/bootstrap", "--site", "/root/site.toml"];
+        show(&format!("{}: ./bootstrap --check {role}", node.name()), &node.run_opts(&[&args[..], &["--check", role]].concat(), &secrets));
+        let r = timed(&format!("./bootstrap {role} on {}", node.name()), || node.run_opts(&[&args[..], &[role]].concat(), &secrets));
+        show(&format!("{}: ./bootstrap {role}", node.name()), &r);
+        let again = node.run(&[INSTALLED, "--check"]);
+        println!("=== {}: bootstrap --check again: exit {} ({})", node.name(), again.code, again.stdout.trim());
+    }
+
+    let root = lab.dir().join("pebble-root.pem");
+    std::fs::write(&root, pebble.issuing_root()).unwrap();
+    println!("\n=== What the fleet looks like");
+    println!("DNS (knot): db1 A {:?}, app1 A {:?}", knot.query("db1.lab.test", "A"), knot.query("app1.lab.test", "A"));
+    println!("            _postgresql._tcp SRV {:?}", knot.query("_postgresql._tcp.lab.test", "SRV"));
+    println!("            _https._tcp SRV {:?}", knot.query("_https._tcp.lab.test", "SRV"));
+    let pool: Vec<String> = app.read_file("/etc/haproxy/haproxy.cfg").lines().filter(|l| l.contains("server db")).map(|l| l.trim().to_string()).collect();
+    println!("app1's database pool: {pool:?}");
+    let page = lab
+        .command("curl")
+        .args(["-sS", "--cacert"])
+        .arg(&root)
+        .args(["--resolve", &format!("app1.lab.test:443:{}", app.addr()), "https://app1.lab.test/"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().find(|l| l.contains("<h1>")).unwrap_or("").to_string())
+        .unwrap_or_default();
+    println!("https://app1.lab.test/ (verified against pebble's root): {}", page.trim());
+    for node in [&db, &app] {
+        show(&format!("{}: bootstrap status", node.name()), &node.run(&[INSTALLED, "status"]));
     }
 
     println!("\nWhat to look at:");
-    for node in &booted {
-        println!(
-            "  {} at {}: enter with `nsenter -t {} -a bash`; see /etc/motd, /var/www/bootstrap/index.html, /var/lib/bootstrap/",
-            node.name(),
-            node.addr(),
-            node.pid1()
-        );
+    for node in [&db, &app] {
+        println!("  {} at {}: `nsenter -t {} -a bash`, then `bootstrap status`, `bootstrap --check`, `journalctl -t bootstrap`", node.name(), node.addr(), node.pid1());
     }
-    println!("  lab network namespace: {} (198.18.0.0/24), scratch: {}", lab.name(), lab.dir().display());
+    println!(
+        "  from the lab host: `nsenter --net=/run/netns/{} curl --cacert {} --resolve app1.lab.test:443:{} https://app1.lab.test/`",
+        lab.name(),
+        root.display(),
+        app.addr()
+    );
     let wait = std::io::stdin().is_terminal() && !std::env::args().any(|a| a == "--no-wait");
     if wait {
         println!("\nPress Enter to tear the lab down.");
         let _ = std::io::stdin().read_line(&mut String::new());
     }
     println!("Tearing down.");
+    drop(pebble);
+    drop(knot);
 }
