@@ -31,6 +31,12 @@ fn fresh_node_converges_and_heals_drift() {
     let mode = node.run(&["stat", "-c", "%a %U", "/etc/bootstrap"]).assert_ok("stat");
     assert_eq!(mode.stdout.trim(), "700 root");
 
+    // With no settings at all the node serves: self-signed TLS, the landing page.
+    let page = node.run(&["wget", "--no-check-certificate", "-qO-", "https://127.0.0.1/"]).assert_ok("https");
+    assert!(page.stdout.contains("<h1>app1</h1>"), "{}", page.stdout);
+    let redirect = node.run(&["wget", "--max-redirect=0", "-S", "-qO-", "http://127.0.0.1/"]);
+    assert!(redirect.stderr.contains(" 301 ") && redirect.stderr.to_lowercase().contains("location: https://127.0.0.1/"), "{}", redirect.stderr);
+
     // Drift: the banner edited, the page deleted.
     node.sh("echo local edit >> /etc/motd && rm /var/www/bootstrap/index.html").assert_ok("drift");
     let check = bootstrap(&node, &["--check", "--json", "app"]);
@@ -38,6 +44,8 @@ fn fresh_node_converges_and_heals_drift() {
     assert_eq!(ids_with(&report(&check), "pending"), ["motd", "landing-page"]);
     let heal = bootstrap(&node, &["apply", "--json", "app"]);
     assert_eq!(ids_with(&report(&heal), "changed"), ["motd", "landing-page"]);
+    let page = node.run(&["wget", "--no-check-certificate", "-qO-", "https://127.0.0.1/"]).assert_ok("https after heal");
+    assert!(page.stdout.contains("<h1>app1</h1>"), "the healed page is not served (haproxy not reloaded?)");
 
     // Idempotence: a second run changes nothing, and --check exits 0.
     let again = bootstrap(&node, &["apply", "--json", "app"]);
