@@ -77,7 +77,9 @@ pub fn context(opts: &Opts, inputs: &Inputs) -> Result<(Context, Templates, serd
         "settings": cx.settings,
         "roles": inputs.roles,
         "schedule": { "cron": cron },
-        "node": { "private_address": private_address(&cx.facts.addresses, &inputs.values) },
+        "node": node_data(&cx.facts.addresses, &inputs.values),
+        // `role.db` etc.: which of the known roles this node has (every name present).
+        "role": inputs.source.role_names().iter().map(|r| (r.clone(), json!(inputs.roles.contains(r)))).collect::<serde_json::Map<_, _>>(),
     });
     let templates = Templates::new(&cx.secrets);
     let set = &inputs.set;
@@ -155,16 +157,18 @@ fn firewall_rules(from_roles: &[String], templates: &Templates, data: &serde_jso
     Ok(rules)
 }
 
-/// The node's address inside the `private_cidr` setting: what it listens on and registers in
-/// DNS for its peers. Null when the setting is unset or no address matches.
-fn private_address(addresses: &[String], values: &toml::Table) -> serde_json::Value {
-    let Some(net) = values.get("private_cidr").and_then(|v| v.as_str()).and_then(|c| c.parse::<ipnet::IpNet>().ok()) else {
-        return serde_json::Value::Null;
-    };
-    addresses
-        .iter()
-        .find(|a| a.parse::<std::net::IpAddr>().is_ok_and(|ip| net.contains(&ip)))
-        .map_or(serde_json::Value::Null, |a| serde_json::Value::String(a.clone()))
+/// `node.private_address`: the node's address inside the `private_cidr` setting, what it
+/// listens on and registers in DNS (null when unset or none matches), and
+/// `node.private_address_type`: `A` or `AAAA`.
+fn node_data(addresses: &[String], values: &toml::Table) -> serde_json::Value {
+    let net = values.get("private_cidr").and_then(|v| v.as_str()).and_then(|c| c.parse::<ipnet::IpNet>().ok());
+    let found = net.and_then(|net| {
+        addresses.iter().filter_map(|a| a.parse::<std::net::IpAddr>().ok()).find(|ip| net.contains(ip))
+    });
+    match found {
+        Some(ip) => json!({ "private_address": ip.to_string(), "private_address_type": if ip.is_ipv4() { "A" } else { "AAAA" } }),
+        None => json!({ "private_address": null, "private_address_type": null }),
+    }
 }
 
 fn use_color(c: Color) -> bool {

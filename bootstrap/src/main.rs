@@ -32,9 +32,12 @@ fn main() {
     let opts = &cli.opts;
     let result = match &cli.command {
         Some(Command::Apply { roles }) => converge::converge(opts, roles),
-        Some(Command::Status) => status::show(opts),
+        Some(Command::Secret(_) | Command::Decommission | Command::Status) if opts.check => {
+            Err(anyhow::anyhow!("--check is for converging (`bootstrap --check`); this command only acts or reports"))
+        }
         Some(Command::Secret(SecretCommand::Set { name })) => secret_cmd::set(opts, name),
         Some(Command::Decommission) => decommission::run(opts),
+        Some(Command::Status) => status::show(opts),
         None if opts.check => converge::converge(opts, &cli.roles),
         None if cli.roles.is_empty() => refuse_without_roles(opts),
         None => install::first_install(opts, &cli.roles),

@@ -59,11 +59,12 @@ static FROM_ENV: std::sync::OnceLock<BTreeMap<String, String>> = std::sync::Once
 pub fn take_from_environment() {
     let mut taken = BTreeMap::new();
     for (k, v) in std::env::vars_os() {
-        let Some(k) = k.to_str() else { continue };
-        if let (Some(name), Some(v)) = (k.strip_prefix("BOOTSTRAP_SECRET_"), v.to_str()) {
+        let Some(name) = k.to_str().and_then(|k| k.strip_prefix("BOOTSTRAP_SECRET_")) else { continue };
+        // Removed whatever its encoding; only a UTF-8 value can be used as a secret.
+        if let Some(v) = v.to_str() {
             taken.insert(name.to_lowercase(), v.to_string());
-            std::env::remove_var(k);
         }
+        std::env::remove_var(&k);
     }
     let _ = FROM_ENV.set(taken);
 }

@@ -418,3 +418,14 @@ fn first_install_records_the_node_and_later_runs_use_it() {
     assert_eq!(code(&o), 1);
     assert!(text(&o).contains("declare no secret `nope`") && text(&o).contains("api_token"), "{}", text(&o));
 }
+
+#[test]
+fn commands_that_only_act_refuse_check() {
+    let root = tempfile::tempdir().unwrap();
+    for args in [&["--check", "decommission"][..], &["--check", "secret", "set", "x"], &["--check", "status"]] {
+        let o = run(root.path(), args, &[]);
+        assert_eq!(code(&o), 1, "{args:?}: {}", text(&o));
+        assert!(text(&o).contains("--check is for converging"), "{args:?}: {}", text(&o));
+    }
+    assert!(snapshot(root.path()).is_empty());
+}

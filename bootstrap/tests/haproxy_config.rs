@@ -25,9 +25,13 @@ fn peers(n: usize) -> Value {
 /// Render with `settings` and `n` db peers, point the files it names at test files, and ask
 /// haproxy. Returns the rendered text.
 fn check(dir: &Path, settings: Value, n: usize) -> String {
+    check_as(dir, settings, n, false)
+}
+
+fn check_as(dir: &Path, settings: Value, n: usize, db_too: bool) -> String {
     let mut t = Templates::new(&Secrets::default());
     t.add("haproxy.cfg.hbs", TEMPLATE).unwrap();
-    let data = json!({ "facts": { "hostname": "app1" }, "settings": settings, "peers": { "db": peers(n) } });
+    let data = json!({ "facts": { "hostname": "app1" }, "settings": settings, "peers": { "db": peers(n) }, "role": { "app": true, "db": db_too } });
     let text = String::from_utf8(t.render("haproxy.cfg.hbs", &data).unwrap().bytes).unwrap();
     let local = text
         .replace("/etc/haproxy/certs/site.pem", dir.join("site.pem").to_str().unwrap())
@@ -89,4 +93,12 @@ fn upstreams_with_health_checks() {
     assert!(text.contains("option httpchk GET /healthz"));
     assert!(text.contains("server app2 app-b.lab.test:8080 check"), "{text}");
     assert!(!text.contains("http-request return"));
+}
+
+#[test]
+fn a_node_with_the_db_role_too_has_no_pool_on_5432() {
+    let dir = test_dir();
+    let settings = json!({ "upstreams": null, "health_path": "/", "acme_challenge_port": 8402 });
+    let text = check_as(dir.path(), settings, 1, true);
+    assert!(!text.contains("127.0.0.1:5432"), "the pool would clash with PostgreSQL:\n{text}");
 }

@@ -124,7 +124,11 @@ impl AcmeState {
             return obtain(format!("the current one is from {}", i.directory));
         }
         let left = b.days_left(now);
-        Ok((left < i64::from(self.renew_days)).then(|| ("renew", format!("expires in {left} days"))))
+        // A CA issuing short-lived certificates (step-ca: 24 h) would otherwise be asked again
+        // at every run: renew with a third of the lifetime left at the latest.
+        let lifetime_days = (b.not_after - b.not_before) / 86_400;
+        let threshold = i64::from(self.renew_days).min(lifetime_days / 3);
+        Ok((left < threshold).then(|| ("renew", format!("expires in {left} days"))))
     }
 
     /// The new bundle and its leaf's fingerprint, checked; nothing written yet.

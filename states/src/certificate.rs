@@ -139,7 +139,10 @@ impl State for CertificateState {
         let why = match current(cx, &self.path)? {
             Current::Missing => Some("there is none".to_string()),
             Current::Unreadable(e) => Some(format!("the file is not a usable bundle: {e}")),
-            Current::Present(b) => defect(&b, &self.names, SystemTime::now()),
+            Current::Present(b) => defect(&b, &self.names, SystemTime::now()).or_else(|| {
+                // Our own stand-in is renewed a week before it expires; a CA's is left to `acme`.
+                (b.self_signed && b.days_left(SystemTime::now()) < 7).then(|| "it expires within a week".to_string())
+            }),
         };
         let mut plan = Plan::default();
         match why {

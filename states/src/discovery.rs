@@ -167,7 +167,10 @@ pub fn discover_at(
         next.insert(name.to_string(), Known { source, peers: merged });
     }
     if persist && next != store {
-        peers_store::save(cx, &next)?;
+        // Losing the record only weakens the next fallback; the run goes on.
+        if let Err(e) = peers_store::save(cx, &next) {
+            tracing::warn!("{e:#}");
+        }
     }
     Ok(serde_json::Value::Object(out))
 }

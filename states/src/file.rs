@@ -92,7 +92,11 @@ impl FileState {
             _ => bail!("a file needs exactly one of `content`, `template` or `source`"),
         };
         let validate = p.validate.map(Argv::into_vec).transpose().context("`validate`")?;
-        let own = Ownership { owner: p.owner, group: p.group, mode: p.mode };
+        // A file holding a secret is root-only unless the role says otherwise, also when an
+        // existing file had a wider mode.
+        let secret = matches!(&body, Body::Inline(c) if c.secret);
+        let mode = p.mode.or(secret.then_some(Mode(0o600)));
+        let own = Ownership { owner: p.owner, group: p.group, mode };
         Ok(FileState { id, path, body, own, validate })
     }
 
@@ -120,6 +124,8 @@ impl State for FileState {
 
     fn digest(&self) -> Option<String> {
         match &self.body {
+            // Not a hash of a secret: a fingerprint is shown in reports.
+            Body::Inline(c) if c.secret => Some("secret".into()),
             Body::Inline(c) => Some(sha256_hex(&c.bytes)),
             Body::Remote { sha256, .. } => Some(sha256.clone()),
         }

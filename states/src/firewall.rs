@@ -217,18 +217,14 @@ fn describe(have: Option<&Table>, want: &Table) -> String {
     format!("replace table {TABLE}: {}", what.join(", "))
 }
 
-/// `nft -c -f` on the rendered ruleset, in a temp file removed afterwards: nothing changes.
+/// `nft -c -f -` on the rendered ruleset, given on stdin: nothing is written anywhere.
 fn nft_check(cx: &Context, script: &str) -> Result<()> {
-    let dir = tempfile::tempdir().context("cannot create a temp directory for `nft -c`")?;
-    let file = dir.path().join("firewall.nft");
-    fs::write(&file, script)?;
-    let file = file.to_string_lossy();
     let out = cx
         .runner
-        .run(&Cmd::new("nft").args(["-c", "-f", &file]))
+        .run(&Cmd::new("nft").args(["-c", "-f", "-"]).stdin(script.as_bytes().to_vec()))
         .map_err(|e| anyhow!("{e:#} (is the nftables package installed?)"))?;
     if !out.success() {
-        bail!("nft rejects the rendered ruleset (nothing was changed): {}", out.message().replace(file.as_ref(), "ruleset"));
+        bail!("nft rejects the rendered ruleset (nothing was changed): {}", out.message().replace("/dev/stdin", "ruleset"));
     }
     Ok(())
 }

@@ -9,7 +9,6 @@
 use anyhow::{anyhow, bail, Result};
 use serde::Deserialize;
 
-use crate::content::sha256_hex;
 use crate::context::Context;
 use crate::contract::{Change, Plan, State};
 use crate::module::{params, Builder};
@@ -33,16 +32,15 @@ fn yes() -> bool {
 pub fn build_role(id: String, t: toml::Table, b: &mut Builder) -> Result<Box<dyn State>> {
     let p: RoleParams = params(t)?;
     psql::check_name("role", &p.name)?;
-    let mut digest = None;
     if let Some(s) = &p.password_secret {
         let value = b.cx.secrets.get(s).ok_or_else(|| anyhow!("`password_secret`: secret `{s}` is not set (declare it with [[secret]])"))?;
         if !scram::usable_password(value) {
             bail!("`password_secret`: secret `{s}` must be printable ASCII to be used as a PostgreSQL password");
         }
-        // Like a file rendered from a secret: a rotation shows as an intended change.
-        digest = Some(sha256_hex(format!("pg_role\n{s}\n{value}").as_bytes()));
     }
-    Ok(Box::new(RoleState { id, name: p.name, secret: p.password_secret, login: p.login, digest }))
+    // No digest of the password: fingerprints are shown in reports, and an unkeyed hash of an
+    // operator's password could be guessed offline.
+    Ok(Box::new(RoleState { id, name: p.name, secret: p.password_secret, login: p.login }))
 }
 
 struct RoleState {
@@ -50,7 +48,6 @@ struct RoleState {
     name: String,
     secret: Option<String>,
     login: bool,
-    digest: Option<String>,
 }
 
 enum RoleOp {
@@ -84,10 +81,6 @@ impl State for RoleState {
 
     fn target(&self) -> String {
         self.name.clone()
-    }
-
-    fn digest(&self) -> Option<String> {
-        self.digest.clone()
     }
 
     fn plan(&self, cx: &Context) -> Result<Plan> {

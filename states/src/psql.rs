@@ -77,7 +77,8 @@ pub fn snapshot(cx: &Context) -> Result<std::sync::Arc<Snapshot>> {
                 out.message()
             );
         }
-        serde_json::from_str(out.stdout.trim()).map_err(|e| anyhow!("unexpected answer from psql ({e}): {}", out.stdout.trim()))
+        // The answer holds every role's password verifier: never quote it.
+        serde_json::from_str(out.stdout.trim()).map_err(|e| anyhow!("unexpected answer from psql ({e}, {} bytes)", out.stdout.len()))
     })
 }
 

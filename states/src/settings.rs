@@ -20,6 +20,8 @@ pub enum Kind {
     Port,
     Integer,
     Bool,
+    /// A database or user name: lowercase letters, digits and `_`, not a pg_hba.conf keyword.
+    Name,
 }
 
 /// A setting as a role declares it: `[settings.domain] type = "domain" required = true`.
@@ -83,7 +85,27 @@ impl SettingSpec {
 fn check_one(kind: Kind, v: &toml::Value) -> Result<()> {
     let s = || v.as_str().ok_or_else(|| anyhow!("must be a string, not {}", v.type_str()));
     match kind {
-        Kind::String => s().map(drop),
+        // No control characters: a newline in a setting would add lines to a config file.
+        Kind::String => match s()? {
+            t if t.chars().any(char::is_control) => bail!("must not contain control characters (newlines, tabs)"),
+            _ => Ok(()),
+        },
+        Kind::Name => {
+            let t = s()?;
+            let ok = !t.is_empty()
+                && t.len() <= 63
+                && t.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+                && t.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                && !t.starts_with("pg_");
+            if !ok {
+                bail!("`{t}` is not a name (lowercase letters, digits and _, at most 63, not pg_…)");
+            }
+            // Words pg_hba.conf reads as keywords, not names.
+            if ["all", "sameuser", "samerole", "samegroup", "replication", "public"].contains(&t) {
+                bail!("`{t}` is reserved (a pg_hba.conf keyword)");
+            }
+            Ok(())
+        }
         Kind::Domain => domain(s()?),
         Kind::Cidr => s()?
             .parse::<ipnet::IpNet>()
@@ -223,6 +245,14 @@ mod tests {
         let list = SettingSpec { list: true, ..spec(Kind::Ip) };
         assert!(list.parse_answer("peers", "198.18.0.5, 198.18.0.6").is_ok());
         assert!(list.parse_answer("peers", "198.18.0.5, nope").is_err());
+    }
+
+    #[test]
+    fn strings_and_names() {
+        assert!(spec(Kind::String).check("s", &s("a\nbind :8080")).is_err());
+        assert!(spec(Kind::Name).check("n", &s("app_db")).is_ok());
+        assert!(spec(Kind::Name).check("n", &s("all")).unwrap_err().to_string().contains("reserved"));
+        assert!(spec(Kind::Name).check("n", &s("App")).is_err());
     }
 
     #[test]

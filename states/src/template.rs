@@ -49,12 +49,26 @@ handlebars::handlebars_helper!(hostport: |host: str, port: u64| {
     if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
 });
 
+handlebars::handlebars_helper!(envquote: |v: str| {
+    // Double-quoted as both sh and systemd's EnvironmentFile read it.
+    let mut q = String::from("\"");
+    for c in v.chars() {
+        if matches!(c, '\\' | '"' | '$' | '`') {
+            q.push('\\');
+        }
+        q.push(c);
+    }
+    q.push('"');
+    q
+});
+
 impl Templates {
     pub fn new(secrets: &Secrets) -> Self {
         let mut hb = Handlebars::new();
         hb.set_strict_mode(true);
         hb.register_escape_fn(handlebars::no_escape);
         hb.register_helper("hostport", Box::new(hostport));
+        hb.register_helper("envquote", Box::new(envquote));
         let used_secret = Arc::new(AtomicBool::new(false));
         hb.register_helper(
             "secret",
@@ -118,6 +132,15 @@ mod tests {
         t.add("h", "{{hostport a 5432}} {{hostport b 80}}").unwrap();
         let c = t.render("h", &json!({"a": "2001:db8::1", "b": "198.18.0.5"})).unwrap();
         assert_eq!(String::from_utf8(c.bytes).unwrap(), "[2001:db8::1]:5432 198.18.0.5:80");
+    }
+
+    #[test]
+    fn envquote_escapes_for_sh() {
+        let mut t = templates();
+        t.add("e", "P={{envquote (secret \"pw\")}} Q={{envquote q}}").unwrap();
+        let c = t.render("e", &json!({"q": "a\"b$c`d\\e f"})).unwrap();
+        assert!(c.secret, "a secret through a subexpression still marks the file");
+        assert_eq!(String::from_utf8(c.bytes).unwrap(), "P=\"canary-secret\" Q=\"a\\\"b\\$c\\`d\\\\e f\"");
     }
 
     #[test]

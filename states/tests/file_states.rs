@@ -220,6 +220,12 @@ template = "db.conf.hbs"
     fs::write(&path, "password=old\n").unwrap();
     let json = serde_json::to_string(&check(&cx, &nodes)).unwrap();
     assert!(!json.contains(canary) && !json.contains("password=old"), "{json}");
+    // A world-readable mode on the secret file is drift, healed to 0600.
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+    let r = check(&cx, &nodes);
+    assert!(r.states[0].changes.iter().any(|c| c.summary == "mode 0644 -> 0600"), "{:?}", r.states[0].changes);
+    apply(&cx, &nodes);
+    assert_eq!(mode(&path), 0o600);
 }
 
 #[test]
