@@ -87,12 +87,15 @@ fn app_node_tls_firewall_discovery_and_drift() {
     download(&app, &http);
     let site = format!("{SITE}tsig_key_name = \"{}\"\n", key.name);
     app.put_file("/root/site.toml", site.as_bytes(), 0o644);
-    let secret = RunOpts::default().env("BOOTSTRAP_SECRET_DNS_TSIG_KEY", &key.secret).timeout(Duration::from_secs(300));
+    let secret = RunOpts::default()
+        .env("BOOTSTRAP_SECRET_DNS_TSIG_KEY", &key.secret)
+        .env("BOOTSTRAP_SECRET_DB_PASSWORD", "app-role-db-password")
+        .timeout(Duration::from_secs(300));
 
     // First install with the CA down: self-signed, haproxy up, the acme state failed.
     let first = timed("install app1 (CA down)", || app.run_opts(&["/root/bootstrap", "--site", "/root/site.toml", "app"], &secret));
     assert_eq!(first.code, 1, "expected only the ACME state to fail:\n{}\n{}", first.stdout, first.stderr);
-    assert!(first.stdout.contains("✗ tls-acme"), "{}", first.stdout);
+    assert!(first.stdout.contains("✗ tls-acme"), "{}\n{}", first.stdout, first.stderr);
     assert_eq!(first.stdout.matches('✗').count(), 1, "{}", first.stdout);
     assert_eq!(app.run(&["systemctl", "is-active", "haproxy"]).stdout.trim(), "active");
     let iss = issuer(&client);
