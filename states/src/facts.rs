@@ -10,6 +10,8 @@ pub struct Facts {
     /// Non-loopback addresses, IPv4 first.
     pub addresses: Vec<String>,
     pub os: Os,
+    /// The major version of the distribution's PostgreSQL (its paths: /etc/postgresql/N/main).
+    pub postgresql: u32,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -27,7 +29,8 @@ impl Facts {
             .ok()
             .and_then(|h| h.into_string().ok())
             .unwrap_or_default();
-        Facts { hostname, addresses: addresses(), os: Os::read(root) }
+        let os = Os::read(root);
+        Facts { hostname, addresses: addresses(), postgresql: os.postgresql_major(), os }
     }
 }
 
@@ -64,6 +67,16 @@ impl Os {
         Os::parse(&text)
     }
 
+    /// The PostgreSQL the distribution ships (what `apt-get install postgresql` gives).
+    pub fn postgresql_major(&self) -> u32 {
+        match (self.id.as_str(), self.version_id.as_str()) {
+            ("ubuntu", v) if v.starts_with("22.") => 14,
+            ("ubuntu", v) if v.starts_with("24.") => 16,
+            ("debian", "13") => 17,
+            _ => 15,
+        }
+    }
+
     pub fn parse(text: &str) -> Os {
         let mut os = Os::default();
         for line in text.lines() {
@@ -89,5 +102,8 @@ mod tests {
     fn parses_os_release() {
         let os = Os::parse("PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\nVERSION_CODENAME=bookworm\n");
         assert_eq!((os.id.as_str(), os.version_id.as_str(), os.codename.as_str()), ("debian", "12", "bookworm"));
+        assert_eq!(os.postgresql_major(), 15);
+        assert_eq!(Os::parse("ID=ubuntu\nVERSION_ID=\"22.04\"\n").postgresql_major(), 14);
+        assert_eq!(Os::parse("ID=ubuntu\nVERSION_ID=\"24.04\"\n").postgresql_major(), 16);
     }
 }
