@@ -54,3 +54,25 @@ pub fn assert_test_role_converged(node: &Node) {
     let r = run_test_role(node, &["--check"]);
     assert_eq!(r.code, 0, "--check after converging:\n{}\n{}", r.stdout, r.stderr);
 }
+
+/// `bootstrap apply --json` of the installed binary on the node's recorded roles: must
+/// succeed; returns the report.
+pub fn apply_installed(node: &Node) -> serde_json::Value {
+    let r = node.run(&[INSTALLED, "apply", "--json"]);
+    assert_eq!(r.code, 0, "apply on {} failed:\n{}\n{}", node.name(), r.stdout, r.stderr);
+    report(&r)
+}
+
+/// The ids `bootstrap --check` lists as pending; its exit code must agree (2, or 0 when none).
+pub fn pending_installed(node: &Node) -> Vec<String> {
+    let r = node.run(&[INSTALLED, "--check", "--json"]);
+    let ids: Vec<String> = report(&r)["states"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == "pending")
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(r.code, if ids.is_empty() { 0 } else { 2 }, "{}\n{}", r.stdout, r.stderr);
+    ids
+}

@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use vm_tests::operator::{download, report, serve_binary, INSTALLED};
+use vm_tests::operator::{apply_installed as apply, pending_installed as pending, download, report, serve_binary, INSTALLED};
 use vm_tests::{timed, Lab, Node, RunOpts, Zone};
 
 const SITE: &str = r#"domain = "app1.lab.test"
@@ -24,27 +24,6 @@ dns_zone = "lab.test"
 dns_server = "198.18.0.1:53"
 private_cidr = "198.18.0.0/24"
 "#;
-
-fn apply(node: &Node) -> serde_json::Value {
-    let r = node.run(&[INSTALLED, "apply", "--json"]);
-    let rep = report(&r);
-    assert_eq!(r.code, 0, "apply failed:\n{}\n{}", r.stdout, r.stderr);
-    rep
-}
-
-fn pending(node: &Node) -> Vec<String> {
-    let r = node.run(&[INSTALLED, "--check", "--json"]);
-    let rep = report(&r);
-    let ids: Vec<String> = rep["states"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["status"] == "pending")
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(r.code, if ids.is_empty() { 0 } else { 2 }, "{}\n{}", r.stdout, r.stderr);
-    ids
-}
 
 fn pool(node: &Node) -> Vec<String> {
     let cfg = node.read_file("/etc/haproxy/haproxy.cfg");

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use vm_tests::operator::{download, report, serve_binary, INSTALLED};
+use vm_tests::operator::{apply_installed as apply, pending_installed as pending, download, serve_binary, INSTALLED};
 use vm_tests::{timed, Lab, Node, RunOpts, RunResult, Zone};
 
 const PASSWORD: &str = "canary-db-Pw-0001";
@@ -18,25 +18,6 @@ const ROTATED: &str = "canary-db-Pw-0002";
 /// psql on the app node through the local pool, with the credentials bootstrap wrote.
 fn app_sql(app: &Node, sql: &str) -> RunResult {
     app.run(&["sh", "-c", &format!("set -a; . /etc/bootstrap/app/database.env; psql -X -A -t -c \"{sql}\"")])
-}
-
-fn apply(node: &Node) -> serde_json::Value {
-    let r = node.run(&[INSTALLED, "apply", "--json"]);
-    assert_eq!(r.code, 0, "apply on {} failed:\n{}\n{}", node.name(), r.stdout, r.stderr);
-    report(&r)
-}
-
-fn pending(node: &Node) -> Vec<String> {
-    let r = node.run(&[INSTALLED, "--check", "--json"]);
-    let ids: Vec<String> = report(&r)["states"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["status"] == "pending")
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(r.code, if ids.is_empty() { 0 } else { 2 }, "{}\n{}", r.stdout, r.stderr);
-    ids
 }
 
 #[test]
