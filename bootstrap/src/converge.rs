@@ -117,6 +117,8 @@ pub fn execute(opts: &Opts, p: Prepared, mode: Mode) -> Result<i32> {
             let changed = matches!(r.status, Status::Changed | Status::Pending);
             match r.status {
                 Status::Failed => tracing::error!(state = %r.id, kind = %r.kind, status = ?r.status, error = r.error.as_deref().unwrap_or(""), "state failed"),
+                // A converged state is the normal case every 15 minutes: not worth a journal entry.
+                Status::Unchanged => tracing::debug!(state = %r.id, kind = %r.kind, "state unchanged"),
                 _ => tracing::info!(state = %r.id, kind = %r.kind, status = ?r.status, changed, "state"),
             }
             if !opts.json {

@@ -68,7 +68,7 @@ pub fn gather(opts: &Opts, roles: &[String], install: bool) -> Result<Inputs> {
     let roles = choose_roles(opts, roles, &*source)?;
     let set = role::load(&*source, &roles)?;
     let (mut site_table, origin) = site::load(&opts.root, opts.site.as_deref(), opts.site_sha256.as_deref())?;
-    let known = role::known_settings(&*source)?;
+    let known = role::known_settings(&*source, &set)?;
     let ask = install && prompt::interactive();
 
     let mut resolved = settings::resolve(&set.settings, &known, &site_table, &origin)?;

@@ -476,13 +476,16 @@ fn quoted_words(msg: &str) -> impl Iterator<Item = &str> {
 }
 
 /// Every setting any role of `source` declares: what a site file may name.
-pub fn known_settings(source: &dyn RoleSource) -> Result<Schema> {
-    let mut all = Schema::new();
-    for name in source.role_names() {
+/// `loaded` already holds the node's own roles, so only the others are read.
+pub fn known_settings(source: &dyn RoleSource, loaded: &RoleSet) -> Result<Schema> {
+    let mut all = loaded.settings.clone();
+    for name in source.role_names().into_iter().filter(|n| !loaded.roles.contains(n)) {
         let file = format!("{name}.toml");
         let text = source.read(&file).unwrap_or_default();
         let rf: RoleFile = toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", source.label(&file)))?;
-        all.extend(rf.settings);
+        for (k, v) in rf.settings {
+            all.entry(k).or_insert(v);
+        }
     }
     Ok(all)
 }
