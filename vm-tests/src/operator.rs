@@ -76,3 +76,16 @@ pub fn pending_installed(node: &Node) -> Vec<String> {
     assert_eq!(r.code, if ids.is_empty() { 0 } else { 2 }, "{}\n{}", r.stdout, r.stderr);
     ids
 }
+
+/// `unit`'s ActiveState once a reload in flight has finished: `systemctl reload` returns before
+/// a Type=notify service (haproxy) reports ready again, so `reloading` is seen for a moment.
+pub fn settled_state(node: &Node, unit: &str) -> String {
+    let state = || node.exec(&["systemctl", "show", "--value", "-p", "ActiveState", unit]).stdout.trim().to_string();
+    let t0 = std::time::Instant::now();
+    let mut s = state();
+    while s == "reloading" && t0.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        s = state();
+    }
+    s
+}

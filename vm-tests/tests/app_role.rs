@@ -76,7 +76,7 @@ fn app_node_tls_firewall_discovery_and_drift() {
     assert_eq!(first.code, 1, "expected only the ACME state to fail:\n{}\n{}", first.stdout, first.stderr);
     assert!(first.stdout.contains("✗ tls-acme"), "{}\n{}", first.stdout, first.stderr);
     assert_eq!(first.stdout.matches('✗').count(), 1, "{}", first.stdout);
-    assert_eq!(app.run(&["systemctl", "is-active", "haproxy"]).stdout.trim(), "active");
+    assert_eq!(vm_tests::operator::settled_state(&app, "haproxy"), "active");
     let iss = issuer(&client);
     assert!(iss.contains("app1.lab.test"), "self-signed expected, got {iss}");
 

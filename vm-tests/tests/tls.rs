@@ -164,7 +164,7 @@ fn tls_self_signed_then_acme_from_pebble() {
     let err = state(&rep, "site-acme")["error"].as_str().unwrap().to_string();
     eprintln!("[run 1] site-acme: {err}");
     assert!(err.contains("attempt 1; the next run retries") && err.contains("the current certificate stays"), "{err}");
-    assert_eq!(haproxy(&node, "ActiveState"), "active");
+    assert_eq!(vm_tests::operator::settled_state(&node, "haproxy"), "active");
     assert_eq!(node.exec(&["stat", "-c", "%a %U", CERT]).stdout.trim(), "600 root");
     let (issuer, subject) = served(&lab, &node);
     assert_eq!((issuer.as_str(), subject.as_str()), ("CN=app1.lab.test", "CN=app1.lab.test"), "self-signed");
