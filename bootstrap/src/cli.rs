@@ -26,9 +26,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Converge the recorded roles (what the schedule runs), or the roles given.
-    Apply {
-        roles: Vec<String>,
-    },
+    Apply { roles: Vec<String> },
     /// Roles, last run, schedule and next run, pending notifications.
     Status,
     /// Manage secrets.

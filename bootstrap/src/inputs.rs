@@ -5,12 +5,13 @@
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Result};
+use states::engine::secrets::Secrets;
+use states::pipeline::{self, Peers};
+use states::role::settings;
 use states::role::{self, DirSource, EmbeddedSource, RoleSet, RoleSource};
-use states::secrets::Secrets;
-use states::settings::{self, Schema};
 
 use crate::cli::Opts;
-use crate::{embedded, node, prompt, secret_sources, settings as site};
+use crate::{embedded, node, prompt, schedule, secret_sources, settings as site};
 
 pub struct Inputs {
     pub source: Box<dyn RoleSource>,
@@ -25,12 +26,21 @@ pub struct Inputs {
 }
 
 impl Inputs {
-    pub fn secrets(&self) -> Secrets {
-        Secrets::new(self.secret_values.clone())
+    /// The pipeline's inputs for this node (the role set moves into them): settings, secrets,
+    /// the schedule's cron fields with this host's splay.
+    pub fn pipeline(&mut self, opts: &Opts, peers: Peers) -> Result<pipeline::Inputs<'_>> {
+        let minutes = self.values.get("schedule_minutes").and_then(|v| v.as_integer()).unwrap_or(15);
+        let mut p =
+            pipeline::Inputs::new(opts.root.clone(), &*self.source, self.roles.clone(), std::mem::take(&mut self.set));
+        p.values = self.values.clone();
+        p.secrets = self.secrets();
+        p.schedule_cron = schedule::expression(&opts.root, minutes)?;
+        p.peers = peers;
+        Ok(p)
     }
 
-    pub fn schema(&self) -> &Schema {
-        &self.set.settings
+    pub fn secrets(&self) -> Secrets {
+        Secrets::new(self.secret_values.clone())
     }
 }
 
@@ -74,7 +84,8 @@ pub fn gather(opts: &Opts, roles: &[String], install: bool) -> Result<Inputs> {
     let mut resolved = settings::resolve(&set.settings, &known, &site_table, &origin)?;
     if ask {
         // A first install on a terminal confirms every required setting the site did not give.
-        let unanswered: Vec<_> = set.settings.iter().filter(|(n, s)| s.required && !site_table.contains_key(*n)).collect();
+        let unanswered: Vec<_> =
+            set.settings.iter().filter(|(n, s)| s.required && !site_table.contains_key(*n)).collect();
         for (name, spec) in unanswered {
             let v = prompt::setting(name, spec)?;
             site_table.insert(name.clone(), v);
@@ -89,7 +100,7 @@ pub fn gather(opts: &Opts, roles: &[String], install: bool) -> Result<Inputs> {
     }
 
     // Secrets the settings make unnecessary (`when`) are neither asked for nor required.
-    let t = states::template::Templates::new(&Secrets::default());
+    let t = states::role::template::Templates::new(&Secrets::default());
     let settings_data = settings::template_data(&set.settings, &resolved.values);
     let mut needed = Vec::new();
     for spec in &set.secrets {

@@ -5,42 +5,36 @@
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
-use states::report::Mode;
+use states::engine::layout::Layout;
+use states::engine::report::Mode;
+use states::pipeline::{self, Peers};
 
 use crate::cli::Opts;
-use crate::converge::{execute, prepare, scrubbed};
-use crate::{inputs, lock, node, preflight, secret_sources, settings};
-
-pub const INSTALLED: &str = "/usr/local/sbin/bootstrap";
+use crate::converge::{execute, Record};
+use crate::{inputs, node, preflight, run, secret_sources, settings};
 
 pub fn first_install(opts: &Opts, roles: &[String]) -> Result<i32> {
     preflight::check(&opts.root)?;
-    let mut inputs = inputs::gather(opts, roles, true)?;
-    let _lock = match lock::acquire(&opts.root, true)? {
-        Some(lock::Lock::Busy) => return Ok(lock::busy()),
-        held => held,
-    };
-    let secrets = inputs.secrets();
-    scrubbed(&secrets, || {
-        let prepared = prepare(opts, &mut inputs)?;
+    run::with_inputs(opts, roles, true, |inputs| {
+        let prepared = pipeline::prepare(inputs.pipeline(opts, Peers::Discover { persist: true })?)?;
         settings::store(&opts.root, &inputs.site)?;
         secret_sources::store(&opts.root, &inputs.secret_values)?;
         let roles_dir = inputs::roles_dir(opts).map(|d| std::path::absolute(&d)).transpose()?;
         node::store(&opts.root, &node::NodeFile { roles: inputs.roles.clone(), roles_dir })?;
         install_binary(&opts.root)?;
-        execute(opts, prepared, Mode::Apply)
+        execute(opts, prepared, Mode::Apply, Record::Yes)
     })
 }
 
 /// Copy the running binary to /usr/local/sbin/bootstrap (0755, atomically) unless it is there.
 pub fn install_binary(root: &Path) -> Result<()> {
     let me = std::env::current_exe().context("cannot find the running binary")?;
-    let dest = root.join(INSTALLED.trim_start_matches('/'));
+    let dest = Layout::new(root).installed();
     let bytes = std::fs::read(&me).with_context(|| format!("cannot read {}", me.display()))?;
     if std::fs::read(&dest).ok().as_deref() == Some(bytes.as_slice()) {
         return Ok(());
     }
-    states::atomic::write_plain(&dest, &bytes, 0o755)?;
+    states::engine::atomic::write_plain(&dest, &bytes, 0o755)?;
     tracing::info!(path = %dest.display(), "installed the binary");
     Ok(())
 }

@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
-pub const LOCK_FILE: &str = "/run/bootstrap.lock";
+use states::engine::layout::{Layout, LOCK_FILE};
 /// The exit code when another run holds the lock (EX_TEMPFAIL).
 pub const BUSY: i32 = 75;
 
@@ -27,7 +27,7 @@ pub enum Lock {
 /// Take the lock. A dry run (`create = false`) writes nothing: it locks the file only when it
 /// exists, and when it does not, no run is under way.
 pub fn acquire(root: &Path, create: bool) -> Result<Option<Lock>> {
-    let path = root.join(LOCK_FILE.trim_start_matches('/'));
+    let path = Layout::new(root).lock_file();
     if !create && !path.exists() {
         return Ok(None);
     }

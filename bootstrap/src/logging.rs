@@ -27,8 +27,5 @@ pub fn init() {
     };
     let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).without_time().with_filter(level);
     let journal_level = level.max(LevelFilter::INFO);
-    tracing_subscriber::registry()
-        .with(stderr)
-        .with(journald.map(|j| j.with_filter(journal_level)))
-        .init();
+    tracing_subscriber::registry().with(stderr).with(journald.map(|j| j.with_filter(journal_level))).init();
 }

@@ -13,6 +13,7 @@ mod output;
 mod preflight;
 mod prompt;
 mod report_file;
+mod run;
 mod schedule;
 mod secret_cmd;
 mod secret_sources;
@@ -26,14 +27,14 @@ use cli::{Cli, Command, SecretCommand};
 
 fn main() {
     secret_sources::take_from_environment();
-    states::fetch::install_tls_provider();
+    states::sys::fetch::install_tls_provider();
     logging::init();
     let cli = Cli::parse();
     let opts = &cli.opts;
     let result = match &cli.command {
         Some(Command::Apply { roles }) => converge::converge(opts, roles),
-        Some(Command::Secret(_) | Command::Decommission | Command::Status) if opts.check => {
-            Err(anyhow::anyhow!("--check is for converging (`bootstrap --check`); this command only acts or reports"))
+        Some(Command::Secret(_) | Command::Status) if opts.check => {
+            Err(anyhow::anyhow!("--check is for converging (`bootstrap --check`); this command only acts or reports (`decommission --check` shows what it would remove)"))
         }
         Some(Command::Secret(SecretCommand::Set { name })) => secret_cmd::set(opts, name),
         Some(Command::Decommission) => decommission::run(opts),

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context as _, Result};
 use serde::{Deserialize, Serialize};
 
-pub const NODE_FILE: &str = "/etc/bootstrap/node.toml";
+use states::engine::layout::Layout;
+pub use states::engine::layout::NODE_FILE;
 
 #[derive(Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -18,7 +19,7 @@ pub struct NodeFile {
 
 /// The recorded node, or `None` when it has not been installed.
 pub fn load(root: &Path) -> Result<Option<NodeFile>> {
-    let path = root.join(NODE_FILE.trim_start_matches('/'));
+    let path = Layout::new(root).node_file();
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -33,7 +34,7 @@ pub fn recorded_roles(root: &Path) -> Result<Option<Vec<String>>> {
 
 /// Record the node's roles (and roles directory, if not the embedded one).
 pub fn store(root: &Path, node: &NodeFile) -> Result<()> {
-    let path = root.join(NODE_FILE.trim_start_matches('/'));
+    let path = Layout::new(root).node_file();
     let body = format!("# Roles of this node, written by bootstrap.\n{}", toml::to_string(node)?);
-    states::atomic::write_plain(&path, body.as_bytes(), 0o644)
+    states::engine::atomic::write_plain(&path, body.as_bytes(), 0o644)
 }

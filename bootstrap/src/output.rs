@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use anstyle::{AnsiColor, Style};
-use states::report::{Mode, RunReport, StateReport, Status};
+use states::engine::report::{Mode, RunReport, StateReport, Status};
 
 pub struct Painter {
     pub color: bool,

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Result};
-use states::facts::Os;
+use states::engine::facts::Os;
 
 /// Free space a node needs for packages, PostgreSQL and backups.
 const MIN_FREE_BYTES: u64 = 1 << 30;

@@ -4,8 +4,8 @@
 use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{bail, Context as _, Result};
+use states::role::settings::SettingSpec;
 use states::role::SecretSpec;
-use states::settings::SettingSpec;
 
 use crate::secret_sources::check_secret;
 

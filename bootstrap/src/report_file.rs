@@ -7,13 +7,12 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use states::report::{ChangeKind, RunReport, Status};
+use states::engine::layout::Layout;
+use states::engine::report::{ChangeKind, RunReport, Status};
 use states::role::Fingerprints;
 
-pub const PROM_DIR: &str = "/var/lib/prometheus/node-exporter";
-
 pub fn path(root: &Path) -> PathBuf {
-    root.join("var/lib/bootstrap/last-run.json")
+    Layout::new(root).last_run()
 }
 
 pub fn load(root: &Path) -> Option<RunReport> {
@@ -36,10 +35,10 @@ pub fn classify(report: &mut RunReport, fingerprints: &Fingerprints, previous: O
 }
 
 pub fn write(root: &Path, report: &RunReport) -> Result<()> {
-    states::atomic::write_plain(&path(root), &serde_json::to_vec_pretty(report)?, 0o600)?;
-    let prom = root.join(PROM_DIR.trim_start_matches('/'));
-    if prom.is_dir() {
-        states::atomic::write_plain(&prom.join("bootstrap.prom"), prometheus(report).as_bytes(), 0o644)?;
+    states::engine::atomic::write_plain(&path(root), &serde_json::to_vec_pretty(report)?, 0o600)?;
+    let layout = Layout::new(root);
+    if layout.metrics_dir().is_dir() {
+        states::engine::atomic::write_plain(&layout.metrics_file(), prometheus(report).as_bytes(), 0o644)?;
     }
     Ok(())
 }
@@ -55,7 +54,9 @@ fn prometheus(r: &RunReport) -> String {
     let _ = writeln!(s, "bootstrap_last_run_duration_seconds {}", r.duration_ms / 1000.0);
     let _ = writeln!(s, "# HELP bootstrap_last_run_states States of the last run by result.");
     let _ = writeln!(s, "# TYPE bootstrap_last_run_states gauge");
-    for (status, n) in [("unchanged", r.unchanged), ("changed", r.changed), ("failed", r.failed), ("skipped", r.skipped)] {
+    for (status, n) in
+        [("unchanged", r.unchanged), ("changed", r.changed), ("failed", r.failed), ("skipped", r.skipped)]
+    {
         let _ = writeln!(s, "bootstrap_last_run_states{{status=\"{status}\"}} {n}");
     }
     let _ = writeln!(s, "# TYPE bootstrap_last_run_drift_corrected gauge");

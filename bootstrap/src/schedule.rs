@@ -5,8 +5,9 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 use sha2::{Digest, Sha256};
+use states::engine::layout::Layout;
 
-pub const CRON_FILE: &str = "/etc/cron.d/bootstrap";
+pub use states::engine::layout::CRON_FILE;
 
 /// Intervals that divide an hour evenly, so the schedule is regular across hour boundaries.
 const INTERVALS: &[i64] = &[1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60];
@@ -19,7 +20,7 @@ pub fn expression(root: &Path, minutes: i64) -> Result<String> {
     if minutes == 1 {
         return Ok("* * * * *".into());
     }
-    let id = std::fs::read_to_string(root.join("etc/machine-id"))
+    let id = std::fs::read_to_string(Layout::new(root).path("/etc/machine-id"))
         .or_else(|_| std::fs::read_to_string("/etc/machine-id"))
         .unwrap_or_default();
     let h = Sha256::digest(id.trim().as_bytes());
@@ -29,7 +30,7 @@ pub fn expression(root: &Path, minutes: i64) -> Result<String> {
 
 /// The schedule in the installed cron file, and when it next fires.
 pub fn next_run(root: &Path) -> Option<(String, chrono::DateTime<chrono::Local>)> {
-    let text = std::fs::read_to_string(root.join(CRON_FILE.trim_start_matches('/'))).ok()?;
+    let text = std::fs::read_to_string(Layout::new(root).cron_file()).ok()?;
     let line = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#') && !l.contains('='))?;
     let expr: Vec<&str> = line.split_whitespace().take(5).collect();
     let expr = expr.join(" ");

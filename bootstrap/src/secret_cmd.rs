@@ -2,37 +2,33 @@
 //! `--secrets-file` or a prompt), then re-apply what depends on it.
 
 use anyhow::{bail, Result};
-use states::report::Mode;
+use states::engine::report::Mode;
+
+use states::pipeline::{self, Peers};
 
 use crate::cli::Opts;
-use crate::converge::{execute, prepare, scrubbed};
-use crate::{inputs, lock, prompt, secret_sources};
+use crate::converge::{execute, Record};
+use crate::{prompt, run, secret_sources};
 
 pub fn set(opts: &Opts, name: &str) -> Result<i32> {
-    let _lock = match lock::acquire(&opts.root, true)? {
-        Some(lock::Lock::Busy) => return Ok(lock::busy()),
-        held => held,
-    };
-    let mut inputs = inputs::gather(opts, &[], false)?;
-    let Some(spec) = inputs.set.secrets.iter().find(|s| s.name == name).cloned() else {
-        let names: Vec<&str> = inputs.set.secrets.iter().map(|s| s.name.as_str()).collect();
-        bail!("the roles of this node declare no secret `{name}` (they declare: {})", names.join(", "));
-    };
-    let given = secret_sources::explicit(std::slice::from_ref(&spec)).remove(name);
-    let value = match given {
-        Some(v) => v,
-        None if prompt::interactive() => prompt::secret(&spec)?,
-        None => return Err(secret_sources::missing_error(&[spec])),
-    };
-    secret_sources::check_secret(&spec, &value)?;
-    let old = inputs.secret_values.insert(name.to_string(), value);
-    let secrets = inputs.secrets();
-    scrubbed(&secrets, || {
-        let prepared = prepare(opts, &mut inputs)?;
+    run::with_inputs(opts, &[], false, |inputs| {
+        let Some(spec) = inputs.set.secrets.iter().find(|s| s.name == name).cloned() else {
+            let names: Vec<&str> = inputs.set.secrets.iter().map(|s| s.name.as_str()).collect();
+            bail!("the roles of this node declare no secret `{name}` (they declare: {})", names.join(", "));
+        };
+        let given = secret_sources::explicit(std::slice::from_ref(&spec)).remove(name);
+        let value = match given {
+            Some(v) => v,
+            None if prompt::interactive() => prompt::secret(&spec)?,
+            None => return Err(secret_sources::missing_error(&[spec])),
+        };
+        secret_sources::check_secret(&spec, &value)?;
+        let old = inputs.secret_values.insert(name.to_string(), value);
+        let prepared = pipeline::prepare(inputs.pipeline(opts, Peers::Discover { persist: true })?)?;
         secret_sources::store(&opts.root, &inputs.secret_values)?;
         if old.is_some() {
             eprintln!("secret `{name}` replaced; applying what depends on it");
         }
-        execute(opts, prepared, Mode::Apply)
+        execute(opts, prepared, Mode::Apply, Record::Yes)
     })
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context as _, Result};
 use states::role::SecretSpec;
 
-pub const SECRETS_FILE: &str = "/etc/bootstrap/secrets.toml";
+use states::engine::layout::Layout;
 
 pub fn env_name(name: &str) -> String {
     format!("BOOTSTRAP_SECRET_{}", name.to_uppercase())
@@ -97,7 +97,7 @@ pub fn missing_error(missing: &[SecretSpec]) -> anyhow::Error {
 }
 
 pub fn stored(root: &Path) -> Result<BTreeMap<String, String>> {
-    let path = root.join(SECRETS_FILE.trim_start_matches('/'));
+    let path = Layout::new(root).secrets_file();
     if !path.exists() {
         return Ok(BTreeMap::new());
     }
@@ -106,13 +106,13 @@ pub fn stored(root: &Path) -> Result<BTreeMap<String, String>> {
 
 /// Write `values` as the node's secrets: 0600 in a 0700 directory, atomically.
 pub fn store(root: &Path, values: &BTreeMap<String, String>) -> Result<()> {
-    let path = root.join(SECRETS_FILE.trim_start_matches('/'));
+    let path = Layout::new(root).secrets_file();
     let dir = path.parent().expect("has a parent");
     std::fs::create_dir_all(dir)?;
     std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
     let text = toml::to_string(values).context("cannot encode secrets")?;
     let body = format!("# Secrets of this node, written by bootstrap. Root only.\n{text}");
-    states::atomic::write_plain(&path, body.as_bytes(), 0o600)
+    states::engine::atomic::write_plain(&path, body.as_bytes(), 0o600)
 }
 
 fn read_file(path: &Path) -> Result<BTreeMap<String, String>> {

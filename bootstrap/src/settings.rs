@@ -5,24 +5,22 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 
-pub const SITE_FILE: &str = "/etc/bootstrap/site.toml";
+use states::engine::layout::Layout;
 
 /// The site table and where it came from (for messages).
 pub fn load(root: &Path, site: Option<&str>, pin: Option<&str>) -> Result<(toml::Table, String)> {
-    let recorded = root.join(SITE_FILE.trim_start_matches('/'));
+    let recorded = Layout::new(root).site_file();
     let (text, origin) = match site {
         Some(url) if url.starts_with("https://") || url.starts_with("http://") => {
-            let bytes = states::fetch::fetch(url)?;
+            let bytes = states::sys::fetch::fetch(url)?;
             (String::from_utf8(bytes).with_context(|| format!("{url} is not UTF-8 text"))?, url.to_string())
         }
         Some(p) => (std::fs::read_to_string(p).with_context(|| format!("cannot read {p}"))?, p.to_string()),
-        None if recorded.exists() => {
-            (std::fs::read_to_string(&recorded)?, recorded.display().to_string())
-        }
+        None if recorded.exists() => (std::fs::read_to_string(&recorded)?, recorded.display().to_string()),
         None => return Ok((toml::Table::new(), "(no site settings)".into())),
     };
     if let Some(want) = pin {
-        let have = states::content::sha256_hex(text.as_bytes());
+        let have = states::engine::content::sha256_hex(text.as_bytes());
         if !have.eq_ignore_ascii_case(want) {
             bail!("{origin} has sha256 {have}, not the pinned {want}");
         }
@@ -33,7 +31,7 @@ pub fn load(root: &Path, site: Option<&str>, pin: Option<&str>) -> Result<(toml:
 
 /// Record the site settings on the node.
 pub fn store(root: &Path, site: &toml::Table) -> Result<()> {
-    let path = root.join(SITE_FILE.trim_start_matches('/'));
+    let path = Layout::new(root).site_file();
     let body = format!("# Site settings of this node, written by bootstrap.\n{}", toml::to_string(site)?);
-    states::atomic::write_plain(&path, body.as_bytes(), 0o644)
+    states::engine::atomic::write_plain(&path, body.as_bytes(), 0o644)
 }

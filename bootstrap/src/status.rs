@@ -3,7 +3,9 @@
 
 use anyhow::Result;
 use chrono::{Local, TimeZone};
-use states::report::Status;
+use states::engine::report::Status;
+
+use states::engine::layout::Layout;
 
 use crate::cli::Opts;
 use crate::{node, report_file, schedule};
@@ -19,14 +21,15 @@ pub fn show(opts: &Opts) -> Result<i32> {
     match report_file::load(root) {
         None => println!("last run: none"),
         Some(r) => {
-            let when = Local.timestamp_opt(r.started as i64, 0).single().map(|t| t.format("%Y-%m-%d %H:%M:%S %Z").to_string());
+            let when =
+                Local.timestamp_opt(r.started as i64, 0).single().map(|t| t.format("%Y-%m-%d %H:%M:%S %Z").to_string());
             println!(
                 "last run: {} ({:.0} ms): {} states, {} changed ({} drift corrected), {} failed, {} skipped",
                 when.unwrap_or_default(),
                 r.duration_ms,
                 r.states.len(),
                 r.changed,
-                r.states.iter().filter(|s| s.change == Some(states::report::ChangeKind::Drift)).count(),
+                r.states.iter().filter(|s| s.change == Some(states::engine::report::ChangeKind::Drift)).count(),
                 r.failed,
                 r.skipped
             );
@@ -42,7 +45,9 @@ pub fn show(opts: &Opts) -> Result<i32> {
         }
     }
     match schedule::next_run(root) {
-        Some((expr, next)) => println!("schedule: `{expr}` in {}; next run {}", schedule::CRON_FILE, next.format("%Y-%m-%d %H:%M %Z")),
+        Some((expr, next)) => {
+            println!("schedule: `{expr}` in {}; next run {}", schedule::CRON_FILE, next.format("%Y-%m-%d %H:%M %Z"))
+        }
         None => println!("schedule: none ({} missing)", schedule::CRON_FILE),
     }
     for (path, names, until, issuer) in certificates(root) {
@@ -50,9 +55,9 @@ pub fn show(opts: &Opts) -> Result<i32> {
         let until = chrono::DateTime::<chrono::Local>::from(until).format("%Y-%m-%d");
         println!("tls:      {} for {} until {until} ({left} days), issuer {issuer}", path.display(), names.join(", "));
     }
-    let pending = std::fs::read_to_string(root.join("var/lib/bootstrap/pending-notifications.json"))
+    let pending = std::fs::read_to_string(Layout::new(root).pending_notifications())
         .ok()
-        .and_then(|t| serde_json::from_str::<Vec<states::notify::Notification>>(&t).ok())
+        .and_then(|t| serde_json::from_str::<Vec<states::engine::notify::Notification>>(&t).ok())
         .unwrap_or_default();
     if pending.is_empty() {
         println!("pending:  none");
@@ -65,14 +70,14 @@ pub fn show(opts: &Opts) -> Result<i32> {
 
 /// Certificates haproxy serves (`/etc/haproxy/certs/*.pem`), with names, expiry and issuer.
 fn certificates(root: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<String>, std::time::SystemTime, String)> {
-    let dir = root.join("etc/haproxy/certs");
+    let dir = Layout::new(root).path("/etc/haproxy/certs");
     let mut found: Vec<_> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "pem"))
-        .filter_map(|p| states::certificate::expiry(&p).map(|(n, t, i)| (p, n, t, i)))
+        .filter_map(|p| states::kinds::certificate::expiry(&p).map(|(n, t, i)| (p, n, t, i)))
         .collect();
     found.sort_by(|a, b| a.0.cmp(&b.0));
     found

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::{json, Value};
-use states::secrets::Secrets;
-use states::template::Templates;
+use states::engine::secrets::Secrets;
+use states::role::template::Templates;
 
 const TEMPLATE: &str = include_str!("../../roles/templates/haproxy.cfg.hbs");
 
@@ -15,7 +15,11 @@ fn peers(n: usize) -> Value {
     Value::Array(
         (0..n)
             .map(|i| {
-                let address = if i % 2 == 0 { format!("198.18.{}.{}", i / 200, 10 + i % 200) } else { format!("2001:db8::{:x}", i) };
+                let address = if i % 2 == 0 {
+                    format!("198.18.{}.{}", i / 200, 10 + i % 200)
+                } else {
+                    format!("2001:db8::{:x}", i)
+                };
                 json!({ "host": format!("db{i}.lab.test."), "address": address, "port": 5432 })
             })
             .collect(),
@@ -38,7 +42,8 @@ fn check_as(dir: &Path, settings: Value, n: usize, db_too: bool) -> String {
         .replace("/var/www/bootstrap/index.html", dir.join("index.html").to_str().unwrap());
     let cfg = dir.join(format!("haproxy-{n}.cfg"));
     std::fs::write(&cfg, local).unwrap();
-    let out = Command::new("haproxy").args(["-c", "-f"]).arg(&cfg).output().expect("haproxy is installed (scripts/setup)");
+    let out =
+        Command::new("haproxy").args(["-c", "-f"]).arg(&cfg).output().expect("haproxy is installed (scripts/setup)");
     assert!(
         out.status.success(),
         "haproxy rejected the config for {n} peers:\n{}\n{}",
@@ -52,7 +57,19 @@ fn test_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let (key, crt) = (dir.path().join("k.pem"), dir.path().join("c.pem"));
     let ok = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj", "/CN=app1"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=app1",
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")

@@ -1,59 +1,20 @@
-//! The library behind `bootstrap`: the state contract, the engine that plans and applies, and
-//! every state module. See shared/DESIGN.md for the contract.
+//! The library behind `bootstrap`, by layer (see ARCHITECTURE.md):
+//!
+//! - `engine`: the state contract, the context a state reaches the system through, ordering,
+//!   notifications, atomic writes and the run report. It knows no state kind.
+//! - `sys`: one wrapper per system tool or protocol (apt, systemd, nft, psql, DNS, ACME, x509).
+//! - `files`: what the file-writing kinds share (owner/group/mode, generated config files).
+//! - `kinds`: one module per state kind, and the one table that names them.
+//! - `role`: role sources, parsing, parameters, templates, and the compiler to engine nodes.
+//! - `pipeline`: a run from its inputs (roles, settings, secrets, facts, peers) to compiled
+//!   states, used by the binary and the tests alike.
 
-pub mod absent;
-pub mod acme;
-pub mod acme_account;
-pub mod acme_backoff;
-pub mod acme_client;
-pub mod accounts;
-pub mod apt;
-pub mod atomic;
-pub mod certificate;
-pub mod challenge;
-pub mod conf_file;
-pub mod content;
-pub mod cron;
-pub mod context;
-pub mod contract;
-pub mod directory;
-pub mod discovery;
-pub mod dns_client;
-pub mod dns_record;
-pub mod dpkg_status;
 pub mod engine;
-pub mod facts;
-pub mod fetch;
-pub mod file;
-pub mod firewall;
-pub mod firewall_guard;
-pub mod firewall_rules;
-pub mod graph;
-pub mod group;
-pub mod module;
-pub mod nft;
-pub mod notify;
-pub mod ownership;
-pub mod package_manager;
-pub mod packages;
-pub mod postgres;
-pub mod psql;
-pub mod peers_store;
-pub mod report;
+pub mod files;
+pub mod kinds;
+pub mod pipeline;
 pub mod role;
-pub mod runner;
-pub mod scram;
-pub mod secrets;
-pub mod service;
-pub mod settings;
-pub mod shared;
-pub mod sshd_port;
-pub mod symlink;
-pub mod sysctl;
-pub mod systemd;
-pub mod template;
-pub mod user;
-pub mod x509;
+pub mod sys;
 
-pub use context::Context;
-pub use contract::{Change, Plan, State};
+pub use engine::context::Context;
+pub use engine::contract::{Change, Plan, State};

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use local_knot::Knot;
 use serde_json::json;
-use states::discovery::{discover, discover_at};
-use states::peers_store::{self, merge, KnownPeer, Observation, Peer};
+use states::pipeline::discovery::{discover, discover_at};
+use states::pipeline::peers_store::{self, merge, KnownPeer, Observation, Peer};
 use support::*;
 
 fn specs(name: &str, toml_text: &str) -> BTreeMap<String, toml::Table> {

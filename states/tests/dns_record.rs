@@ -1,6 +1,6 @@
 //! `dns_record` against a real knotd on 127.0.0.1 (RFC 2136 updates signed with TSIG): plan,
 //! apply, re-plan empty; A/AAAA replace the node's RRset, SRV adds beside other nodes'
-//! records; `absent` and `deregister` remove exactly this record; a wrong key, a refused
+//! records; `absent` and `decommission` remove exactly this record; a wrong key, a refused
 //! update and a dead server are clear errors that never quote the key; bad parameters are
 //! refused when the role compiles.
 
@@ -10,8 +10,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use local_knot::{Knot, KEY_NAME, KEY_SECRET};
-use states::dns_record;
-use states::report::Status;
+use states::engine::report::Status;
+use states::engine::secrets::Secrets;
+use states::pipeline;
+use states::role::DirSource;
 use states::Context;
 use support::*;
 
@@ -41,18 +43,7 @@ tsig_secret = "dns_tsig"
     )
 }
 
-fn params(knot: &Knot, name: &str, rtype: &str, value: &str) -> toml::Table {
-    toml::from_str(&role(knot, name, rtype, value, ""))
-        .map(|t: toml::Table| {
-            let mut s = t["state"].as_array().unwrap()[0].as_table().unwrap().clone();
-            s.remove("id");
-            s.remove("type");
-            s
-        })
-        .unwrap()
-}
-
-fn summaries(r: &states::report::RunReport) -> Vec<String> {
+fn summaries(r: &states::engine::report::RunReport) -> Vec<String> {
     r.states.iter().flat_map(|s| s.changes.iter().map(|c| c.summary.clone())).collect()
 }
 
@@ -92,7 +83,7 @@ fn a_record_registers_replaces_and_deregisters() {
     assert_eq!(status_of(&apply(&cx, &gone), "rec"), Status::Unchanged);
 }
 
-fn nodes_absent(cx: &Context, knot: &Knot) -> Vec<states::engine::Node> {
+fn nodes_absent(cx: &Context, knot: &Knot) -> Vec<states::engine::run::Node> {
     nodes(cx, &role(knot, "app1", "A", "127.0.0.10", "absent = true"), &[]).unwrap()
 }
 
@@ -107,12 +98,21 @@ fn srv_adds_beside_other_nodes_and_deregister_removes_only_its_own() {
     assert_eq!(knot.query("_https._tcp.lab.test", "SRV"), ["0 0 443 app1.lab.test.", "0 0 443 app2.lab.test."]);
     assert_eq!(status_of(&apply(&cx, &nodes), "rec"), Status::Unchanged);
 
-    // What `bootstrap decommission` calls, with the role's parameters.
-    let p = params(&knot, "_https._tcp", "SRV", "0 0 443 app1.lab.test.");
-    let done = dns_record::deregister(&cx, "rec", p.clone()).unwrap();
-    assert_eq!(done, ["deregister _https._tcp.lab.test. SRV 0 0 443 app1.lab.test."]);
+    // What `bootstrap decommission` runs: the role's records turned into their removal.
+    let leave = || {
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("test.toml"), role(&knot, "_https._tcp", "SRV", "0 0 443 app1", "")).unwrap();
+        let source = DirSource(src.path().to_path_buf());
+        let set = states::role::load(&source, &["test".to_string()]).unwrap();
+        let mut inputs = pipeline::Inputs::new(dir.path().to_path_buf(), &source, vec!["test".into()], set);
+        inputs.secrets = Secrets::new([("dns_tsig".to_string(), KEY_SECRET.to_string())].into());
+        inputs.peers = pipeline::Peers::Given(serde_json::json!({}));
+        let p = pipeline::decommission(inputs).unwrap();
+        apply(&p.cx, &p.nodes)
+    };
+    assert_eq!(summaries(&leave()), ["deregister _https._tcp.lab.test. SRV 0 0 443 app1.lab.test."]);
     assert_eq!(knot.query("_https._tcp.lab.test", "SRV"), ["0 0 443 app2.lab.test."]);
-    assert!(dns_record::deregister(&cx, "rec", p).unwrap().is_empty(), "already gone: nothing to do");
+    assert!(summaries(&leave()).is_empty(), "already gone: nothing to do");
 }
 
 #[test]

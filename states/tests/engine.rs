@@ -4,10 +4,10 @@ mod support;
 
 use std::fs;
 
-use states::contract::{Change, Plan, State};
-use states::engine::Node;
-use states::notify::{Notification, PendingQueue};
-use states::report::{Mode, Status};
+use states::engine::contract::{Change, Claim, Plan, State};
+use states::engine::notify::{Notification, PendingQueue};
+use states::engine::report::{Mode, Status};
+use states::engine::run::Node;
 use states::Context;
 use support::*;
 
@@ -15,11 +15,8 @@ use support::*;
 struct Broken;
 
 impl State for Broken {
-    fn id(&self) -> &str {
-        "broken"
-    }
-    fn kind(&self) -> &'static str {
-        "test"
+    fn claims(&self) -> Vec<Claim> {
+        Vec::new()
     }
     fn target(&self) -> String {
         "nothing".into()
@@ -38,11 +35,8 @@ impl State for Broken {
 struct SeesQueue(std::path::PathBuf);
 
 impl State for SeesQueue {
-    fn id(&self) -> &str {
-        "sees-queue"
-    }
-    fn kind(&self) -> &'static str {
-        "test"
+    fn claims(&self) -> Vec<Claim> {
+        Vec::new()
     }
     fn target(&self) -> String {
         self.0.display().to_string()
@@ -66,10 +60,15 @@ impl State for SeesQueue {
 fn a_state_that_is_not_idempotent_fails_the_run() {
     let root = tempfile::tempdir().unwrap();
     let cx = cx(root.path());
-    let nodes = vec![Node { state: Box::new(Broken), requires: vec![], notify: vec![] }];
+    let nodes =
+        vec![Node { id: "broken".into(), kind: "test", state: Box::new(Broken), requires: vec![], notify: vec![] }];
     let r = apply(&cx, &nodes);
     assert_eq!(r.states[0].status, Status::Failed);
-    assert!(r.states[0].error.as_deref().unwrap().contains("not idempotent: after apply it still plans: always differs"));
+    assert!(r.states[0]
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("not idempotent: after apply it still plans: always differs"));
     assert_eq!(r.exit_code(), 1);
 }
 
@@ -199,6 +198,8 @@ fn the_queue_is_on_disk_before_the_change() {
     let cx = cx(root.path());
     let marker = root.path().join("marker");
     let nodes = vec![Node {
+        id: "sees-queue".into(),
+        kind: "test",
         state: Box::new(SeesQueue(marker.clone())),
         requires: vec![],
         notify: vec![Notification::parse("reload haproxy").unwrap()],
@@ -264,11 +265,8 @@ struct Logged {
 }
 
 impl State for Logged {
-    fn id(&self) -> &str {
-        self.id
-    }
-    fn kind(&self) -> &'static str {
-        "test"
+    fn claims(&self) -> Vec<Claim> {
+        Vec::new()
     }
     fn target(&self) -> String {
         self.id.into()
@@ -287,7 +285,7 @@ impl State for Logged {
 
 struct LogNotifier(Log);
 
-impl states::notify::Notifier for LogNotifier {
+impl states::engine::notify::Notifier for LogNotifier {
     fn notify(&self, _: &Context, n: &Notification) -> anyhow::Result<()> {
         self.0.lock().unwrap().push(n.to_string());
         Ok(())
@@ -305,8 +303,20 @@ fn a_service_state_carries_out_its_reload_before_its_dependents() {
     )
     .unwrap();
     let log: Log = Default::default();
-    built.push(Node { state: Box::new(Logged { id: "web-service", unit: Some("web.service"), log: log.clone() }), requires: vec!["conf".into()], notify: vec![] });
-    built.push(Node { state: Box::new(Logged { id: "after", unit: None, log: log.clone() }), requires: vec!["web-service".into()], notify: vec![] });
+    built.push(Node {
+        id: "web-service".into(),
+        kind: "test",
+        state: Box::new(Logged { id: "web-service", unit: Some("web.service"), log: log.clone() }),
+        requires: vec!["conf".into()],
+        notify: vec![],
+    });
+    built.push(Node {
+        id: "after".into(),
+        kind: "test",
+        state: Box::new(Logged { id: "after", unit: None, log: log.clone() }),
+        requires: vec!["web-service".into()],
+        notify: vec![],
+    });
     let r = run(&cx, &built, Mode::Apply, &LogNotifier(log.clone()));
     assert_eq!(r.exit_code(), 0, "{:?}", r.states);
     // `reload web` right after the web service's state, before what requires it; `restart

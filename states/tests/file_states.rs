@@ -5,7 +5,7 @@ mod support;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
-use states::report::Status;
+use states::engine::report::Status;
 use support::*;
 
 fn mode(p: &std::path::Path) -> u32 {
@@ -24,7 +24,8 @@ path = "/etc/app/app.conf"
 template = "app.conf.hbs"
 mode = "0640"
 "#;
-    let nodes = nodes(&cx, role, &[("app.conf.hbs", "greeting={{settings.greeting}} on {{facts.hostname}}\n")]).unwrap();
+    let nodes =
+        nodes(&cx, role, &[("app.conf.hbs", "greeting={{settings.greeting}} on {{facts.hostname}}\n")]).unwrap();
     let path = root.path().join("etc/app/app.conf");
 
     let r = check(&cx, &nodes);
@@ -234,8 +235,8 @@ fn source_url_with_sha256() {
     let cx = cx(root.path());
     let artifact = root.path().join("artifact.bin");
     fs::write(&artifact, b"release-1\n").unwrap();
-    let good = states::content::sha256_hex(b"release-1\n");
-    let bad = states::content::sha256_hex(b"other\n");
+    let good = states::engine::content::sha256_hex(b"release-1\n");
+    let bad = states::engine::content::sha256_hex(b"other\n");
     let role = |sum: &str| {
         format!("[[state]]\nid = \"dl\"\ntype = \"file\"\npath = \"/opt/tool\"\nsource = \"file://{}\"\nsha256 = \"{sum}\"\nmode = \"0755\"\n", artifact.display())
     };
@@ -263,7 +264,7 @@ fn source_over_http() {
     });
     let root = tempfile::tempdir().unwrap();
     let cx = cx(root.path());
-    let sum = states::content::sha256_hex(b"binary");
+    let sum = states::engine::content::sha256_hex(b"binary");
     let role = format!("[[state]]\nid = \"dl\"\ntype = \"file\"\npath = \"/opt/b\"\nsource = \"http://127.0.0.1:{port}/b\"\nsha256 = \"{sum}\"\n");
     let nodes = nodes(&cx, &role, &[]).unwrap();
     let r = apply(&cx, &nodes);

@@ -14,12 +14,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use states::firewall::{observe, BOOT_FILE, ENABLE_LINK, UNIT_FILE};
-use states::firewall_guard;
-use states::firewall_rules::{parse_extra, spec, table};
-use states::nft::{self, Table, RESET};
-use states::report::Status;
-use states::runner::{Cmd, Output, Runner, SystemRunner};
+use states::engine::report::Status;
+use states::engine::runner::{Cmd, Output, Runner, SystemRunner};
+use states::kinds::firewall::guard;
+use states::kinds::firewall::rules::{parse_extra, spec, table};
+use states::kinds::firewall::{observe, BOOT_FILE, ENABLE_LINK, UNIT_FILE};
+use states::sys::nft::{self, Table, RESET};
 use states::Context;
 use support::*;
 
@@ -167,7 +167,12 @@ fn under_root_it_writes_the_boot_files_only() {
     let r = check(&cx, &nodes);
     assert_eq!(r.pending, 1, "{:?}", r.states[0].error);
     let changes = &r.states[0].changes;
-    assert_eq!(changes.len(), 3, "boot file, unit, enable link: {:?}", changes.iter().map(|c| &c.summary).collect::<Vec<_>>());
+    assert_eq!(
+        changes.len(),
+        3,
+        "boot file, unit, enable link: {:?}",
+        changes.iter().map(|c| &c.summary).collect::<Vec<_>>()
+    );
     assert!(changes.iter().all(|c| c.summary.ends_with("(under --root: files only, the live table is not loaded)")));
     let diff = changes[0].diff.as_deref().unwrap();
     assert!(diff.contains("+\t\ttcp dport 2222 accept comment \"ssh\""), "{diff}");
@@ -177,7 +182,10 @@ fn under_root_it_writes_the_boot_files_only() {
     let boot = fs::read_to_string(root.path().join(BOOT_FILE.trim_start_matches('/'))).unwrap();
     nft_check(&boot);
     let unit = fs::read_to_string(root.path().join(UNIT_FILE.trim_start_matches('/'))).unwrap();
-    assert!(unit.contains("ExecStart=/usr/sbin/nft -f /etc/bootstrap/firewall.nft") && unit.contains("After=nftables.service"));
+    assert!(
+        unit.contains("ExecStart=/usr/sbin/nft -f /etc/bootstrap/firewall.nft")
+            && unit.contains("After=nftables.service")
+    );
     let link = fs::read_link(root.path().join(ENABLE_LINK.trim_start_matches('/'))).unwrap();
     assert_eq!(link, Path::new(UNIT_FILE));
     assert_eq!(check(&cx, &nodes).pending, 0);
@@ -230,7 +238,9 @@ impl Runner for LabRunner {
             "systemctl" | "systemd-run" => ok(0),
             _ => {
                 let out = SystemRunner.run(cmd)?;
-                if line.starts_with("nft -f /var/lib/bootstrap/firewall-next.nft") && self.wipe_after_load.load(Ordering::SeqCst) {
+                if line.starts_with("nft -f /var/lib/bootstrap/firewall-next.nft")
+                    && self.wipe_after_load.load(Ordering::SeqCst)
+                {
                     sh_ok("nft flush table inet bootstrap");
                 }
                 Ok(out)
@@ -255,7 +265,7 @@ fn live_table() -> Option<Table> {
     observe(&live_cx(&LabRunner::default())).unwrap()
 }
 
-fn summaries(r: &states::report::RunReport) -> Vec<String> {
+fn summaries(r: &states::engine::report::RunReport) -> Vec<String> {
     r.states[0].changes.iter().map(|c| c.summary.clone()).collect()
 }
 
@@ -288,8 +298,13 @@ fn live_table_converges_heals_and_rolls_back() {
     assert_eq!((r.changed, r.failed), (1, 0), "{:?}", r.states[0].error);
     let log = runner.take();
     let pos = |p: &str| log.iter().position(|l| l.starts_with(p)).unwrap_or_else(|| panic!("no `{p}` in {log:?}"));
-    assert!(pos("systemd-run '--unit=bootstrap-firewall-rollback' '--on-active=90'") < pos("nft -f /var/lib/bootstrap/firewall-next.nft"));
-    assert!(pos("nft -f /var/lib/bootstrap/firewall-next.nft") < pos("systemctl stop bootstrap-firewall-rollback.timer"));
+    assert!(
+        pos("systemd-run '--unit=bootstrap-firewall-rollback' '--on-active=90'")
+            < pos("nft -f /var/lib/bootstrap/firewall-next.nft")
+    );
+    assert!(
+        pos("nft -f /var/lib/bootstrap/firewall-next.nft") < pos("systemctl stop bootstrap-firewall-rollback.timer")
+    );
     assert!(pos("systemctl stop bootstrap-firewall-rollback.timer") < pos("systemctl daemon-reload"));
     assert!(log.iter().any(|l| l.ends_with("/usr/sbin/nft -f /var/lib/bootstrap/firewall-previous.nft")), "{log:?}");
     // There was no table before: the rollback would remove ours again.
@@ -369,8 +384,13 @@ fn live_table_converges_heals_and_rolls_back() {
 
     // A load that nft itself rejects changes nothing either.
     let before = live_table();
-    let err = firewall_guard::load(&cx, "table inet bootstrap { chain input { tcp dport 99999 accept; } }", Duration::from_secs(90), || Ok(()))
-        .unwrap_err();
+    let err = guard::load(
+        &cx,
+        "table inet bootstrap { chain input { tcp dport 99999 accept; } }",
+        Duration::from_secs(90),
+        || Ok(()),
+    )
+    .unwrap_err();
     assert!(format!("{err:#}").contains("the previous table was restored"), "{err:#}");
     assert_eq!(live_table(), before);
 
@@ -379,7 +399,7 @@ fn live_table_converges_heals_and_rolls_back() {
     fs::write("/var/lib/bootstrap/firewall-previous.nft", "# last confirmed\n").unwrap();
     runner.armed.store(true, Ordering::SeqCst);
     runner.take();
-    firewall_guard::load(&cx, &want.script(), Duration::from_secs(90), || Ok(())).unwrap();
+    guard::load(&cx, &want.script(), Duration::from_secs(90), || Ok(())).unwrap();
     runner.armed.store(false, Ordering::SeqCst);
     assert_eq!(fs::read_to_string("/var/lib/bootstrap/firewall-previous.nft").unwrap(), "# last confirmed\n");
     let log = runner.take();
@@ -396,5 +416,3 @@ fn live_table_converges_heals_and_rolls_back() {
         assert_eq!(live_table().as_ref(), Some(&tab), "{n} extra rules");
     }
 }
-
-

@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use states::apt::Apt;
-use states::dpkg_status::DpkgStatus;
-use states::package_manager::PackageManager;
-use states::packages::PackagesState;
+use states::kinds::packages::PackagesState;
+use states::sys::apt::Apt;
+use states::sys::dpkg_status::DpkgStatus;
+use states::sys::package_manager::PackageManager;
 use states::State;
 use support::*;
 
@@ -37,7 +37,7 @@ fn with_index(root: &Path) {
 }
 
 fn state(params: &str) -> anyhow::Result<PackagesState> {
-    PackagesState::build("pkgs".into(), toml::from_str(params).unwrap(), Box::new(Apt))
+    PackagesState::build(toml::from_str(params).unwrap(), Box::new(Apt))
 }
 
 fn summaries(cx: &states::Context, s: &PackagesState) -> Vec<String> {
@@ -129,7 +129,7 @@ fn status_is_read_once_and_invalidated_after_apt() {
     assert!(e.contains("only be managed on the running system"), "{e}");
 }
 
-fn has_opt(cmd: &states::runner::Cmd, opt: &str) -> bool {
+fn has_opt(cmd: &states::engine::runner::Cmd, opt: &str) -> bool {
     cmd.args.windows(2).any(|w| w[0] == "-o" && w[1] == opt)
 }
 

@@ -10,12 +10,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use states::engine::Node;
-use states::report::Status;
-use states::role::{self, DirSource};
-use states::runner::{Cmd, Output};
-use states::scram::{self, Verifier};
-use states::template::Templates;
+use states::engine::report::Status;
+use states::engine::run::Node;
+
+use states::engine::runner::{Cmd, Output};
+use states::sys::scram::{self, Verifier};
+
 use states::Context;
 
 const SECRET: &str = "canary-db-pw-5Gx81";
@@ -40,7 +40,9 @@ fn scram_verifiers_match_postgresql() {
     assert_eq!((fresh.salt.len(), fresh.iterations), (16, 4096));
     assert!(fresh.matches("pencil") && Verifier::parse(&fresh.to_string()) == Some(fresh.clone()));
     assert_ne!(Verifier::new("pencil").unwrap().salt, fresh.salt, "a new salt each time");
-    for bad in ["md5c4b6b2b0f6e4a9b1f1d6", "pencil", "SCRAM-SHA-256$x:AA==$AA==:AA==", "SCRAM-SHA-256$4096:AA==$AA==:AA=="] {
+    for bad in
+        ["md5c4b6b2b0f6e4a9b1f1d6", "pencil", "SCRAM-SHA-256$x:AA==$AA==:AA==", "SCRAM-SHA-256$4096:AA==$AA==:AA=="]
+    {
         assert!(Verifier::parse(bad).is_none(), "{bad}");
     }
     assert!(scram::usable_password("ab c~!'\"$"));
@@ -66,7 +68,8 @@ fn stdin_of(cmd: &Cmd) -> String {
     let dbg = format!("{cmd:?}");
     let Some(start) = dbg.find("stdin: Some([") else { return String::new() };
     let list = &dbg[start + 13..];
-    let bytes: Vec<u8> = list[..list.find(']').unwrap()].split(", ").filter(|s| !s.is_empty()).map(|b| b.parse().unwrap()).collect();
+    let bytes: Vec<u8> =
+        list[..list.find(']').unwrap()].split(", ").filter(|s| !s.is_empty()).map(|b| b.parse().unwrap()).collect();
     String::from_utf8(bytes).unwrap()
 }
 
@@ -152,7 +155,7 @@ owner = "app"
 requires = ["db-user"]
 "#;
 
-fn summaries(r: &states::report::RunReport, id: &str) -> Vec<String> {
+fn summaries(r: &states::engine::report::RunReport, id: &str) -> Vec<String> {
     r.states.iter().find(|s| s.id == id).unwrap().changes.iter().map(|c| c.summary.clone()).collect()
 }
 
@@ -218,7 +221,8 @@ fn rotated_secret_md5_and_login_drift_are_seen() {
     assert!(alter.starts_with("SET log_statement = 'none';\n"), "{alter}");
     assert!(alter.contains("ALTER ROLE \"app\" WITH PASSWORD 'SCRAM-SHA-256$4096:"), "{alter}");
 
-    let (cx, _) = with_server(SECRET, &[("app", false, Some("md5a3556571e93b0d20722ba62be61e8c2d"))], &[("app", "postgres")]);
+    let (cx, _) =
+        with_server(SECRET, &[("app", false, Some("md5a3556571e93b0d20722ba62be61e8c2d"))], &[("app", "postgres")]);
     let plan = support::check(&cx, &support::nodes(&cx, ROLE, &[]).unwrap());
     assert_eq!(
         summaries(&plan, "db-user"),
@@ -300,42 +304,38 @@ fn bad_parameters_are_refused_at_compile_time() {
     assert!(bad("type = \"pg_role\"\nname = \"app\"\npassword = \"x\"").contains("unknown field"));
     assert!(bad("type = \"pg_database\"\nname = \"app\"").contains("missing field `owner`"));
     assert!(bad("type = \"pg_database\"\nname = \"my-db\"\nowner = \"app\"").contains("not a valid database name"));
-    assert!(bad_in(&ascii, "type = \"pg_role\"\nname = \"app\"\npassword_secret = \"db_password\"").contains("printable ASCII"));
+    assert!(bad_in(&ascii, "type = \"pg_role\"\nname = \"app\"\npassword_secret = \"db_password\"")
+        .contains("printable ASCII"));
     // On a tree rather than the running system, planning says why not.
     let tree = tempfile::tempdir().unwrap();
     let (tcx, _) = fake::cx(tree.path(), |_| fake::ok());
-    let nodes = support::nodes(&tcx, "[[state]]\nid = \"d\"\ntype = \"pg_database\"\nname = \"app\"\nowner = \"app\"\n", &[]).unwrap();
+    let nodes =
+        support::nodes(&tcx, "[[state]]\nid = \"d\"\ntype = \"pg_database\"\nname = \"app\"\nowner = \"app\"\n", &[])
+            .unwrap();
     let r = support::apply(&tcx, &nodes);
     assert!(r.states[0].error.as_deref().unwrap().contains("only be managed on the running system"));
 }
 
-/// The embedded db role compiled with the given settings and private address; returns the
-/// plan's diffs by state id (a dry run on an empty tree: every file is "created").
-fn db_role_diffs(private_cidr: Option<&str>, private_address: Option<&str>) -> (BTreeMap<String, String>, Vec<Node>) {
+/// The shipped db role compiled by the pipeline with these settings (and the node's
+/// addresses 198.18.0.7 and 10.9.9.9); returns the plan's diffs by state id (a dry run on an
+/// empty tree: every file is "created").
+fn db_role_diffs(private_cidr: Option<&str>) -> (BTreeMap<String, String>, Vec<Node>) {
     let tree = tempfile::tempdir().unwrap();
     let (mut cx, _) = fake::cx(tree.path(), |_| fake::ok());
     cx.secrets.insert("db_password", SECRET.into());
     cx.facts.addresses = vec!["198.18.0.7".into(), "10.9.9.9".into()];
-    cx.settings = serde_json::json!({
-        "site_name": "t", "schedule_minutes": 15, "db_name": "shop", "db_user": "shopper",
-        "private_cidr": private_cidr,
-    });
-    let roles = Path::new(env!("CARGO_MANIFEST_DIR")).join("../roles");
-    let source = DirSource(roles);
-    let set = role::load(&source, &["db".to_string()]).unwrap();
-    let data = serde_json::json!({
-        "facts": cx.facts, "settings": cx.settings, "roles": ["db"], "schedule": { "cron": "7 * * * *" },
-        "node": { "private_address": private_address }, "peers": {}, "firewall": [],
-    });
-    let mut t = Templates::new(&cx.secrets);
-    let nodes = role::compile(set, &source, &cx, &mut t, &data).unwrap();
-    let r = support::check(&cx, &nodes);
+    let mut site = "site_name = \"t\"\ndb_name = \"shop\"\ndb_user = \"shopper\"\n".to_string();
+    if let Some(cidr) = private_cidr {
+        site += &format!("private_cidr = \"{cidr}\"\n");
+    }
+    let p = support::shipped(&mut cx, &["db"], &site, serde_json::json!({})).unwrap();
+    let r = support::check(&p.cx, &p.nodes);
     let diffs = r
         .states
         .iter()
         .map(|s| (s.id.clone(), s.changes.iter().filter_map(|c| c.diff.clone()).collect::<Vec<_>>().join("\n")))
         .collect();
-    (diffs, nodes)
+    (diffs, p.nodes)
 }
 
 /// The rules a diff of a new pg_hba.conf adds, whitespace normalised.
@@ -349,7 +349,7 @@ fn rules(diff: &str) -> Vec<String> {
 
 #[test]
 fn db_role_listens_on_localhost_only_without_a_private_network() {
-    let (diffs, nodes) = db_role_diffs(None, None);
+    let (diffs, nodes) = db_role_diffs(None);
     let listen = &diffs["postgresql-listen"];
     assert!(listen.contains("+listen_addresses = 'localhost'\n"), "{listen}");
     let hba = &diffs["pg-hba"];
@@ -363,8 +363,10 @@ fn db_role_listens_on_localhost_only_without_a_private_network() {
         "{hba}"
     );
     assert!(diffs["postgresql-settings"].contains("+password_encryption = 'scram-sha-256'"));
-    let ids: Vec<&str> = nodes.iter().map(|n| n.state.id()).collect();
-    for id in ["postgresql-package", "pg-hba-check", "postgresql-service", "postgresql-cluster", "db-user", "db-database"] {
+    let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+    for id in
+        ["postgresql-package", "pg-hba-check", "postgresql-service", "postgresql-cluster", "db-user", "db-database"]
+    {
         assert!(ids.contains(&id), "{id} missing from {ids:?}");
     }
     assert!(!diffs.values().any(|d| d.contains("canary-db-pw")));
@@ -372,12 +374,14 @@ fn db_role_listens_on_localhost_only_without_a_private_network() {
 
 #[test]
 fn db_role_opens_the_private_network() {
-    let (diffs, nodes) = db_role_diffs(Some("198.18.0.0/24"), Some("198.18.0.7"));
+    let (diffs, nodes) = db_role_diffs(Some("198.18.0.0/24"));
     assert!(diffs["postgresql-listen"].contains("+listen_addresses = 'localhost,198.18.0.7'\n"));
     assert_eq!(rules(&diffs["pg-hba"])[3], "host shop shopper 198.18.0.0/24 scram-sha-256");
     assert_eq!(rules(&diffs["pg-hba"]).len(), 4);
     // Restart for what needs it, reload for the rest.
-    let notify = |id: &str| nodes.iter().find(|n| n.state.id() == id).unwrap().notify.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    let notify = |id: &str| {
+        nodes.iter().find(|n| n.id.as_str() == id).unwrap().notify.iter().map(|n| n.to_string()).collect::<Vec<_>>()
+    };
     assert_eq!(notify("postgresql-listen"), ["restart postgresql"]);
     assert_eq!(notify("postgresql-settings"), ["reload postgresql"]);
     assert_eq!(notify("pg-hba"), ["reload postgresql"]);

@@ -35,7 +35,8 @@ fn bad_values() {
     assert!(e.contains("must be absolute") && e.contains("line 4"), "{e}");
     let e = error("[[state]]\nid = \"a\"\ntype = \"file\"\npath = \"/x\"\n", &[]);
     assert!(e.contains("exactly one of `content`, `template` or `source`"), "{e}");
-    let e = error("[[state]]\nid = \"a\"\ntype = \"file\"\npath = \"/x\"\ncontent = \"\"\nnotify = [\"bounce x\"]\n", &[]);
+    let e =
+        error("[[state]]\nid = \"a\"\ntype = \"file\"\npath = \"/x\"\ncontent = \"\"\nnotify = [\"bounce x\"]\n", &[]);
     assert!(e.contains("unknown action `bounce`") && e.contains("line 6"), "{e}");
     let e = error("[[state]]\ntype = \"file\"\n", &[]);
     assert!(e.contains("a state needs `id`"), "{e}");
@@ -118,7 +119,7 @@ path = "/after"
 requires = ["acme", "greeted"]
 "#;
     let built = nodes(&cx, role, &[]).unwrap_or_else(|e| panic!("{e:#}"));
-    let ids: Vec<&str> = built.iter().map(|n| n.state.id()).collect();
+    let ids: Vec<&str> = built.iter().map(|n| n.id.as_str()).collect();
     assert_eq!(ids, ["greeted", "after"]);
     assert_eq!(built[1].requires, ["greeted"]);
     let e = error("[[state]]\nid = \"a\"\ntype = \"directory\"\npath = \"/a\"\nwhen = \"{{settings.typo}}\"\n", &[]);
@@ -154,7 +155,8 @@ fn a_parameter_templated_from_an_unset_setting_is_absent() {
     let root = tempfile::tempdir().unwrap();
     let cx = cx(root.path());
     // `owner = ""` would be an unknown user; left out, the file keeps the creating user's.
-    let role = "[[state]]\nid = \"o\"\ntype = \"file\"\npath = \"/o\"\ncontent = \"x\"\nowner = \"{{settings.domain}}\"\n";
+    let role =
+        "[[state]]\nid = \"o\"\ntype = \"file\"\npath = \"/o\"\ncontent = \"x\"\nowner = \"{{settings.domain}}\"\n";
     let built = nodes(&cx, role, &[]).unwrap_or_else(|e| panic!("{e:#}"));
     let r = apply(&cx, &built);
     assert_eq!(r.changed, 1, "{:?}", r.states[0].error);

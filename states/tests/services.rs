@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use states::contract::{Change, Plan, State};
-use states::engine::Node;
-use states::report::Status;
-use states::runner::{Cmd, Output, Runner};
-use states::systemd::{parse_show, UnitStatus};
+use states::engine::contract::{Change, Claim, Plan, State};
+use states::engine::report::Status;
+use states::engine::run::Node;
+use states::engine::runner::{Cmd, Output, Runner};
+use states::sys::systemd::{parse_show, UnitStatus};
 use states::Context;
 use support::*;
 
@@ -73,7 +73,9 @@ impl Runner for FakeRunner {
                             if u.active { "running" } else { "dead" },
                             u.file
                         ),
-                        None => format!("Id={n}\nLoadState=not-found\nActiveState=inactive\nSubState=dead\nUnitFileState=\n"),
+                        None => format!(
+                            "Id={n}\nLoadState=not-found\nActiveState=inactive\nSubState=dead\nUnitFileState=\n"
+                        ),
                     })
                     .collect();
                 stdout = records.join("\n");
@@ -143,8 +145,7 @@ fn a_converged_run_of_many_services_costs_one_child_process() {
         fake.add(&format!("{name}.service"), "enabled", true);
     }
     let cx = live(&fake);
-    let role: String =
-        names.iter().map(|n| service(n, n, "enabled = true\nrunning = true")).collect();
+    let role: String = names.iter().map(|n| service(n, n, "enabled = true\nrunning = true")).collect();
     let nodes = nodes(&cx, &role, &[]).unwrap();
 
     let t = std::time::Instant::now();
@@ -220,11 +221,8 @@ fn apply_issues_the_right_commands_then_converges() {
 struct InstallUnit(Arc<FakeSystemd>);
 
 impl State for InstallUnit {
-    fn id(&self) -> &str {
-        "install-haproxy"
-    }
-    fn kind(&self) -> &'static str {
-        "test"
+    fn claims(&self) -> Vec<Claim> {
+        Vec::new()
     }
     fn target(&self) -> String {
         "haproxy".into()
@@ -249,7 +247,16 @@ fn a_unit_that_appears_during_the_run_is_seen() {
     let role = service("cron", "cron", "running = true") + &service("haproxy", "haproxy", "running = true");
     let mut nodes = nodes(&cx, &role, &[]).unwrap();
     // cron is planned first (the snapshot then knows no haproxy), then haproxy is installed.
-    nodes.insert(1, Node { state: Box::new(InstallUnit(fake.clone())), requires: vec![], notify: vec![] });
+    nodes.insert(
+        1,
+        Node {
+            id: "install-haproxy".into(),
+            kind: "test",
+            state: Box::new(InstallUnit(fake.clone())),
+            requires: vec![],
+            notify: vec![],
+        },
+    );
     nodes[2].requires = vec!["install-haproxy".into()];
     nodes[1].requires = vec!["cron".into()];
     let r = apply(&cx, &nodes);
@@ -266,7 +273,11 @@ fn clear_errors() {
     let r = apply(&cx, &nodes);
     let err = |id: &str| r.states.iter().find(|s| s.id == id).unwrap().error.clone().unwrap_or_default();
     assert_eq!(err("haproxy"), "unit haproxy.service not found; is its package installed?");
-    assert!(err("dbus").contains("unit dbus.service can't be enabled: its unit file state is `static`"), "{}", err("dbus"));
+    assert!(
+        err("dbus").contains("unit dbus.service can't be enabled: its unit file state is `static`"),
+        "{}",
+        err("dbus")
+    );
     assert_eq!(r.exit_code(), 1);
 
     // Under --root there is no systemd to ask.
@@ -278,7 +289,8 @@ fn clear_errors() {
 
     // systemctl refuses when systemd is not PID 1; the error says why in plain words.
     let fake = FakeSystemd::with(&[]);
-    *fake.fail.lock().unwrap() = Some((1, "System has not been booted with systemd as init system (PID 1). Can't operate.".into()));
+    *fake.fail.lock().unwrap() =
+        Some((1, "System has not been booted with systemd as init system (PID 1). Can't operate.".into()));
     let cx = live(&fake);
     let r = check(&cx, &support::nodes(&cx, &service("cron", "cron", "running = true"), &[]).unwrap());
     let e = r.states[0].error.as_deref().unwrap();
@@ -297,16 +309,19 @@ fn bad_parameters_are_refused_at_compile_time() {
         (service("a", "cr on", "running = true"), "is not a systemd unit name"),
         (service("a", "cron", "running = \"yes\""), "invalid type"),
         (service("a", "cron", "state = \"up\""), "unknown field `state`"),
-        (service("a", "cron", "running = true") + &service("b", "cron.service", "enabled = true"), "unit cron.service is already managed by state `a`"),
+        (
+            service("a", "cron", "running = true") + &service("b", "cron.service", "enabled = true"),
+            "state `b` (service) manages unit cron.service, which state `a` (service) at ",
+        ),
     ];
     for (role, want) in bad {
         let cx = live(&fake);
         let e = format!("{:#}", support::nodes(&cx, &role, &[]).err().expect(&role));
         assert!(e.contains(want), "{role}: {e}");
     }
-    assert_eq!(states::service::unit_name("nginx").unwrap(), "nginx.service");
-    assert_eq!(states::service::unit_name("getty@tty1").unwrap(), "getty@tty1.service");
-    assert_eq!(states::service::unit_name("apt-daily.timer").unwrap(), "apt-daily.timer");
-    assert_eq!(states::service::unit_name("my.app").unwrap(), "my.app.service");
+    assert_eq!(states::kinds::service::unit_name("nginx").unwrap(), "nginx.service");
+    assert_eq!(states::kinds::service::unit_name("getty@tty1").unwrap(), "getty@tty1.service");
+    assert_eq!(states::kinds::service::unit_name("apt-daily.timer").unwrap(), "apt-daily.timer");
+    assert_eq!(states::kinds::service::unit_name("my.app").unwrap(), "my.app.service");
     assert!(fake.log().is_empty(), "compiling asks systemd nothing");
 }

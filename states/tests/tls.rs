@@ -12,10 +12,10 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use states::acme_backoff::{delay, Record};
-use states::challenge::Responder;
-use states::report::{RunReport, Status};
-use states::x509;
+use states::engine::report::{RunReport, Status};
+use states::kinds::acme::backoff::{delay, Record};
+use states::sys::challenge::Responder;
+use states::sys::x509;
 use support::*;
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -80,7 +80,10 @@ fn self_signed_is_created_0600_idempotent_and_healed() {
     let file = root.path().join(CERT.trim_start_matches('/'));
 
     let r = check(&cx, &nodes);
-    assert_eq!(summaries(&r, "cert"), ["create self-signed certificate for app.example.test, www.example.test (there is none)"]);
+    assert_eq!(
+        summaries(&r, "cert"),
+        ["create self-signed certificate for app.example.test, www.example.test (there is none)"]
+    );
     assert!(r.states[0].changes[0].diff.is_none());
     assert!(!file.exists());
 
@@ -129,7 +132,10 @@ fn self_signed_is_created_0600_idempotent_and_healed() {
         }
         let r = check(&cx, &nodes);
         let s = &summaries(&r, "cert")[0];
-        assert!(s.starts_with("create self-signed certificate for app.example.test, www.example.test ") && s.contains(why), "{s}");
+        assert!(
+            s.starts_with("create self-signed certificate for app.example.test, www.example.test ") && s.contains(why),
+            "{s}"
+        );
         assert_no_key_material(&r, &before);
         let r = apply(&cx, &nodes);
         assert_eq!(r.changed, 1, "{why}");
@@ -167,7 +173,8 @@ fn names_default_to_the_hostname_and_are_checked() {
     assert!(bad(&(role_cert("[]") + "days = 0\n")).contains("`days` must be at least 1"));
     assert!(bad(&role_acme(r#"["a.test"]"#, "directory2 = 1\n")).contains("unknown field `directory2`"));
     assert!(bad(&role_acme(r#"["*.a.test"]"#, "")).contains("HTTP-01 can't validate a wildcard name"));
-    assert!(bad(&role_acme(r#"["a.test"]"#, "").replace("https://acme.test", "http://acme.test")).contains("must be an https:// URL"));
+    assert!(bad(&role_acme(r#"["a.test"]"#, "").replace("https://acme.test", "http://acme.test"))
+        .contains("must be an https:// URL"));
 }
 
 #[test]
@@ -186,11 +193,11 @@ fn a_valid_certificate_from_a_ca_is_left_alone_by_both() {
     assert_eq!(apply(&cx, &nodes).changed, 0);
     assert_eq!(fs::read(&file).unwrap(), bundle);
 
-    let (names, not_after, issuer) = states::certificate::expiry(&file).unwrap();
+    let (names, not_after, issuer) = states::kinds::certificate::expiry(&file).unwrap();
     assert_eq!(names, ["app.example.test", "other.example.test"]);
     assert_eq!(issuer, "CN=Test Intermediate");
     assert!(not_after > now + 59 * DAY && not_after < now + 61 * DAY);
-    assert!(states::certificate::expiry(&root.path().join("nope")).is_none());
+    assert!(states::kinds::certificate::expiry(&root.path().join("nope")).is_none());
 
     // A wildcard covers one label, no more, no less.
     let wild = x509::inspect(&ca_signed(&["*.example.test"], now - DAY, now + DAY)).unwrap();
@@ -209,7 +216,7 @@ fn acme_plans_obtain_nothing_or_renew() {
     // Fresh node: self-signed first, then ACME wants a real one.
     let r = check(&cx, &nodes);
     assert_eq!(summaries(&r, "acme"), [format!("{obtain} (there is none)")]);
-    let r = run(&cx, &nodes[..1], states::report::Mode::Apply, &Recorder::default());
+    let r = run(&cx, &nodes[..1], states::engine::report::Mode::Apply, &Recorder::default());
     assert_eq!(r.changed, 1);
     assert_eq!(summaries(&check(&cx, &nodes), "acme"), [format!("{obtain} (the current one is self-signed)")]);
 
@@ -220,7 +227,10 @@ fn acme_plans_obtain_nothing_or_renew() {
 
     put(&ca_signed(&["app.example.test"], now - 80 * DAY, now + 10 * DAY + Duration::from_secs(60)));
     let r = check(&cx, &nodes);
-    assert_eq!(summaries(&r, "acme"), ["renew certificate from https://acme.test/dir for app.example.test (expires in 10 days)"]);
+    assert_eq!(
+        summaries(&r, "acme"),
+        ["renew certificate from https://acme.test/dir for app.example.test (expires in 10 days)"]
+    );
     assert_eq!(summaries(&r, "cert"), Vec::<String>::new(), "the certificate state leaves it alone");
 
     put(&ca_signed(&["www.example.test"], now - DAY, now + 89 * DAY));
@@ -231,12 +241,15 @@ fn acme_plans_obtain_nothing_or_renew() {
     put(&bundle);
     let record = root.path().join("var/lib/bootstrap/acme/etc_haproxy_certs_site.pem.json");
     let mut rec = Record::default();
-    rec.succeeded(states::acme_backoff::Issued {
+    rec.succeeded(states::kinds::acme::backoff::Issued {
         directory: "https://staging.test/dir".into(),
         fingerprint: x509::inspect(&bundle).unwrap().fingerprint,
     });
     rec.save(&record).unwrap();
-    assert_eq!(summaries(&check(&cx, &nodes), "acme"), [format!("{obtain} (the current one is from https://staging.test/dir)")]);
+    assert_eq!(
+        summaries(&check(&cx, &nodes), "acme"),
+        [format!("{obtain} (the current one is from https://staging.test/dir)")]
+    );
 }
 
 #[test]

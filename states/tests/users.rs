@@ -9,8 +9,8 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use states::group::GroupState;
-use states::user::UserState;
+use states::kinds::group::GroupState;
+use states::kinds::user::UserState;
 use states::{Context, State};
 use support::*;
 
@@ -37,11 +37,11 @@ fn fixture() -> tempfile::TempDir {
 }
 
 fn user(params: &str) -> anyhow::Result<UserState> {
-    UserState::build("u".into(), toml::from_str(params).unwrap())
+    UserState::build(toml::from_str(params).unwrap())
 }
 
 fn group(params: &str) -> anyhow::Result<GroupState> {
-    GroupState::build("g".into(), toml::from_str(params).unwrap())
+    GroupState::build(toml::from_str(params).unwrap())
 }
 
 fn summaries(cx: &Context, s: &dyn State) -> Vec<String> {

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use states::runner::{Cmd, Output, Runner};
+use states::engine::runner::{Cmd, Output, Runner};
 use states::Context;
 
 type Respond = Box<dyn Fn(&Cmd) -> Output + Send + Sync>;

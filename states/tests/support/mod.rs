@@ -4,14 +4,14 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use states::engine::{self, Node};
-use states::facts::Facts;
-use states::notify::{Notification, Notifier};
-use states::report::{Mode, RunReport};
+use states::engine::facts::Facts;
+use states::engine::notify::{Notification, Notifier};
+use states::engine::report::{Mode, RunReport};
+use states::engine::run::{self as engine, Node};
+use states::engine::runner::SystemRunner;
+use states::engine::secrets::Secrets;
+use states::role::template::Templates;
 use states::role::{self, DirSource};
-use states::runner::SystemRunner;
-use states::secrets::Secrets;
-use states::template::Templates;
 use states::Context;
 
 pub fn cx(root: &Path) -> Context {
@@ -19,12 +19,10 @@ pub fn cx(root: &Path) -> Context {
 }
 
 pub fn cx_with_secrets(root: &Path, secrets: &[(&str, &str)]) -> Context {
-    let values: BTreeMap<String, String> =
-        secrets.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let values: BTreeMap<String, String> = secrets.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     Context {
         root: root.to_path_buf(),
         facts: Facts { hostname: "node1".into(), ..Default::default() },
-        settings: serde_json::json!({ "greeting": "hello", "domain": null }),
         secrets: Secrets::new(values),
         runner: Box::new(SystemRunner),
         shared: Default::default(),
@@ -41,9 +39,9 @@ pub fn nodes(cx: &Context, role: &str, templates: &[(&str, &str)]) -> anyhow::Re
     }
     let source = DirSource(dir.path().to_path_buf());
     let set = role::load(&source, &["test".to_string()])?;
-    let data = serde_json::json!({ "facts": cx.facts, "settings": cx.settings });
+    let data = serde_json::json!({ "facts": cx.facts, "settings": { "greeting": "hello", "domain": null } });
     let mut t = Templates::new(&cx.secrets);
-    role::compile(set, &source, cx, &mut t, &data)
+    Ok(role::compile(set, &source, cx, &mut t, &data)?.nodes)
 }
 
 /// Records notifications; fails them while `fail` is set.
@@ -75,6 +73,42 @@ pub fn check(cx: &Context, nodes: &[Node]) -> RunReport {
     run(cx, nodes, Mode::Check, &Recorder::default())
 }
 
-pub fn status_of(r: &RunReport, id: &str) -> states::report::Status {
+pub fn status_of(r: &RunReport, id: &str) -> states::engine::report::Status {
     r.states.iter().find(|s| s.id == id).unwrap_or_else(|| panic!("no state {id}")).status
+}
+
+/// The ids of the states of `r` with `status`, in run order.
+pub fn ids_with(r: &RunReport, status: states::engine::report::Status) -> Vec<String> {
+    r.states.iter().filter(|s| s.status == status).map(|s| s.id.clone()).collect()
+}
+
+/// The shipped roles (`roles/` of the repository), as a node would load them.
+pub fn shipped_source() -> DirSource {
+    DirSource(Path::new(env!("CARGO_MANIFEST_DIR")).join("../roles"))
+}
+
+/// What a node with `roles` would run: the shipped roles compiled by the pipeline with these
+/// site settings (checked and defaulted as at install), secrets, facts and peers, on `cx`'s
+/// root with `cx`'s runner (taken; `cx` is left with the system runner).
+pub fn shipped(
+    cx: &mut Context,
+    roles: &[&str],
+    site: &str,
+    peers: serde_json::Value,
+) -> anyhow::Result<states::pipeline::Prepared> {
+    let source = shipped_source();
+    let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+    let set = role::load(&source, &roles)?;
+    let site: toml::Table = toml::from_str(site)?;
+    let known = role::known_settings(&source, &set)?;
+    let resolved = states::role::settings::resolve(&set.settings, &known, &site, "site")?;
+    anyhow::ensure!(resolved.missing.is_empty(), "missing settings: {:?}", resolved.missing);
+    let mut inputs = states::pipeline::Inputs::new(cx.root.clone(), &source, roles, set);
+    inputs.values = resolved.values;
+    inputs.secrets = cx.secrets.clone();
+    inputs.schedule_cron = "7-59/15 * * * *".into();
+    inputs.peers = states::pipeline::Peers::Given(peers);
+    inputs.facts = Some(cx.facts.clone());
+    inputs.runner = std::mem::replace(&mut cx.runner, Box::new(SystemRunner));
+    states::pipeline::prepare(inputs)
 }

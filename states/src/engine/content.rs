@@ -1,0 +1,63 @@
+//! File content that remembers whether it was derived from a secret, and how it is shown.
+
+use sha2::{Digest, Sha256};
+use similar::TextDiff;
+
+/// Bytes for a file, marked secret when any secret went into them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Content {
+    pub bytes: Vec<u8>,
+    pub secret: bool,
+}
+
+impl Content {
+    pub fn public(bytes: impl Into<Vec<u8>>) -> Self {
+        Content { bytes: bytes.into(), secret: false }
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// How secret content is shown everywhere: its size and a short hash, never the text.
+pub fn redacted(bytes: &[u8]) -> String {
+    let lines = bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count();
+    format!("<redacted: {lines} lines, sha256 {}…>", &sha256_hex(bytes)[..12])
+}
+
+/// A unified diff from `old` to `new` for `path`; redacted when either side is secret, a short
+/// note when either side is not text.
+pub fn unified_diff(path: &str, old: &[u8], new: &[u8], secret: bool) -> String {
+    if secret {
+        return format!("{} -> {}", redacted(old), redacted(new));
+    }
+    match (std::str::from_utf8(old), std::str::from_utf8(new)) {
+        (Ok(o), Ok(n)) => TextDiff::from_lines(o, n).unified_diff().context_radius(3).header(path, path).to_string(),
+        _ => format!(
+            "binary content: {} bytes sha256 {} -> {} bytes sha256 {}",
+            old.len(),
+            &sha256_hex(old)[..12],
+            new.len(),
+            &sha256_hex(new)[..12]
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_diff_shows_no_text() {
+        let d = unified_diff("/x", b"", b"password=canary-123\n", true);
+        assert!(!d.contains("canary"), "{d}");
+        assert!(d.contains("<redacted: 1 lines, sha256"), "{d}");
+    }
+
+    #[test]
+    fn text_diff_is_unified() {
+        let d = unified_diff("/etc/motd", b"a\nb\n", b"a\nc\n", false);
+        assert!(d.contains("--- /etc/motd") && d.contains("-b") && d.contains("+c"), "{d}");
+    }
+}

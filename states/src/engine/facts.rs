@@ -1,0 +1,108 @@
+//! Facts about the node, gathered once per run without child processes.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Facts {
+    pub hostname: String,
+    /// Non-loopback addresses, IPv4 first.
+    pub addresses: Vec<String>,
+    pub os: Os,
+    /// The major version of the distribution's PostgreSQL (its paths: /etc/postgresql/N/main).
+    pub postgresql: u32,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Os {
+    pub id: String,
+    pub version_id: String,
+    pub codename: String,
+    pub pretty_name: String,
+}
+
+impl Facts {
+    /// Facts of this machine; the OS is read from `root`'s os-release when it has one.
+    pub fn gather(root: &Path) -> Facts {
+        let hostname = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
+        let os = Os::read(root);
+        Facts { hostname, addresses: addresses(), postgresql: os.postgresql_major(), os }
+    }
+}
+
+fn addresses() -> Vec<String> {
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
+        for a in addrs {
+            let Some(sa) = a.address else { continue };
+            if let Some(s) = sa.as_sockaddr_in() {
+                let ip = s.ip();
+                if !ip.is_loopback() {
+                    v4.push(ip.to_string());
+                }
+            } else if let Some(s) = sa.as_sockaddr_in6() {
+                let ip = s.ip();
+                // Link-local addresses are useless to peers.
+                if !ip.is_loopback() && (ip.segments()[0] & 0xffc0) != 0xfe80 {
+                    v6.push(ip.to_string());
+                }
+            }
+        }
+    }
+    v4.append(&mut v6);
+    v4.dedup();
+    v4
+}
+
+impl Os {
+    fn read(root: &Path) -> Os {
+        let text = std::fs::read_to_string(root.join("etc/os-release"))
+            .or_else(|_| std::fs::read_to_string("/etc/os-release"))
+            .unwrap_or_default();
+        Os::parse(&text)
+    }
+
+    /// The PostgreSQL the distribution ships (what `apt-get install postgresql` gives).
+    pub fn postgresql_major(&self) -> u32 {
+        match (self.id.as_str(), self.version_id.as_str()) {
+            ("ubuntu", v) if v.starts_with("22.") => 14,
+            ("ubuntu", v) if v.starts_with("24.") => 16,
+            ("debian", "13") => 17,
+            _ => 15,
+        }
+    }
+
+    pub fn parse(text: &str) -> Os {
+        let mut os = Os::default();
+        for line in text.lines() {
+            let Some((k, v)) = line.split_once('=') else { continue };
+            let v = v.trim().trim_matches('"').to_string();
+            match k.trim() {
+                "ID" => os.id = v,
+                "VERSION_ID" => os.version_id = v,
+                "VERSION_CODENAME" => os.codename = v,
+                "PRETTY_NAME" => os.pretty_name = v,
+                _ => {}
+            }
+        }
+        os
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_os_release() {
+        let os = Os::parse(
+            "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\nVERSION_CODENAME=bookworm\n",
+        );
+        assert_eq!((os.id.as_str(), os.version_id.as_str(), os.codename.as_str()), ("debian", "12", "bookworm"));
+        assert_eq!(os.postgresql_major(), 15);
+        assert_eq!(Os::parse("ID=ubuntu\nVERSION_ID=\"22.04\"\n").postgresql_major(), 14);
+        assert_eq!(Os::parse("ID=ubuntu\nVERSION_ID=\"24.04\"\n").postgresql_major(), 16);
+    }
+}

@@ -1,0 +1,161 @@
+//! Reload/restart notifications: queued on disk before the change that needs them, cleared only
+//! after they ran, so a failed or killed run replays them next time.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::engine::atomic;
+use crate::engine::context::Context;
+use crate::engine::runner::Cmd;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Reload,
+    Restart,
+}
+
+/// `reload haproxy` or `restart postgresql`, as written in roles.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notification {
+    pub action: Action,
+    pub service: String,
+}
+
+impl Notification {
+    pub fn parse(s: &str) -> Result<Notification> {
+        let (action, service) = s
+            .split_once(' ')
+            .ok_or_else(|| anyhow!("notify `{s}` must read \"reload SERVICE\" or \"restart SERVICE\""))?;
+        let action = match action {
+            "reload" => Action::Reload,
+            "restart" => Action::Restart,
+            other => bail!("notify `{s}`: unknown action `{other}` (reload or restart)"),
+        };
+        let service = service.trim();
+        if service.is_empty() || service.contains(char::is_whitespace) {
+            bail!("notify `{s}`: expected one service name");
+        }
+        Ok(Notification { action, service: service.to_string() })
+    }
+}
+
+impl fmt::Display for Notification {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let a = match self.action {
+            Action::Reload => "reload",
+            Action::Restart => "restart",
+        };
+        write!(f, "{a} {}", self.service)
+    }
+}
+
+/// Carries out a notification. The live one asks systemd; tests record.
+pub trait Notifier {
+    fn notify(&self, cx: &Context, n: &Notification) -> Result<()>;
+}
+
+/// `try-reload-or-restart` / `try-restart`: a service that is meant to be stopped stays stopped.
+pub struct SystemdNotifier;
+
+impl Notifier for SystemdNotifier {
+    fn notify(&self, cx: &Context, n: &Notification) -> Result<()> {
+        if !cx.is_live() {
+            bail!("not run: states act on a tree ({}), not on this system", cx.root.display());
+        }
+        let verb = match n.action {
+            Action::Reload => "try-reload-or-restart",
+            Action::Restart => "try-restart",
+        };
+        cx.runner.check(&Cmd::new("systemctl").args([verb, n.service.as_str()]))?;
+        Ok(())
+    }
+}
+
+/// The on-disk queue. One entry per service; restart wins over reload.
+pub struct PendingQueue {
+    path: PathBuf,
+    items: Vec<Notification>,
+}
+
+impl PendingQueue {
+    pub fn path(cx: &Context) -> PathBuf {
+        cx.layout().pending_notifications()
+    }
+
+    pub fn load(cx: &Context) -> Result<PendingQueue> {
+        let path = Self::path(cx);
+        let items = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
+                format!("{} is corrupt; delete it after checking the services it names", path.display())
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        Ok(PendingQueue { path, items })
+    }
+
+    pub fn items(&self) -> &[Notification] {
+        &self.items
+    }
+
+    /// Merge `ns` in and persist before returning, so the change that follows can't lose them.
+    pub fn add(&mut self, ns: &[Notification]) -> Result<()> {
+        let before = self.items.clone();
+        for n in ns {
+            merge(&mut self.items, n);
+        }
+        if self.items != before {
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    /// Drop `n` after it ran successfully, and persist.
+    pub fn done(&mut self, n: &Notification) -> Result<()> {
+        self.items.retain(|i| i != n);
+        self.save()
+    }
+
+    fn save(&self) -> Result<()> {
+        if self.items.is_empty() {
+            return match std::fs::remove_file(&self.path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+                _ => Ok(()),
+            };
+        }
+        atomic::write_plain(&self.path, &serde_json::to_vec_pretty(&self.items)?, 0o600)
+    }
+}
+
+/// Add `n` to `items`: one entry per service, restart wins over reload.
+pub fn merge(items: &mut Vec<Notification>, n: &Notification) {
+    match items.iter_mut().find(|i| i.service == n.service) {
+        Some(i) => i.action = i.action.max(n.action),
+        None => items.push(n.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_merge() {
+        let r = Notification::parse("reload haproxy").unwrap();
+        let s = Notification::parse("restart haproxy").unwrap();
+        assert!(Notification::parse("bounce haproxy").is_err());
+        assert!(Notification::parse("haproxy").is_err());
+        let mut items = Vec::new();
+        merge(&mut items, &r);
+        merge(&mut items, &r);
+        assert_eq!(items.len(), 1);
+        merge(&mut items, &s);
+        assert_eq!(items, vec![s.clone()]);
+        merge(&mut items, &r);
+        assert_eq!(items, vec![s]);
+    }
+}

@@ -1,0 +1,171 @@
+//! Owner, group and mode: parsing from roles, comparing with what is on disk, applying.
+
+use std::collections::HashMap;
+use std::fs::Metadata;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::sync::{Mutex, OnceLock};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use serde::{Deserialize, Deserializer};
+
+use crate::engine::contract::Change;
+
+/// A permission mode such as `0640`, written in roles as an octal string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mode(pub u32);
+
+impl Mode {
+    pub fn parse(s: &str) -> Result<Mode> {
+        let m = u32::from_str_radix(s, 8).map_err(|_| anyhow!("mode `{s}` is not an octal number like \"0644\""))?;
+        if m > 0o7777 {
+            bail!("mode `{s}` is out of range (at most 7777)");
+        }
+        Ok(Mode(m))
+    }
+}
+
+impl<'de> Deserialize<'de> for Mode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Mode::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04o}", self.0)
+    }
+}
+
+/// Who owns a path and its mode; `None` leaves that attribute as it is.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct Ownership {
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub mode: Option<Mode>,
+}
+
+/// Operations on attributes of an existing path.
+#[derive(Debug, Clone)]
+pub enum MetaOp {
+    Chown { owner: Option<String>, group: Option<String> },
+    Chmod(Mode),
+}
+
+impl Ownership {
+    /// Changes needed for an existing path with metadata `meta`.
+    pub fn plan(&self, meta: &Metadata) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let owner = self.owner.as_ref().filter(|o| uid(o).ok().flatten() != Some(meta.uid()));
+        let group = self.group.as_ref().filter(|g| gid(g).ok().flatten() != Some(meta.gid()));
+        if owner.is_some() || group.is_some() {
+            let now = format!("{}:{}", meta.uid(), meta.gid());
+            let want = format!("{}:{}", owner.map_or("-", String::as_str), group.map_or("-", String::as_str));
+            changes.push(Change::new(
+                format!("owner {now} -> {want}"),
+                MetaOp::Chown { owner: owner.cloned(), group: group.cloned() },
+            ));
+        }
+        if let Some(mode) = self.mode {
+            let have = meta.mode() & 0o7777;
+            if have != mode.0 {
+                changes.push(Change::new(format!("mode {} -> {mode}", Mode(have)), MetaOp::Chmod(mode)));
+            }
+        }
+        changes
+    }
+
+    pub fn with_mode(&self, mode: Mode) -> Ownership {
+        Ownership { mode: Some(mode), ..self.clone() }
+    }
+
+    /// Every attribute operation this ownership names, for a path just created.
+    pub fn all_ops(&self) -> Vec<MetaOp> {
+        let mut v = Vec::new();
+        if self.owner.is_some() || self.group.is_some() {
+            v.push(MetaOp::Chown { owner: self.owner.clone(), group: self.group.clone() });
+        }
+        v.extend(self.mode.map(MetaOp::Chmod));
+        v
+    }
+
+    /// The numeric owner and group for a new path (`None`: the creating process's own).
+    pub fn ids(&self) -> Result<(Option<u32>, Option<u32>)> {
+        let u = match &self.owner {
+            Some(o) => Some(uid(o)?.ok_or_else(|| anyhow!("user `{o}` does not exist"))?),
+            None => None,
+        };
+        let g = match &self.group {
+            Some(g) => Some(gid(g)?.ok_or_else(|| anyhow!("group `{g}` does not exist"))?),
+            None => None,
+        };
+        Ok((u, g))
+    }
+}
+
+/// Carry out attribute operations on `path` (chown first: it may clear set-id bits).
+pub fn apply_meta<'a>(path: &Path, ops: impl Iterator<Item = &'a MetaOp>) -> Result<()> {
+    let mut ops: Vec<&MetaOp> = ops.collect();
+    ops.sort_by_key(|op| matches!(op, MetaOp::Chmod(_)));
+    for op in ops {
+        match op {
+            MetaOp::Chown { owner, group } => {
+                let o = Ownership { owner: owner.clone(), group: group.clone(), mode: None };
+                let (u, g) = o.ids()?;
+                std::os::unix::fs::lchown(path, u, g)
+                    .with_context(|| format!("cannot change owner of {}", path.display()))?;
+            }
+            MetaOp::Chmod(m) => std::fs::set_permissions(path, std::fs::Permissions::from_mode(m.0))
+                .with_context(|| format!("cannot change mode of {}", path.display()))?,
+        }
+    }
+    Ok(())
+}
+
+/// Found ids are cached for the run; a name not found is asked again, since a state of this
+/// run may create it.
+fn cached(table: &'static str, name: &str, lookup: impl Fn(&str) -> Option<u32>) -> Result<Option<u32>> {
+    if let Ok(n) = name.parse::<u32>() {
+        return Ok(Some(n));
+    }
+    static CACHE: OnceLock<Mutex<HashMap<(&'static str, String), u32>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(id) = cache.lock().unwrap().get(&(table, name.to_string())) {
+        return Ok(Some(*id));
+    }
+    let id = lookup(name);
+    if let Some(id) = id {
+        cache.lock().unwrap().insert((table, name.to_string()), id);
+    }
+    Ok(id)
+}
+
+pub fn uid(name: &str) -> Result<Option<u32>> {
+    cached("user", name, |n| nix::unistd::User::from_name(n).ok().flatten().map(|u| u.uid.as_raw()))
+}
+
+pub fn gid(name: &str) -> Result<Option<u32>> {
+    cached("group", name, |n| nix::unistd::Group::from_name(n).ok().flatten().map(|g| g.gid.as_raw()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mode_parsing() {
+        assert_eq!(Mode::parse("0640").unwrap(), Mode(0o640));
+        assert_eq!(Mode::parse("755").unwrap(), Mode(0o755));
+        assert!(Mode::parse("0999").is_err());
+        assert!(Mode::parse("17777").is_err());
+        assert_eq!(Mode(0o600).to_string(), "0600");
+    }
+
+    #[test]
+    fn root_resolves_by_name_and_number() {
+        assert_eq!(uid("root").unwrap(), Some(0));
+        assert_eq!(gid("0").unwrap(), Some(0));
+        assert_eq!(uid("no-such-user-bootstrap").unwrap(), None);
+    }
+}

@@ -1,0 +1,83 @@
+//! `directory`: exists, with owner, group and mode; missing parents are created 0755.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _, Result};
+use serde::Deserialize;
+
+use crate::engine::context::Context;
+use crate::engine::contract::{Change, Claim, Plan, State};
+use crate::engine::build::{display, managed_path, params, Builder};
+use crate::files::ownership::{apply_meta, MetaOp, Mode, Ownership};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    path: PathBuf,
+    owner: Option<String>,
+    group: Option<String>,
+    mode: Option<Mode>,
+}
+
+pub struct DirectoryState {
+    path: PathBuf,
+    own: Ownership,
+}
+
+struct CreateOp;
+
+pub fn build(t: toml::Table, _b: &mut Builder) -> Result<Box<dyn State>> {
+    Ok(Box::new(DirectoryState::build(t)?))
+}
+
+impl DirectoryState {
+    pub fn build(t: toml::Table) -> Result<Self> {
+        let p: Params = params(t)?;
+        let own = Ownership { owner: p.owner, group: p.group, mode: p.mode };
+        Ok(DirectoryState { path: managed_path(&p.path)?, own })
+    }
+}
+
+impl State for DirectoryState {
+    fn claims(&self) -> Vec<Claim> {
+        vec![Claim::path(&self.path)]
+    }
+
+    fn target(&self) -> String {
+        display(&self.path)
+    }
+
+    fn plan(&self, cx: &Context) -> Result<Plan> {
+        let mut plan = Plan::default();
+        match fs::symlink_metadata(cx.path(&self.path)) {
+            Ok(m) if m.is_dir() => plan.changes.extend(self.own.plan(&m)),
+            Ok(_) => bail!("{} exists and is not a directory", self.target()),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                let mode = self.own.mode.unwrap_or(Mode(0o755));
+                plan.push(Change::new(format!("create directory, mode {mode}"), CreateOp));
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", self.target())),
+        }
+        Ok(plan)
+    }
+
+    fn apply(&self, cx: &Context, plan: &Plan) -> Result<()> {
+        let real = cx.path(&self.path);
+        if plan.ops::<CreateOp>().next().is_none() {
+            return apply_meta(&real, plan.ops::<MetaOp>());
+        }
+        if let Some(parent) = real.parent() {
+            fs::DirBuilder::new().recursive(true).mode(0o755).create(parent)?;
+        }
+        let mode = self.own.mode.unwrap_or(Mode(0o755));
+        fs::DirBuilder::new()
+            .mode(mode.0)
+            .create(&real)
+            .with_context(|| format!("cannot create {}", self.target()))?;
+        // The umask may have narrowed the mode: set owner and mode exactly.
+        apply_meta(&real, self.own.with_mode(mode).all_ops().iter())
+    }
+}

@@ -1,0 +1,217 @@
+//! `file`: a regular file with inline content, a rendered template, or a downloaded source with
+//! a required sha256; owner, group and mode; an optional validator run before it goes live.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use serde::Deserialize;
+
+use crate::engine::atomic::{self, FileWrite};
+use crate::engine::content::{sha256_hex, unified_diff, Content};
+use crate::engine::context::Context;
+use crate::engine::contract::{Change, Claim, Plan, State};
+use crate::sys::fetch::fetch;
+use crate::engine::build::{display, managed_path, params, Builder};
+use crate::files::ownership::{apply_meta, MetaOp, Mode, Ownership};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    path: PathBuf,
+    content: Option<String>,
+    template: Option<String>,
+    source: Option<String>,
+    sha256: Option<String>,
+    /// Marks inline content as secret (templates know by themselves).
+    #[serde(default)]
+    secret: bool,
+    validate: Option<Argv>,
+    owner: Option<String>,
+    group: Option<String>,
+    mode: Option<Mode>,
+}
+
+/// A command as one string (split like a shell would) or as a list.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum Argv {
+    Line(String),
+    List(Vec<String>),
+}
+
+impl Argv {
+    pub fn into_vec(self) -> Result<Vec<String>> {
+        let v = match self {
+            Argv::Line(s) => shell_words::split(&s).map_err(|e| anyhow!("cannot split `{s}`: {e}"))?,
+            Argv::List(v) => v,
+        };
+        if v.is_empty() {
+            bail!("the command is empty");
+        }
+        Ok(v)
+    }
+}
+
+enum Body {
+    Inline(Content),
+    Remote { url: String, sha256: String },
+}
+
+pub struct FileState {
+    path: PathBuf,
+    body: Body,
+    own: Ownership,
+    validate: Option<Vec<String>>,
+}
+
+/// Replace the content (and, with it, set owner and mode).
+struct WriteOp;
+
+pub fn build(t: toml::Table, b: &mut Builder) -> Result<Box<dyn State>> {
+    Ok(Box::new(FileState::build(t, b)?))
+}
+
+impl FileState {
+    pub fn build(t: toml::Table, b: &mut Builder) -> Result<Self> {
+        let p: Params = params(t)?;
+        let path = managed_path(&p.path)?;
+        let body = match (p.content, p.template, p.source) {
+            (Some(c), None, None) => Body::Inline(Content { bytes: c.into_bytes(), secret: p.secret }),
+            (None, Some(t), None) => {
+                let mut c = b.render(&t)?;
+                c.secret |= p.secret;
+                Body::Inline(c)
+            }
+            (None, None, Some(url)) => {
+                let sha256 = p.sha256.ok_or_else(|| anyhow!("`source` needs a `sha256`"))?.to_lowercase();
+                if sha256.len() != 64 || !sha256.bytes().all(|c| c.is_ascii_hexdigit()) {
+                    bail!("`sha256` must be 64 hex digits");
+                }
+                Body::Remote { url, sha256 }
+            }
+            _ => bail!("a file needs exactly one of `content`, `template` or `source`"),
+        };
+        let validate = p.validate.map(Argv::into_vec).transpose().context("`validate`")?;
+        // A file holding a secret is root-only unless the role says otherwise, also when an
+        // existing file had a wider mode.
+        let secret = matches!(&body, Body::Inline(c) if c.secret);
+        let mode = p.mode.or(secret.then_some(Mode(0o600)));
+        let own = Ownership { owner: p.owner, group: p.group, mode };
+        Ok(FileState { path, body, own, validate })
+    }
+
+    /// Mode for a newly written file when the role gives none.
+    fn default_mode(&self) -> u32 {
+        match &self.body {
+            Body::Inline(c) if c.secret => 0o600,
+            _ => 0o644,
+        }
+    }
+}
+
+impl State for FileState {
+    fn claims(&self) -> Vec<Claim> {
+        vec![Claim::path(&self.path)]
+    }
+
+    fn target(&self) -> String {
+        display(&self.path)
+    }
+
+    fn digest(&self) -> Option<String> {
+        match &self.body {
+            // Not a hash of a secret: a fingerprint is shown in reports.
+            Body::Inline(c) if c.secret => Some("secret".into()),
+            Body::Inline(c) => Some(sha256_hex(&c.bytes)),
+            Body::Remote { sha256, .. } => Some(sha256.clone()),
+        }
+    }
+
+    fn plan(&self, cx: &Context) -> Result<Plan> {
+        let real = cx.path(&self.path);
+        let shown = display(&self.path);
+        let mut plan = Plan::default();
+        let meta = match fs::symlink_metadata(&real) {
+            Ok(m) => Some(m),
+            Err(e) if e.kind() == ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("cannot inspect {shown}")),
+        };
+        let Some(meta) = meta else {
+            let (summary, diff) = match &self.body {
+                Body::Inline(c) => (
+                    format!("create file ({} bytes)", c.bytes.len()),
+                    unified_diff(&shown, b"", &c.bytes, c.secret),
+                ),
+                Body::Remote { url, sha256 } => {
+                    (format!("create file from {url}"), format!("sha256 {sha256}"))
+                }
+            };
+            plan.push(Change::new(summary, WriteOp).with_diff(Some(diff)));
+            return Ok(plan);
+        };
+        if meta.is_dir() {
+            bail!("{shown} is a directory, not a file");
+        }
+        if meta.file_type().is_symlink() {
+            plan.push(Change::new("replace symlink with a file", WriteOp));
+            return Ok(plan);
+        }
+        match &self.body {
+            Body::Inline(c) => {
+                let have = fs::read(&real).with_context(|| format!("cannot read {shown}"))?;
+                if have != c.bytes {
+                    let diff = unified_diff(&shown, &have, &c.bytes, c.secret);
+                    plan.push(Change::new("content differs", WriteOp).with_diff(Some(diff)));
+                }
+            }
+            Body::Remote { url, sha256 } => {
+                let have = fs::read(&real).with_context(|| format!("cannot read {shown}"))?;
+                let have_sum = sha256_hex(&have);
+                if &have_sum != sha256 {
+                    let diff = format!("sha256 {have_sum} -> {sha256}");
+                    plan.push(Change::new(format!("content differs; download {url}"), WriteOp).with_diff(Some(diff)));
+                }
+            }
+        }
+        plan.changes.extend(self.own.plan(&meta));
+        Ok(plan)
+    }
+
+    fn apply(&self, cx: &Context, plan: &Plan) -> Result<()> {
+        let real = cx.path(&self.path);
+        if plan.ops::<WriteOp>().next().is_none() {
+            return apply_meta(&real, plan.ops::<MetaOp>());
+        }
+        let bytes = match &self.body {
+            Body::Inline(c) => std::borrow::Cow::Borrowed(&c.bytes),
+            Body::Remote { url, sha256 } => {
+                let got = fetch(url)?;
+                let sum = sha256_hex(&got);
+                if &sum != sha256 {
+                    bail!("{url} has sha256 {sum}, expected {sha256}; nothing written");
+                }
+                std::borrow::Cow::Owned(got)
+            }
+        };
+        // Attributes the role leaves open are kept from the current file (the rename replaces
+        // a symlink itself, never its target).
+        let existing = fs::symlink_metadata(&real).ok().filter(|m| m.is_file());
+        let (uid, gid) = self.own.ids()?;
+        let mode = self
+            .own
+            .mode
+            .map(|m| m.0)
+            .or(existing.as_ref().map(|m| m.mode() & 0o7777))
+            .unwrap_or_else(|| self.default_mode());
+        let w = FileWrite {
+            uid: uid.or(existing.as_ref().map(|m| m.uid())),
+            gid: gid.or(existing.as_ref().map(|m| m.gid())),
+            mode,
+            validate: self.validate.as_deref(),
+        };
+        atomic::write_file(cx, &self.path, &bytes, &w)
+    }
+}

@@ -1,0 +1,263 @@
+//! `firewall`: an nftables input filter in the one table the tool owns, `inet bootstrap`, so
+//! every other table (Docker's, fail2ban's, an operator's own) survives every run. What it
+//! lets in is in `firewall_rules.rs`; the comparison by meaning in `nft.rs`; the lockout guard
+//! in `firewall_guard.rs`.
+//!
+//! - plan: one `nft -j list table inet bootstrap`, read back into the rule model and compared
+//!   with the desired table; the boot file, unit and enable link are compared as files. The
+//!   rendered ruleset is checked with `nft -c -f` (a temp file) whenever something is to change.
+//! - apply: the table is replaced in one `nft -f` transaction under the lockout guard, then
+//!   the boot files are written, so they only ever hold a table that was confirmed live.
+//! - boot: `/etc/bootstrap/firewall.nft` (the same transaction) is loaded by our own unit,
+//!   enabled by its `sysinit.target.wants` link. Not Debian's `/etc/nftables.conf`: it starts
+//!   with `flush ruleset`, which would wipe the other tables.
+//! - SSH ports are read from sshd's configuration at every plan, so a run that changes them
+//!   (the state `requires` that file) opens the new port before sshd moves to it.
+//! - Under `--root` only the files are managed: the live table belongs to another system.
+
+pub mod guard;
+pub mod rules;
+
+use std::fs;
+use std::io::ErrorKind;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+
+use crate::files::conf_file::ConfFile;
+use crate::engine::content::{sha256_hex, unified_diff};
+use crate::engine::context::Context;
+use crate::engine::contract::{Change, Claim, Plan, State, Thing};
+use guard::NFT_BIN;
+use rules::Spec;
+use crate::engine::build::Builder;
+use crate::sys::nft::{self, Table, TABLE};
+use crate::engine::runner::Cmd;
+use crate::sys::sshd_port;
+
+pub const BOOT_FILE: &str = "/etc/bootstrap/firewall.nft";
+pub const UNIT: &str = "bootstrap-firewall.service";
+pub const UNIT_FILE: &str = "/etc/systemd/system/bootstrap-firewall.service";
+pub const ENABLE_LINK: &str = "/etc/systemd/system/sysinit.target.wants/bootstrap-firewall.service";
+
+pub fn build(params: toml::Table, b: &mut Builder) -> Result<Box<dyn State>> {
+    let spec = rules::spec(params)?;
+    // Refuse a table that would shut out SSH now, before any state runs; plan checks again
+    // with the ports as they are then.
+    let table = rules::table(&spec, &sshd_port::ports(b.cx)?)?;
+    let digest = sha256_hex(table.script().as_bytes());
+    Ok(Box::new(FirewallState { id: b.id.to_string(), spec, digest }))
+}
+
+struct FirewallState {
+    id: String,
+    spec: Spec,
+    digest: String,
+}
+
+/// Replace the live table with this one (as planned, so apply loads exactly what was shown).
+struct LoadOp {
+    table: Table,
+    ssh_ports: Vec<u16>,
+}
+
+/// Write one of the boot files with this content.
+struct FileOp(PathBuf, Vec<u8>);
+
+/// Create the `sysinit.target.wants` link: what `systemctl enable` would do, without asking
+/// systemd, so it works under `--root` and costs no process to observe.
+struct EnableOp;
+
+impl FirewallState {
+    fn boot_files(&self, script: &str) -> [ConfFile; 2] {
+        let head = format!("# managed by bootstrap (state `{}`); local changes are overwritten\n", self.id);
+        let unit = format!(
+            "{head}[Unit]\n\
+             Description=bootstrap firewall: load table {TABLE}\n\
+             Documentation=file:{BOOT_FILE}\n\
+             # Early, like nftables.service, so no port is open before the table is loaded; and\n\
+             # after it, so its `flush ruleset` (if enabled) can't wipe the table.\n\
+             DefaultDependencies=no\n\
+             Wants=network-pre.target\n\
+             Before=network-pre.target shutdown.target\n\
+             After=nftables.service\n\
+             Conflicts=shutdown.target\n\n\
+             [Service]\n\
+             Type=oneshot\n\
+             RemainAfterExit=yes\n\
+             ExecStart={NFT_BIN} -f {BOOT_FILE}\n\n\
+             [Install]\n\
+             WantedBy=sysinit.target\n"
+        );
+        [
+            ConfFile { path: BOOT_FILE.into(), bytes: format!("{head}{script}").into_bytes() },
+            ConfFile { path: UNIT_FILE.into(), bytes: unit.into_bytes() },
+        ]
+    }
+}
+
+impl State for FirewallState {
+    fn claims(&self) -> Vec<Claim> {
+        let mut claims = vec![Claim::new(Thing::Table(TABLE.to_string())), Claim::new(Thing::Unit(UNIT.to_string()))];
+        claims.extend([BOOT_FILE, UNIT_FILE, ENABLE_LINK].map(Claim::path));
+        claims
+    }
+
+    fn target(&self) -> String {
+        format!("table {TABLE}")
+    }
+
+    fn digest(&self) -> Option<String> {
+        Some(self.digest.clone())
+    }
+
+    fn plan(&self, cx: &Context) -> Result<Plan> {
+        let ssh_ports = sshd_port::ports(cx)?;
+        let want = rules::table(&self.spec, &ssh_ports)?;
+        let script = want.script();
+        let mut plan = Plan::default();
+        if cx.is_live() {
+            let have = observe(cx)?;
+            if have.as_ref() != Some(&want) {
+                let old = have.as_ref().map(Table::render).unwrap_or_default();
+                let diff = unified_diff(&format!("table {TABLE}"), old.as_bytes(), want.render().as_bytes(), false);
+                let summary = describe(have.as_ref(), &want);
+                plan.push(Change::new(summary, LoadOp { table: want.clone(), ssh_ports }).with_diff(Some(diff)));
+            }
+        }
+        for f in self.boot_files(&script) {
+            for c in f.plan(cx)? {
+                plan.push(Change::new(c.summary, FileOp(f.path.clone(), f.bytes.clone())).with_diff(c.diff));
+            }
+        }
+        if fs::read_link(cx.path(ENABLE_LINK)).ok().as_deref() != Some(Path::new(UNIT_FILE)) {
+            plan.push(Change::new(format!("enable {UNIT} at boot (link {ENABLE_LINK})"), EnableOp));
+        }
+        if !cx.is_live() {
+            for c in &mut plan.changes {
+                c.summary += " (under --root: files only, the live table is not loaded)";
+            }
+        }
+        if !plan.is_empty() {
+            nft_check(cx, &script)?;
+        }
+        Ok(plan)
+    }
+
+    fn apply(&self, cx: &Context, plan: &Plan) -> Result<()> {
+        if let Some(op) = plan.ops::<LoadOp>().next() {
+            cx.require_live("the firewall table")?;
+            let rollback = self.spec.rollback;
+            guard::load(cx, &op.table.script(), rollback, || confirm(cx, &op.table, &op.ssh_ports))?;
+        }
+        let mut unit_written = false;
+        for FileOp(path, bytes) in plan.ops::<FileOp>() {
+            let f = ConfFile { path: path.clone(), bytes: bytes.clone() };
+            f.apply(cx, &Plan { changes: f.plan(cx)? })?;
+            unit_written |= path == Path::new(UNIT_FILE);
+        }
+        if plan.ops::<EnableOp>().next().is_some() {
+            enable(cx)?;
+        }
+        if unit_written && cx.is_live() {
+            cx.runner.check(&Cmd::new("systemctl").arg("daemon-reload"))?;
+        }
+        Ok(())
+    }
+}
+
+/// The live table, or `None` when there is none. One child process.
+pub fn observe(cx: &Context) -> Result<Option<Table>> {
+    let cmd = Cmd::new("nft").args(["-j", "list", "table", "inet", "bootstrap"]);
+    let out = cx.runner.run(&cmd).map_err(|e| anyhow!("{e:#} (is the nftables package installed?)"))?;
+    if out.success() {
+        return nft::decode(&out.stdout).map(Some);
+    }
+    if nft::is_absent(&out.stderr) {
+        return Ok(None);
+    }
+    bail!("`{}` failed: {}", cmd.display(), out.message())
+}
+
+/// A one-line account of how the live table differs from the wanted one.
+fn describe(have: Option<&Table>, want: &Table) -> String {
+    let Some(have) = have else {
+        return format!("create table {TABLE} ({} rules, input policy drop)", want.chains.iter().map(|c| c.rules.len()).sum::<usize>());
+    };
+    let mut what = Vec::new();
+    for w in &want.chains {
+        let Some(h) = have.chains.iter().find(|c| c.name == w.name) else {
+            what.push(format!("chain {} missing", w.name));
+            continue;
+        };
+        if h.base != w.base {
+            let show = |b: &Option<nft::Base>| b.as_ref().map_or("none".into(), |b| format!("{} {} priority {} policy {}", b.kind, b.hook, b.prio, b.policy));
+            what.push(format!("chain {}: {} -> {}", w.name, show(&h.base), show(&w.base)));
+        }
+        let missing = w.rules.iter().filter(|r| !h.rules.contains(r)).count();
+        let extra = h.rules.iter().filter(|r| !w.rules.contains(r)).count();
+        if missing > 0 {
+            what.push(format!("{missing} rule(s) missing from {}", w.name));
+        }
+        if extra > 0 {
+            what.push(format!("{extra} unexpected rule(s) in {}", w.name));
+        }
+        if missing == 0 && extra == 0 && h.rules != w.rules {
+            what.push(format!("rules of {} out of order", w.name));
+        }
+    }
+    for h in have.chains.iter().filter(|h| !want.chains.iter().any(|w| w.name == h.name)) {
+        what.push(format!("unexpected chain {}", h.name));
+    }
+    for o in &have.others {
+        what.push(format!("unexpected {o}"));
+    }
+    format!("replace table {TABLE}: {}", what.join(", "))
+}
+
+/// `nft -c -f -` on the rendered ruleset, given on stdin: nothing is written anywhere.
+fn nft_check(cx: &Context, script: &str) -> Result<()> {
+    let out = cx
+        .runner
+        .run(&Cmd::new("nft").args(["-c", "-f", "-"]).stdin(script.as_bytes().to_vec()))
+        .map_err(|e| anyhow!("{e:#} (is the nftables package installed?)"))?;
+    if !out.success() {
+        bail!("nft rejects the rendered ruleset (nothing was changed): {}", out.message().replace("/dev/stdin", "ruleset"));
+    }
+    Ok(())
+}
+
+/// After loading: the kernel holds exactly the table we rendered (so it admits SSH, which
+/// `firewall_rules::table` checked), and sshd, where it listens, still accepts a connection.
+/// The connection goes over loopback, so it proves sshd and the host's network stack are
+/// alive rather than the SSH rule itself; that rule is proven by the table read back.
+fn confirm(cx: &Context, want: &Table, ssh_ports: &[u16]) -> Result<()> {
+    let have = observe(cx)?;
+    if have.as_ref() != Some(want) {
+        bail!("the table read back is not the one loaded ({})", describe(have.as_ref(), want));
+    }
+    for &p in ssh_ports {
+        if let Some(addr) = sshd_port::listening(cx, p) {
+            TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+                .with_context(|| format!("sshd listens on {addr} but a connection to it failed"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Point the enable link at the unit, replacing whatever is there, atomically.
+fn enable(cx: &Context) -> Result<()> {
+    let link = cx.path(ENABLE_LINK);
+    let dir = link.parent().expect("link has a parent");
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let tmp = dir.join(".bootstrap-firewall.service.tmp");
+    match fs::remove_file(&tmp) {
+        Err(e) if e.kind() != ErrorKind::NotFound => return Err(e.into()),
+        _ => {}
+    }
+    std::os::unix::fs::symlink(UNIT_FILE, &tmp)?;
+    fs::rename(&tmp, &link).with_context(|| format!("cannot create {ENABLE_LINK}"))?;
+    crate::engine::atomic::sync_dir(dir)
+}

@@ -1,0 +1,79 @@
+//! The template data of a run, typed: what roles and templates may name (`facts.hostname`,
+//! `settings.domain`, `node.private_address`, `peers.db`, `firewall`…). README lists it.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::engine::facts::Facts;
+use crate::role::params::resolve_params;
+use crate::role::template::Templates;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TemplateData {
+    pub facts: Facts,
+    /// Every declared setting, unset ones as null (so `{{#if settings.x}}` works).
+    pub settings: serde_json::Value,
+    /// This node's roles.
+    pub roles: Vec<String>,
+    pub schedule: Schedule,
+    pub node: NodeData,
+    /// `role.db`: whether this node has each known role (every name present).
+    pub role: BTreeMap<String, bool>,
+    /// Discovered peers by `[discover.NAME]`: host, address, port, priority, weight.
+    pub peers: serde_json::Value,
+    /// The roles' firewall rules, settings filled in, then the site's `firewall_extra`.
+    pub firewall: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Schedule {
+    /// The five cron fields of the node's schedule.
+    pub cron: String,
+}
+
+/// What the node is in the fleet.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct NodeData {
+    /// The node's address inside `private_cidr`: what it listens on and registers in DNS.
+    pub private_address: Option<String>,
+    /// `A` or `AAAA`, by the address's family.
+    pub private_address_type: Option<&'static str>,
+}
+
+impl NodeData {
+    /// The first of `addresses` inside the `private_cidr` setting (none when unset).
+    pub fn from(addresses: &[String], values: &toml::Table) -> NodeData {
+        let net = values.get("private_cidr").and_then(|v| v.as_str()).and_then(|c| c.parse::<ipnet::IpNet>().ok());
+        let found = net.and_then(|net| {
+            addresses.iter().filter_map(|a| a.parse::<std::net::IpAddr>().ok()).find(|ip| net.contains(ip))
+        });
+        match found {
+            Some(ip) => NodeData {
+                private_address: Some(ip.to_string()),
+                private_address_type: Some(if ip.is_ipv4() { "A" } else { "AAAA" }),
+            },
+            None => NodeData::default(),
+        }
+    }
+}
+
+impl TemplateData {
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("template data serializes")
+    }
+}
+
+/// The roles' firewall rules (settings filled in; empty ones left out) followed by the site's
+/// `firewall_extra`.
+pub fn firewall_rules(from_roles: &[String], templates: &Templates, data: &serde_json::Value) -> Result<Vec<String>> {
+    let mut t = toml::Table::new();
+    t.insert("firewall".into(), toml::Value::Array(from_roles.iter().cloned().map(toml::Value::String).collect()));
+    let resolved = resolve_params(t, templates, data).map_err(|e| e.context("`firewall` rules in the roles"))?;
+    let mut rules: Vec<String> = resolved["firewall"].clone().try_into()?;
+    if let Some(extra) = data["settings"]["firewall_extra"].as_array() {
+        rules.extend(extra.iter().filter_map(|v| v.as_str().map(str::to_string)));
+    }
+    Ok(rules)
+}

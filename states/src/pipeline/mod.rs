@@ -1,0 +1,162 @@
+//! A run from its inputs to compiled states: inputs (roles, settings, secrets) → facts and
+//! discovered peers → typed template data → compiled states, ready for the engine. The binary
+//! gathers the inputs (prompts, secret sources, the site file) and shows the result; tests
+//! build the inputs directly and get exactly what a node would run.
+
+pub mod data;
+pub mod discovery;
+pub mod peers_store;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::engine::context::Context;
+use crate::engine::facts::Facts;
+use crate::engine::layout::CRON_FILE;
+use crate::engine::run::Node;
+use crate::engine::runner::{Runner, SystemRunner};
+use crate::engine::secrets::Secrets;
+use crate::role::load::RoleSet;
+use crate::role::params::resolve_params;
+use crate::role::parse::{Origin, StateSpec};
+use crate::role::settings;
+use crate::role::source::RoleSource;
+use crate::role::template::Templates;
+use crate::role::{compile, Fingerprints};
+use data::{firewall_rules, NodeData, Schedule, TemplateData};
+
+/// Everything a run is made from.
+pub struct Inputs<'a> {
+    /// `/` on a node; a temporary tree in tests.
+    pub root: PathBuf,
+    pub source: &'a dyn RoleSource,
+    /// The node's roles, as named (their includes are in `set`).
+    pub roles: Vec<String>,
+    pub set: RoleSet,
+    /// Settings: the site's values, else the roles' defaults; already checked.
+    pub values: toml::Table,
+    pub secrets: Secrets,
+    /// The cron fields of the node's schedule.
+    pub schedule_cron: String,
+    pub peers: Peers,
+    /// Facts of this machine when `None` (tests give their own).
+    pub facts: Option<Facts>,
+    pub runner: Box<dyn Runner>,
+}
+
+/// Where the peers of `[discover.NAME]` come from.
+pub enum Peers {
+    /// Looked up in DNS; `persist`: record the last known good lists (a real run, not a dry one).
+    Discover { persist: bool },
+    /// As given (tests): `{ NAME: [ { host, address, port, … } ] }`.
+    Given(serde_json::Value),
+}
+
+/// Compiled states with the context they run in.
+pub struct Prepared {
+    pub cx: Context,
+    pub nodes: Vec<Node>,
+    pub fingerprints: Fingerprints,
+    pub data: TemplateData,
+}
+
+impl<'a> Inputs<'a> {
+    /// Inputs with the system's runner, the machine's facts and DNS discovery.
+    pub fn new(root: PathBuf, source: &'a dyn RoleSource, roles: Vec<String>, set: RoleSet) -> Inputs<'a> {
+        Inputs {
+            root,
+            source,
+            roles,
+            set,
+            values: toml::Table::new(),
+            secrets: Secrets::default(),
+            schedule_cron: "*/15 * * * *".into(),
+            peers: Peers::Discover { persist: false },
+            facts: None,
+            runner: Box::new(SystemRunner),
+        }
+    }
+}
+
+/// Compile every state of the node's roles. Touches nothing but the peers store (only with
+/// `Peers::Discover { persist: true }`).
+pub fn prepare(inputs: Inputs<'_>) -> Result<Prepared> {
+    let (cx, mut templates, data, set, source) = context(inputs)?;
+    let compiled = compile(set, source, &cx, &mut templates, &data.to_value())?;
+    Ok(Prepared { cx, nodes: compiled.nodes, fingerprints: compiled.fingerprints, data })
+}
+
+/// The states that take the node out of the fleet (`bootstrap decommission`): each of its
+/// `dns_record` states turned into the record's removal, newest first, and the schedule
+/// removed. Services and data stay.
+pub fn decommission(mut inputs: Inputs<'_>) -> Result<Prepared> {
+    let states = std::mem::take(&mut inputs.set.states);
+    let mut leaving: Vec<StateSpec> = states
+        .into_iter()
+        .filter(|s| s.kind == "dns_record")
+        .map(|mut s| {
+            s.params.insert("absent".into(), toml::Value::Boolean(true));
+            s.requires.clear();
+            s.notify.clear();
+            s
+        })
+        .collect();
+    leaving.reverse();
+    let mut params = toml::Table::new();
+    params.insert("path".into(), toml::Value::String(CRON_FILE.into()));
+    leaving.push(StateSpec {
+        id: "schedule".into(),
+        kind: "absent".into(),
+        requires: Vec::new(),
+        notify: Vec::new(),
+        when: None,
+        params,
+        origin: Origin { file: "decommission".into(), line: 0 },
+        key_lines: Default::default(),
+    });
+    inputs.set.states = leaving;
+    prepare(inputs)
+}
+
+/// The context and the template data: facts, settings, roles, schedule, the node's private
+/// address, discovered peers, firewall rules.
+fn context(inputs: Inputs<'_>) -> Result<(Context, Templates, TemplateData, RoleSet, &dyn RoleSource)> {
+    let Inputs { root, source, roles, set, values, secrets, schedule_cron, peers, facts, runner } = inputs;
+    let facts = facts.unwrap_or_else(|| Facts::gather(&root));
+    let cx = Context { facts, secrets, runner, root, shared: Default::default() };
+    let known: BTreeMap<String, bool> = source
+        .role_names()
+        .into_iter()
+        .map(|r| {
+            let has = roles.contains(&r);
+            (r, has)
+        })
+        .collect();
+    let mut data = TemplateData {
+        facts: cx.facts.clone(),
+        settings: settings::template_data(&set.settings, &values),
+        node: NodeData::from(&cx.facts.addresses, &values),
+        roles,
+        schedule: Schedule { cron: schedule_cron },
+        role: known,
+        peers: serde_json::json!({}),
+        firewall: Vec::new(),
+    };
+    let templates = Templates::new(&cx.secrets);
+    // Peers are looked up before the states compile: templates (haproxy's pools) use them.
+    let value = data.to_value();
+    let specs = set
+        .discover
+        .iter()
+        .map(|(name, spec)| Ok((name.clone(), resolve_params(spec.clone(), &templates, &value)?)))
+        .collect::<Result<_>>()
+        .map_err(|e: anyhow::Error| e.context("`[discover]` in the roles"))?;
+    data.peers = match peers {
+        Peers::Discover { persist } => discovery::discover(&cx, &specs, persist)?,
+        Peers::Given(v) => v,
+    };
+    data.firewall = firewall_rules(&set.firewall, &templates, &data.to_value())?;
+    Ok((cx, templates, data, set, source))
+}

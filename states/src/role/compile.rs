@@ -1,0 +1,159 @@
+//! Compiling the loaded roles into the engine's nodes: `when` evaluated, parameters
+//! resolved, each state built by its kind's constructor, claims and `requires` checked. Every
+//! bad state is reported, not only the first; nothing on the system is touched.
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::{bail, Result};
+
+use crate::engine::build::{Builder, Render};
+use crate::engine::content::{sha256_hex, Content};
+use crate::engine::context::Context;
+use crate::engine::contract::{Claim, Thing};
+use crate::engine::run::{order, Node};
+use crate::kinds;
+use crate::role::lines::quoted_words;
+use crate::role::load::RoleSet;
+use crate::role::params::{included, resolve_params};
+use crate::role::parse::{Origin, StateSpec};
+use crate::role::source::RoleSource;
+use crate::role::template::Templates;
+
+/// The compiled states of a run.
+pub struct Compiled {
+    pub nodes: Vec<Node>,
+    /// Each state's digest of its desired state, by id: a report compares them with the last
+    /// run's to tell drift from intended change.
+    pub fingerprints: Fingerprints,
+}
+
+/// Digests of each state's desired state (parameters and rendered content), by id.
+pub type Fingerprints = HashMap<String, String>;
+
+/// Templates of the role source, loaded on first use and rendered with the run's data.
+struct RoleTemplates<'a> {
+    templates: &'a mut Templates,
+    source: &'a dyn RoleSource,
+    data: &'a serde_json::Value,
+}
+
+impl Render for RoleTemplates<'_> {
+    fn render(&mut self, name: &str) -> Result<Content> {
+        if !self.templates.has(name) {
+            let file = format!("templates/{name}");
+            let Some(text) = self.source.read(&file) else {
+                bail!("template `{name}` not found (looked for {})", self.source.label(&file));
+            };
+            self.templates.add(name, &text)?;
+        }
+        self.templates.render(name, self.data)
+    }
+}
+
+/// Build the engine's nodes. Every bad state is reported, not just the first; then what the
+/// states claim and the `requires` graph are checked. Nothing on the system is touched.
+pub fn compile(
+    set: RoleSet,
+    source: &dyn RoleSource,
+    cx: &Context,
+    templates: &mut Templates,
+    data: &serde_json::Value,
+) -> Result<Compiled> {
+    let mut fingerprints = Fingerprints::new();
+    let mut nodes = Vec::with_capacity(set.states.len());
+    let mut origins = Vec::with_capacity(set.states.len());
+    let mut errors = Vec::new();
+    let mut left_out = HashSet::new();
+    for spec in set.states {
+        let StateSpec { id, kind, requires, notify, when, params, origin, key_lines } = spec;
+        if let Some(cond) = when {
+            match included(cond, templates, data) {
+                Ok(true) => {}
+                Ok(false) => {
+                    left_out.insert(id);
+                    continue;
+                }
+                Err(e) => {
+                    let line = key_lines.get("when").copied().unwrap_or(origin.line);
+                    errors.push(format!("{}, line {line}: state `{id}` ({kind}): `when`: {e:#}", origin.file));
+                    continue;
+                }
+            }
+        }
+        let built = kinds::find(&kind).and_then(|k| {
+            let params = resolve_params(params, templates, data)?;
+            let described = format!("{kind}\n{id}\n{params}");
+            let mut render = RoleTemplates { templates: &mut *templates, source, data };
+            let state = (k.build)(params, &mut Builder::new(&id, cx, &mut render))?;
+            Ok((k.name, described, state))
+        });
+        match built {
+            Ok((kind, described, state)) => {
+                let digest = state.digest().unwrap_or_default();
+                let fingerprint = sha256_hex(format!("{described}\n{digest}").as_bytes())[..16].to_string();
+                fingerprints.insert(id.clone(), fingerprint);
+                nodes.push(Node { id, kind, state, requires, notify });
+                origins.push(origin);
+            }
+            Err(e) => {
+                let msg = format!("{e:#}");
+                let line = quoted_words(&msg).find_map(|w| key_lines.get(w)).copied().unwrap_or(origin.line);
+                errors.push(format!("{}, line {line}: state `{id}` ({kind}): {msg}", origin.file));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        bail!("{}", errors.join("\n"));
+    }
+    check_claims(&nodes, &origins)?;
+    // What required a state that was left out does not wait for it.
+    for n in &mut nodes {
+        n.requires.retain(|r| !left_out.contains(r));
+    }
+    order(&nodes)?;
+    Ok(Compiled { nodes, fingerprints })
+}
+
+/// Two states owning one thing would undo each other on every run: refuse them, naming both,
+/// unless both say they share it with the other's kind.
+fn check_claims(nodes: &[Node], origins: &[Origin]) -> Result<()> {
+    let mut owner: HashMap<Thing, (usize, Option<&'static str>)> = HashMap::new();
+    // Each pair of states once, with everything they both claim.
+    let mut clashes: Vec<((usize, usize), Vec<Thing>)> = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        for Claim { thing, shared_with } in node.state.claims() {
+            let Some(&(first, first_shared)) = owner.get(&thing) else {
+                owner.insert(thing, (i, shared_with));
+                continue;
+            };
+            let agreed = shared_with == Some(nodes[first].kind) && first_shared == Some(node.kind);
+            if first == i || agreed {
+                continue;
+            }
+            match clashes.iter_mut().find(|(pair, _)| *pair == (first, i)) {
+                Some((_, things)) => things.push(thing),
+                None => clashes.push(((first, i), vec![thing])),
+            }
+        }
+    }
+    if clashes.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<String> = clashes
+        .into_iter()
+        .map(|((a, b), things)| {
+            let things: Vec<String> = things.iter().map(ToString::to_string).collect();
+            format!(
+                "{}: state `{}` ({}) manages {}, which state `{}` ({}) at {} manages already",
+                origins[b],
+                nodes[b].id,
+                nodes[b].kind,
+                things.join(" and "),
+                nodes[a].id,
+                nodes[a].kind,
+                origins[a]
+            )
+        })
+        .collect();
+    bail!("{}", lines.join("\n"))
+}

@@ -1,0 +1,113 @@
+//! Loading the node's roles: each role once, its includes first; settings, secrets,
+//! discoveries and firewall rules merged across them.
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::{anyhow, bail, Result};
+
+use crate::role::lines::Lines;
+use crate::role::parse::{state_spec, Origin, RoleFile, SecretSpec, StateSpec};
+use crate::role::settings::Schema;
+use crate::role::source::RoleSource;
+
+/// The loaded roles, includes resolved (each role once, includes first).
+#[derive(Default)]
+pub struct RoleSet {
+    pub roles: Vec<String>,
+    /// Settings declared by the roles.
+    pub settings: Schema,
+    pub secrets: Vec<SecretSpec>,
+    pub states: Vec<StateSpec>,
+    /// Discovery specs by peer-set name (parameters may use settings).
+    pub discover: BTreeMap<String, toml::Table>,
+    /// Firewall rules of all loaded roles, in role order (may use settings).
+    pub firewall: Vec<String>,
+}
+
+/// Load `names` and what they include.
+pub fn load(source: &dyn RoleSource, names: &[String]) -> Result<RoleSet> {
+    let mut set = RoleSet::default();
+    for n in names {
+        load_one(source, n, &mut set, &mut Vec::new())?;
+    }
+    let mut seen: HashMap<&str, &Origin> = HashMap::new();
+    for s in &set.states {
+        if let Some(first) = seen.insert(&s.id, &s.origin) {
+            bail!("{}: state id `{}` is already defined at {first}", s.origin, s.id);
+        }
+    }
+    Ok(set)
+}
+
+fn load_one(source: &dyn RoleSource, name: &str, set: &mut RoleSet, path: &mut Vec<String>) -> Result<()> {
+    if set.roles.iter().any(|r| r == name) {
+        return Ok(());
+    }
+    if path.iter().any(|r| r == name) {
+        bail!("roles include each other: {} -> {name}", path.join(" -> "));
+    }
+    let file = format!("{name}.toml");
+    let label = source.label(&file);
+    let Some(text) = source.read(&file) else {
+        bail!("unknown role `{name}` (available: {})", source.role_names().join(", "));
+    };
+    let rf: RoleFile = toml::from_str(&text).map_err(|e| anyhow!("{label}: {e}"))?;
+    path.push(name.to_string());
+    for inc in &rf.includes {
+        load_one(source, inc, set, path)?;
+    }
+    path.pop();
+
+    for (name, spec) in rf.settings {
+        match set.settings.get(&name) {
+            Some(have) if have.kind != spec.kind || have.list != spec.list => {
+                bail!("{label}: setting `{name}` is declared again with another type")
+            }
+            _ => {
+                set.settings.insert(name, spec);
+            }
+        }
+    }
+    for s in rf.secret {
+        match set.secrets.iter_mut().find(|have| have.name == s.name) {
+            // Declared by two roles (`app db` on one node): needed if either needs it,
+            // generated if either allows, the stricter length.
+            Some(have) => {
+                if have.when.is_none() || s.when.is_none() {
+                    have.when = None;
+                }
+                have.generate |= s.generate;
+                have.min_length = have.min_length.max(s.min_length);
+            }
+            None => set.secrets.push(s),
+        }
+    }
+    let lines = Lines::new(&text);
+    set.firewall.extend(rf.firewall);
+    for (name, spec) in rf.discover {
+        if set.discover.insert(name.clone(), spec).is_some() {
+            bail!("{label}: `[discover.{name}]` is already declared by another role");
+        }
+    }
+    for spanned in rf.state {
+        let line = lines.line_at(spanned.span().start);
+        set.states.push(state_spec(&lines, &label, line, spanned.into_inner())?);
+    }
+    set.roles.push(name.to_string());
+    Ok(())
+}
+
+/// Every setting any role of `source` declares: what a site file may name.
+/// `loaded` already holds the node's own roles, so only the others are read.
+pub fn known_settings(source: &dyn RoleSource, loaded: &RoleSet) -> Result<Schema> {
+    let mut all = loaded.settings.clone();
+    for name in source.role_names().into_iter().filter(|n| !loaded.roles.contains(n)) {
+        let file = format!("{name}.toml");
+        let text = source.read(&file).unwrap_or_default();
+        let rf: RoleFile = toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", source.label(&file)))?;
+        for (k, v) in rf.settings {
+            all.entry(k).or_insert(v);
+        }
+    }
+    Ok(all)
+}

@@ -1,0 +1,159 @@
+//! Handlebars rendering in strict mode, HTML escaping off, with a `secret` helper that marks
+//! whatever it touches as secret.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{anyhow, Result};
+use handlebars::{
+    Context as HbContext, Handlebars, Helper, HelperDef, RenderContext, RenderError, RenderErrorReason, ScopedJson,
+};
+
+use crate::engine::content::Content;
+use crate::engine::secrets::Secrets;
+
+pub struct Templates {
+    hb: Handlebars<'static>,
+    used_secret: Arc<AtomicBool>,
+}
+
+/// `{{secret "name"}}`: the value of a secret; the rendered file becomes secret.
+struct SecretHelper {
+    secrets: Secrets,
+    used: Arc<AtomicBool>,
+}
+
+impl HelperDef for SecretHelper {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc HbContext,
+        _: &mut RenderContext<'reg, 'rc>,
+    ) -> Result<ScopedJson<'rc>, RenderError> {
+        let name = h
+            .param(0)
+            .and_then(|p| p.value().as_str())
+            .ok_or_else(|| RenderErrorReason::ParamNotFoundForName("secret", "name".into()))?;
+        let value =
+            self.secrets.get(name).ok_or_else(|| RenderErrorReason::Other(format!("secret `{name}` is not set")))?;
+        self.used.store(true, Ordering::Relaxed);
+        Ok(ScopedJson::Derived(serde_json::Value::String(value.to_string())))
+    }
+}
+
+handlebars::handlebars_helper!(hostport: |host: str, port: u64| {
+    // IPv6 addresses in brackets, so the port can't be mistaken for a part of them.
+    if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
+});
+
+handlebars::handlebars_helper!(envquote: |v: str| {
+    // Double-quoted as both sh and systemd's EnvironmentFile read it.
+    let mut q = String::from("\"");
+    for c in v.chars() {
+        if matches!(c, '\\' | '"' | '$' | '`') {
+            q.push('\\');
+        }
+        q.push(c);
+    }
+    q.push('"');
+    q
+});
+
+impl Templates {
+    pub fn new(secrets: &Secrets) -> Self {
+        let mut hb = Handlebars::new();
+        hb.set_strict_mode(true);
+        hb.register_escape_fn(handlebars::no_escape);
+        hb.register_helper("hostport", Box::new(hostport));
+        hb.register_helper("envquote", Box::new(envquote));
+        let used_secret = Arc::new(AtomicBool::new(false));
+        hb.register_helper("secret", Box::new(SecretHelper { secrets: secrets.clone(), used: used_secret.clone() }));
+        Templates { hb, used_secret }
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.hb.has_template(name)
+    }
+
+    /// Register `text` as template `name`; a syntax error names the template and line.
+    pub fn add(&mut self, name: &str, text: &str) -> Result<()> {
+        self.hb.register_template_string(name, text).map_err(|e| anyhow!("{e}"))
+    }
+
+    /// Render an inline template (a role parameter). Secrets are refused: parameters appear
+    /// in plans and logs.
+    pub fn render_inline(&self, text: &str, data: &serde_json::Value) -> Result<String> {
+        self.used_secret.store(false, Ordering::Relaxed);
+        let out = self.hb.render_template(text, data).map_err(|e| anyhow!("{e}"))?;
+        if self.used_secret.load(Ordering::Relaxed) {
+            anyhow::bail!("a parameter can't use a secret (it would show in plans); use a template file");
+        }
+        Ok(out)
+    }
+
+    /// Render `name` with `data`; the content is secret when the `secret` helper was used.
+    pub fn render(&self, name: &str, data: &serde_json::Value) -> Result<Content> {
+        self.used_secret.store(false, Ordering::Relaxed);
+        let text = self.hb.render(name, data).map_err(|e| anyhow!("{e}"))?;
+        Ok(Content { bytes: text.into_bytes(), secret: self.used_secret.load(Ordering::Relaxed) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn templates() -> Templates {
+        let mut s = Secrets::default();
+        s.insert("pw", "canary-secret".into());
+        Templates::new(&s)
+    }
+
+    #[test]
+    fn strict_and_unescaped() {
+        let mut t = templates();
+        t.add("a.hbs", "x={{settings.x}}\n").unwrap();
+        let c = t.render("a.hbs", &json!({"settings": {"x": "<&>"}})).unwrap();
+        assert_eq!(c, Content::public("x=<&>\n"));
+        let err = t.render("a.hbs", &json!({"settings": {}})).unwrap_err().to_string();
+        assert!(err.contains("a.hbs") && err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn hostport_brackets_ipv6() {
+        let mut t = templates();
+        t.add("h", "{{hostport a 5432}} {{hostport b 80}}").unwrap();
+        let c = t.render("h", &json!({"a": "2001:db8::1", "b": "198.18.0.5"})).unwrap();
+        assert_eq!(String::from_utf8(c.bytes).unwrap(), "[2001:db8::1]:5432 198.18.0.5:80");
+    }
+
+    #[test]
+    fn envquote_escapes_for_sh() {
+        let mut t = templates();
+        t.add("e", "P={{envquote (secret \"pw\")}} Q={{envquote q}}").unwrap();
+        let c = t.render("e", &json!({"q": "a\"b$c`d\\e f"})).unwrap();
+        assert!(c.secret, "a secret through a subexpression still marks the file");
+        assert_eq!(String::from_utf8(c.bytes).unwrap(), "P=\"canary-secret\" Q=\"a\\\"b\\$c\\`d\\\\e f\"");
+    }
+
+    #[test]
+    fn secret_helper_marks_content() {
+        let mut t = templates();
+        t.add("s.hbs", "pw={{secret \"pw\"}}\n").unwrap();
+        let c = t.render("s.hbs", &json!({})).unwrap();
+        assert!(c.secret);
+        t.add("p.hbs", "plain\n").unwrap();
+        assert!(!t.render("p.hbs", &json!({})).unwrap().secret);
+        t.add("m.hbs", "{{secret \"missing\"}}").unwrap();
+        assert!(t.render("m.hbs", &json!({})).unwrap_err().to_string().contains("`missing` is not set"));
+    }
+
+    #[test]
+    fn syntax_error_names_template_and_line() {
+        let mut t = templates();
+        let err = t.add("bad.hbs", "ok\n{{#if x}}\nno end\n").unwrap_err().to_string();
+        assert!(err.contains("bad.hbs"), "{err}");
+    }
+}

@@ -1,0 +1,16 @@
+//! One wrapper per system tool or protocol. Kinds reach tools through these, never directly.
+
+pub mod accounts;
+pub mod acme_client;
+pub mod apt;
+pub mod challenge;
+pub mod dns_client;
+pub mod dpkg_status;
+pub mod fetch;
+pub mod nft;
+pub mod package_manager;
+pub mod psql;
+pub mod scram;
+pub mod sshd_port;
+pub mod systemd;
+pub mod x509;

@@ -1,0 +1,113 @@
+//! What systemd says about the units a run manages: ONE `systemctl show` for all of them,
+//! shared by every `service` state (a no-op run must not cost a process per unit). Units are
+//! registered when the role is compiled; the first plan asks about all of them; a state that
+//! changed a unit invalidates the answer so the next plan asks again.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use anyhow::{anyhow, bail, Result};
+
+use crate::engine::context::Context;
+use crate::engine::runner::Cmd;
+
+pub const PROPERTIES: &str = "Id,LoadState,ActiveState,SubState,UnitFileState";
+
+/// One unit as `systemctl show` describes it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UnitStatus {
+    pub id: String,
+    pub load_state: String,
+    pub active_state: String,
+    pub sub_state: String,
+    pub unit_file_state: String,
+}
+
+/// The units to ask about, in registration order (which state owns a unit is the role
+/// compiler's concern: see `Claim`).
+#[derive(Default)]
+struct Registry(Mutex<Vec<String>>);
+
+/// The last answer, keyed by the unit name as registered (aliases report another `Id`).
+struct Snapshot(HashMap<String, UnitStatus>);
+
+/// Record at build time that `unit` is to be observed with the others.
+pub fn register(cx: &Context, unit: &str) {
+    let reg = cx.shared.get_or_init(Registry::default);
+    let mut units = reg.0.lock().unwrap();
+    if !units.iter().any(|u| u == unit) {
+        units.push(unit.to_string());
+    }
+}
+
+/// Forget the shared answer: the next `status` asks systemd again.
+pub fn invalidate(cx: &Context) {
+    cx.shared.invalidate::<Snapshot>();
+}
+
+/// The status of a registered `unit`, from the run's shared snapshot. A unit not found in an
+/// older snapshot is asked about again, since a state earlier in this run (a package install)
+/// may have brought it.
+pub fn status(cx: &Context, unit: &str) -> Result<UnitStatus> {
+    let mut fresh = false;
+    let mut snap = cx.shared.try_get_or_init(|| {
+        fresh = true;
+        query(cx)
+    })?;
+    if !fresh && snap.0.get(unit).is_some_and(|s| s.load_state == "not-found") {
+        invalidate(cx);
+        snap = cx.shared.try_get_or_init(|| query(cx))?;
+    }
+    snap.0.get(unit).cloned().ok_or_else(|| anyhow!("unit {unit} was not registered (a bug)"))
+}
+
+fn query(cx: &Context) -> Result<Snapshot> {
+    let units: Vec<String> = cx.shared.get_or_init(Registry::default).0.lock().unwrap().clone();
+    let cmd = Cmd::new("systemctl").arg("show").arg(format!("--property={PROPERTIES}")).args(&units);
+    let out = match cx.runner.run(&cmd) {
+        Ok(out) if out.success() => out,
+        Ok(out) => {
+            return Err(not_booted(cx).unwrap_or_else(|| anyhow!("`{}` failed: {}", cmd.display(), out.message())))
+        }
+        Err(e) => return Err(not_booted(cx).unwrap_or(e)),
+    };
+    let records = parse_show(&out.stdout);
+    if records.len() != units.len() {
+        bail!("`systemctl show` described {} units for the {} asked about", records.len(), units.len());
+    }
+    Ok(Snapshot(units.into_iter().zip(records).collect()))
+}
+
+/// The plain reason when systemd can't be asked because it is not this system's init (a
+/// chroot, a plain container), rather than systemctl's bus error.
+fn not_booted(cx: &Context) -> Option<anyhow::Error> {
+    let marker = cx.path("/run/systemd/system");
+    (!marker.is_dir()).then(|| {
+        anyhow!("systemd is not running as PID 1 here ({} is missing), so services can't be managed", marker.display())
+    })
+}
+
+/// `systemctl show` output: `Key=value` lines, one record per unit, records separated by blank
+/// lines, in the order the units were named.
+pub fn parse_show(text: &str) -> Vec<UnitStatus> {
+    let mut out = Vec::new();
+    let mut cur: Option<UnitStatus> = None;
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once('=') else {
+            out.extend(cur.take());
+            continue;
+        };
+        let u = cur.get_or_insert_with(UnitStatus::default);
+        let field = match k {
+            "Id" => &mut u.id,
+            "LoadState" => &mut u.load_state,
+            "ActiveState" => &mut u.active_state,
+            "SubState" => &mut u.sub_state,
+            "UnitFileState" => &mut u.unit_file_state,
+            _ => continue,
+        };
+        *field = v.to_string();
+    }
+    out.extend(cur);
+    out
+}
