@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use states::engine::report::{RunReport, Status};
+
 const BIN: &str = env!("CARGO_BIN_EXE_bootstrap");
 
 fn run(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -27,19 +29,9 @@ fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
-fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(o)))
-}
-
-/// Ids of the states a JSON report lists with `status`.
-fn ids_with(report: &serde_json::Value, status: &str) -> Vec<String> {
-    report["states"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["status"] == status)
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect()
+/// The run report printed by `--json`, as the library's own type.
+fn report(o: &Output) -> RunReport {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not a run report ({e}): {}", text(o)))
 }
 
 /// Every path under `root` with its mode and content: to prove nothing changed.
@@ -136,10 +128,10 @@ fn check_lists_exactly_the_drift_and_apply_converges() {
     let before = snapshot(r);
     let o = run(r, &["--check", "--json", "web"], &[]);
     assert_eq!(code(&o), 2, "{}", text(&o));
-    let report = json(&o);
-    assert_eq!(ids_with(&report, "pending"), ["etc-bootstrap", "motd", "landing-page"]);
-    let motd = &report["states"].as_array().unwrap().iter().find(|s| s["id"] == "motd").unwrap()["changes"][0];
-    assert!(motd["diff"].as_str().unwrap().contains("-edited by hand"), "{motd}");
+    let r1 = report(&o);
+    assert_eq!(r1.ids_with(Status::Pending), ["etc-bootstrap", "motd", "landing-page"]);
+    let motd = &r1.states.iter().find(|s| s.id == "motd").unwrap().changes[0];
+    assert!(motd.diff.as_deref().unwrap().contains("-edited by hand"), "{:?}", motd.diff);
     assert_eq!(snapshot(r), before, "--check changed the tree");
 
     // Human form: the same states, with diffs.
@@ -150,11 +142,11 @@ fn check_lists_exactly_the_drift_and_apply_converges() {
 
     let o = run(r, &["apply", "--json", "web"], &[]);
     assert_eq!(code(&o), 0, "{}", text(&o));
-    assert_eq!(ids_with(&json(&o), "changed"), ["etc-bootstrap", "motd", "landing-page"]);
+    assert_eq!(report(&o).ids_with(Status::Changed), ["etc-bootstrap", "motd", "landing-page"]);
     let o = run(r, &["--check", "web"], &[]);
     assert_eq!(code(&o), 0, "{}", text(&o));
     let o = run(r, &["apply", "--json", "web"], &[]);
-    assert_eq!(json(&o)["changed"], 0, "second apply changed something: {}", text(&o));
+    assert_eq!(report(&o).changed, 0, "second apply changed something: {}", text(&o));
 }
 
 #[test]
@@ -174,7 +166,7 @@ fn recorded_roles_are_used_and_none_is_an_error() {
     let roles = web_roles();
     let o = run_web(root.path(), &roles, &["apply", "--json"]);
     assert_eq!(code(&o), 0, "{}", text(&o));
-    assert!(json(&o)["states"].as_array().unwrap().iter().any(|s| s["id"] == "landing-page"));
+    assert!(report(&o).states.iter().any(|s| s.id == "landing-page"));
     let o = run(root.path(), &["--check", "unknown-role"], &[]);
     assert!(text(&o).contains("unknown role `unknown-role`"), "{}", text(&o));
 }
@@ -414,7 +406,7 @@ fn first_install_records_the_node_and_later_runs_use_it() {
     // Later runs: no roles, no --roles, no secret in the environment: all recorded.
     let o = run(r, &["apply", "--json"], &[]);
     assert_eq!(code(&o), 0, "{}", text(&o));
-    assert_eq!(json(&o)["changed"], 0, "{}", text(&o));
+    assert_eq!(report(&o).changed, 0, "{}", text(&o));
     let report = fs::read_to_string(r.join("var/lib/bootstrap/last-run.json")).unwrap();
     assert!(!report.contains("canary-install-token"));
     assert_eq!(code(&run(r, &["--check"], &[])), 0);

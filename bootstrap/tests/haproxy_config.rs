@@ -6,7 +6,9 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::{json, Value};
+use states::engine::facts::Facts;
 use states::engine::secrets::Secrets;
+use states::pipeline::data::{NodeData, Schedule, TemplateData};
 use states::role::template::Templates;
 
 const TEMPLATE: &str = include_str!("../../roles/templates/haproxy.cfg.hbs");
@@ -35,7 +37,17 @@ fn check(dir: &Path, settings: Value, n: usize) -> String {
 fn check_as(dir: &Path, settings: Value, n: usize, db_too: bool) -> String {
     let mut t = Templates::new(&Secrets::default());
     t.add("haproxy.cfg.hbs", TEMPLATE).unwrap();
-    let data = json!({ "facts": { "hostname": "app1" }, "settings": settings, "peers": { "db": peers(n) }, "role": { "app": true, "db": db_too } });
+    let data = TemplateData {
+        facts: Facts { hostname: "app1".into(), ..Default::default() },
+        settings,
+        roles: vec!["app".into()],
+        schedule: Schedule { cron: "*/15 * * * *".into() },
+        node: NodeData::default(),
+        role: [("app".to_string(), true), ("db".to_string(), db_too)].into(),
+        peers: json!({ "db": peers(n) }),
+        firewall: Vec::new(),
+    }
+    .to_value();
     let text = String::from_utf8(t.render("haproxy.cfg.hbs", &data).unwrap().bytes).unwrap();
     let local = text
         .replace("/etc/haproxy/certs/site.pem", dir.join("site.pem").to_str().unwrap())

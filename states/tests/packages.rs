@@ -8,7 +8,6 @@ use std::fs;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use states::kinds::packages::PackagesState;
 use states::sys::apt::Apt;
@@ -142,25 +141,12 @@ fn one_install_for_all_missing_packages_without_update_when_the_index_exists() {
     let cmds = log.cmds();
     assert_eq!(cmds.len(), 1, "{:?}", log.lines());
     let c = &cmds[0];
+    // What matters, not how apt spells it: one non-interactive install of exactly these
+    // packages, without recommends, keeping the node's changed configuration files.
     assert_eq!(c.program, "apt-get");
-    assert!(
-        c.args.ends_with(
-            &[
-                "install",
-                "-y",
-                "--no-install-recommends",
-                "-o",
-                "Dpkg::Options::=--force-confdef",
-                "-o",
-                "Dpkg::Options::=--force-confold",
-                "haproxy",
-                "cron"
-            ]
-            .map(String::from)
-        ),
-        "{}",
-        c.display()
-    );
+    let args = c.args.join(" ");
+    assert!(args.contains("install") && c.args.ends_with(&["haproxy".into(), "cron".into()]), "{args}");
+    assert!(args.contains("--no-install-recommends") && args.contains("--force-confold"), "{args}");
     assert!(has_opt(c, "DPkg::Lock::Timeout=120"), "{}", c.display());
     assert!(c.env.contains(&("DEBIAN_FRONTEND".into(), "noninteractive".into())));
     assert!(c.timeout.as_secs() > 120, "the timeout must cover the lock wait");
@@ -227,50 +213,25 @@ fn a_held_lock_is_a_clear_error() {
     assert!(e.contains("locked by another process (held by process 4242 (apt-get)); waited 120s"), "{e}");
 }
 
-/// The budget: a no-op plan of 50 packages costs well under 1 ms beyond reading the status
-/// file, which is parsed once per run. Figures are printed (`--nocapture`).
+/// A no-op plan costs no child process and reads the package database once per run, however
+/// many packages and plans: the work is counted here; the figures are in BENCHMARKS.md.
 #[test]
-fn noop_plan_of_50_packages_is_cheap() {
+fn noop_plans_read_the_status_file_once_and_start_no_process() {
     let root = tempfile::tempdir().unwrap();
     // A full system's status file: ~3,000 packages, ~2 MB.
     let names: Vec<String> = (0..3000).map(|i| format!("package-{i}")).collect();
     let pkgs: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), INSTALLED)).collect();
     write_status(root.path(), &pkgs);
-    let size = fs::metadata(root.path().join("var/lib/dpkg/status")).unwrap().len();
+    let status = root.path().join("var/lib/dpkg/status");
+    assert_eq!(DpkgStatus::read(&status).unwrap().len(), 3000);
     let wanted: Vec<String> = names.iter().step_by(60).take(50).map(|n| format!("\"{n}\"")).collect();
     let s = state(&format!("installed = [{}]", wanted.join(", "))).unwrap();
-    let cx = cx(root.path());
-
-    let t = Instant::now();
-    let db = DpkgStatus::read(&root.path().join("var/lib/dpkg/status")).unwrap();
-    let parse = t.elapsed();
-    assert_eq!(db.len(), 3000);
-
-    let t = Instant::now();
+    let (cx, log) = fake::cx(root.path(), |_| fake::ok());
     assert!(s.plan(&cx).unwrap().is_empty());
-    let first = t.elapsed();
-    let t = Instant::now();
+    // Gone after the first plan: later plans of this run use what was read.
+    fs::remove_file(&status).unwrap();
     for _ in 0..100 {
         assert!(s.plan(&cx).unwrap().is_empty());
     }
-    let each = t.elapsed() / 100;
-    eprintln!(
-        "[timing] dpkg status {} KiB read+parsed in {:.3} ms; first plan (incl. read) {:.3} ms; no-op plan of 50 packages {:.1} µs",
-        size / 1024,
-        parse.as_secs_f64() * 1e3,
-        first.as_secs_f64() * 1e3,
-        each.as_secs_f64() * 1e6
-    );
-    assert!(each.as_micros() < 1000, "a no-op plan took {each:?}");
-    // Also against this host's real database, when it has one.
-    if let Ok(bytes) = fs::read("/var/lib/dpkg/status") {
-        let t = Instant::now();
-        let db = DpkgStatus::parse(&bytes);
-        eprintln!(
-            "[timing] host dpkg status: {} KiB, {} installed, parsed in {:.3} ms",
-            bytes.len() / 1024,
-            db.len(),
-            t.elapsed().as_secs_f64() * 1e3
-        );
-    }
+    assert!(log.cmds().is_empty(), "a no-op plan started {:?}", log.lines());
 }

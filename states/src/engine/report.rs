@@ -80,6 +80,11 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// The ids of the states with `status`, in run order.
+    pub fn ids_with(&self, status: Status) -> Vec<String> {
+        self.states.iter().filter(|s| s.status == status).map(|s| s.id.clone()).collect()
+    }
+
     /// Something would change (`--check`): a state or a queued notification.
     pub fn has_pending(&self) -> bool {
         self.pending > 0 || self.notifications.iter().any(|n| n.status == Status::Pending)

@@ -60,6 +60,8 @@ pub struct Prepared {
     pub nodes: Vec<Node>,
     pub fingerprints: Fingerprints,
     pub data: TemplateData,
+    /// The role templates the states rendered.
+    pub templates: Vec<String>,
 }
 
 impl<'a> Inputs<'a> {
@@ -85,7 +87,8 @@ impl<'a> Inputs<'a> {
 pub fn prepare(inputs: Inputs<'_>) -> Result<Prepared> {
     let (cx, mut templates, data, set, source) = context(inputs)?;
     let compiled = compile(set, source, &cx, &mut templates, &data.to_value())?;
-    Ok(Prepared { cx, nodes: compiled.nodes, fingerprints: compiled.fingerprints, data })
+    let templates = templates.names();
+    Ok(Prepared { cx, nodes: compiled.nodes, fingerprints: compiled.fingerprints, data, templates })
 }
 
 /// The states that take the node out of the fleet (`bootstrap decommission`): each of its

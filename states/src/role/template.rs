@@ -76,6 +76,13 @@ impl Templates {
         self.hb.has_template(name)
     }
 
+    /// The named templates loaded so far (each was rendered by a state), sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.hb.get_templates().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
     /// Register `text` as template `name`; a syntax error names the template and line.
     pub fn add(&mut self, name: &str, text: &str) -> Result<()> {
         self.hb.register_template_string(name, text).map_err(|e| anyhow!("{e}"))

@@ -77,11 +77,6 @@ pub fn status_of(r: &RunReport, id: &str) -> states::engine::report::Status {
     r.states.iter().find(|s| s.id == id).unwrap_or_else(|| panic!("no state {id}")).status
 }
 
-/// The ids of the states of `r` with `status`, in run order.
-pub fn ids_with(r: &RunReport, status: states::engine::report::Status) -> Vec<String> {
-    r.states.iter().filter(|s| s.status == status).map(|s| s.id.clone()).collect()
-}
-
 /// The shipped roles (`roles/` of the repository), as a node would load them.
 pub fn shipped_source() -> DirSource {
     DirSource(Path::new(env!("CARGO_MANIFEST_DIR")).join("../roles"))
@@ -96,14 +91,24 @@ pub fn shipped(
     site: &str,
     peers: serde_json::Value,
 ) -> anyhow::Result<states::pipeline::Prepared> {
-    let source = shipped_source();
+    compile_roles(&shipped_source(), cx, roles, site, peers)
+}
+
+/// `shipped`, with the roles of `source`.
+pub fn compile_roles(
+    source: &DirSource,
+    cx: &mut Context,
+    roles: &[&str],
+    site: &str,
+    peers: serde_json::Value,
+) -> anyhow::Result<states::pipeline::Prepared> {
     let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
-    let set = role::load(&source, &roles)?;
+    let set = role::load(source, &roles)?;
     let site: toml::Table = toml::from_str(site)?;
-    let known = role::known_settings(&source, &set)?;
+    let known = role::known_settings(source, &set)?;
     let resolved = states::role::settings::resolve(&set.settings, &known, &site, "site")?;
     anyhow::ensure!(resolved.missing.is_empty(), "missing settings: {:?}", resolved.missing);
-    let mut inputs = states::pipeline::Inputs::new(cx.root.clone(), &source, roles, set);
+    let mut inputs = states::pipeline::Inputs::new(cx.root.clone(), source, roles, set);
     inputs.values = resolved.values;
     inputs.secrets = cx.secrets.clone();
     inputs.schedule_cron = "7-59/15 * * * *".into();

@@ -1,0 +1,129 @@
+//! The shipped roles (`roles/*.toml` and their templates), compiled by the same pipeline a
+//! node runs, alone and together, with no settings and with a full fleet's: a typo in a role
+//! or a template that names missing data fails here in seconds, not in a lab scenario.
+
+mod fake;
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde_json::json;
+use states::engine::facts::{Facts, Os};
+use states::role::DirSource;
+
+/// Every setting the shipped roles declare, as a fleet would set them.
+const FLEET: &str = r#"
+site_name = "shop"
+schedule_minutes = 15
+private_cidr = "198.18.0.0/24"
+dns_zone = "lab.test"
+dns_server = "198.18.0.1:53"
+tsig_key_name = "bootstrap"
+ssh_from = ["198.18.0.0/24", "2001:db8::/32"]
+firewall_extra = ["tcp/8080 from 198.18.0.0/24", "udp/53"]
+domain = "www.lab.test"
+acme_directory = "https://198.18.0.1:14000/dir"
+acme_email = "ops@lab.test"
+acme_ca_file = "/etc/bootstrap/acme-ca.pem"
+acme_challenge_port = 8402
+upstreams = ["198.18.0.30:8080", "[2001:db8::30]:8080"]
+health_path = "/healthz"
+db_hosts = ["198.18.0.20:5432"]
+db_name = "shop"
+db_user = "shopper"
+"#;
+
+const COMBINATIONS: &[&[&str]] = &[&["app"], &["db"], &["app", "db"]];
+
+fn facts() -> Facts {
+    Facts {
+        hostname: "node1".into(),
+        addresses: vec!["198.18.0.10".into(), "2001:db8::10".into()],
+        os: Os {
+            id: "debian".into(),
+            version_id: "12".into(),
+            codename: "bookworm".into(),
+            pretty_name: "Debian 12".into(),
+        },
+        postgresql: 15,
+    }
+}
+
+fn peers() -> serde_json::Value {
+    json!({ "db": [
+        { "host": "db1.lab.test.", "address": "198.18.0.20", "port": 5432, "priority": 0, "weight": 0 },
+        { "host": "db2.lab.test.", "address": "2001:db8::21", "port": 5432, "priority": 0, "weight": 0 },
+    ] })
+}
+
+/// Compile `roles` from `source` with `site`; the templates the states rendered.
+fn compile(source: &DirSource, roles: &[&str], site: &str) -> anyhow::Result<Vec<String>> {
+    let tree = tempfile::tempdir().unwrap();
+    let (mut cx, _) = fake::cx(tree.path(), |_| fake::ok());
+    cx.facts = facts();
+    cx.secrets.insert("db_password", "canary-db-password".into());
+    cx.secrets.insert("dns_tsig_key", "q8T0mUQ0m3CHsmp2cC1ItHzMmkzSePWCT7PyBoDGDd8=".into());
+    let p = support::compile_roles(source, &mut cx, roles, site, peers())?;
+    assert!(!p.nodes.is_empty(), "{roles:?} compiled to no states");
+    Ok(p.templates)
+}
+
+#[test]
+fn every_shipped_role_compiles_alone_and_together_with_and_without_settings() {
+    let source = support::shipped_source();
+    let mut rendered = BTreeSet::new();
+    for roles in COMBINATIONS {
+        for (name, site) in [("no settings", ""), ("fleet settings", FLEET)] {
+            let used = compile(&source, roles, site).unwrap_or_else(|e| panic!("{roles:?} with {name}: {e:#}"));
+            rendered.extend(used);
+        }
+    }
+    // Every template the repository ships was rendered by some combination: none is dead, and
+    // none escaped this test.
+    let shipped: BTreeSet<String> = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../roles/templates"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(rendered, shipped, "templates never rendered: {:?}", shipped.difference(&rendered).collect::<Vec<_>>());
+}
+
+/// A copy of the shipped roles with `edit` applied to one file.
+fn edited(file: &str, edit: impl Fn(String) -> String) -> (tempfile::TempDir, DirSource) {
+    let dir = tempfile::tempdir().unwrap();
+    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../roles");
+    std::fs::create_dir(dir.path().join("templates")).unwrap();
+    for sub in ["", "templates"] {
+        for e in std::fs::read_dir(from.join(sub)).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_file() {
+                let rel = Path::new(sub).join(e.file_name());
+                let mut text = std::fs::read_to_string(e.path()).unwrap();
+                if rel == Path::new(file) {
+                    text = edit(text);
+                }
+                std::fs::write(dir.path().join(&rel), text).unwrap();
+            }
+        }
+    }
+    let source = DirSource(dir.path().to_path_buf());
+    (dir, source)
+}
+
+#[test]
+fn a_template_naming_missing_data_fails_the_compile() {
+    let (_dir, source) = edited("templates/motd.hbs", |t| t + "{{settings.site_nmae}}\n");
+    let e = format!("{:#}", compile(&source, &["app"], "").unwrap_err());
+    assert!(e.contains("motd.hbs") && e.contains("site_nmae"), "{e}");
+    let (_dir, source) =
+        edited("templates/haproxy.cfg.hbs", |t| t.replacen("{{#each peers.db}}", "{{#each peers.dbs}}", 1));
+    let e = format!("{:#}", compile(&source, &["app"], FLEET).unwrap_err());
+    assert!(e.contains("haproxy.cfg.hbs"), "{e}");
+}
+
+#[test]
+fn a_typo_in_a_shipped_role_fails_the_compile_with_its_line() {
+    let (_dir, source) = edited("db.toml", |t| t.replacen("type = \"pg_database\"", "type = \"pg_databse\"", 1));
+    let e = format!("{:#}", compile(&source, &["db"], "").unwrap_err());
+    assert!(e.contains("db.toml, line") && e.contains("unknown state type `pg_databse`"), "{e}");
+}
