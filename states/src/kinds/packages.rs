@@ -8,7 +8,8 @@ use serde::Deserialize;
 use crate::engine::context::Context;
 use crate::engine::contract::{Change, Claim, Plan, State};
 use crate::engine::build::{params, Builder};
-use crate::sys::package_manager::{self, PackageManager};
+use crate::sys::apt::Apt;
+use crate::sys::package_manager::PackageManager;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,7 +30,12 @@ struct InstallOp(Vec<String>);
 struct RemoveOp(Vec<String>);
 
 pub fn build(t: toml::Table, b: &mut Builder) -> Result<Box<dyn State>> {
-    Ok(Box::new(PackagesState::build(t, package_manager::for_system(b.cx))?))
+    Ok(Box::new(PackagesState::build(t, for_system(b.cx))?))
+}
+
+/// The backend for the node's distribution. Only Debian and its derivatives are supported.
+fn for_system(_cx: &Context) -> Box<dyn PackageManager> {
+    Box::new(Apt)
 }
 
 impl PackagesState {

@@ -1,10 +1,9 @@
 //! The distribution's package manager, behind a trait so that the `packages` state never names
-//! apt: another backend (dnf) is one more implementation and one more arm in `for_system`.
+//! apt: another backend (dnf) is one more implementation and one more arm in the `packages` kind's `for_system`.
 
 use anyhow::Result;
 
 use crate::engine::context::Context;
-use crate::sys::apt::Apt;
 
 pub trait PackageManager: Send + Sync {
     /// The backend's name, for messages.
@@ -18,9 +17,4 @@ pub trait PackageManager: Send + Sync {
     fn install(&self, cx: &Context, names: &[String]) -> Result<()>;
     /// Remove `names`, keeping their configuration files.
     fn remove(&self, cx: &Context, names: &[String]) -> Result<()>;
-}
-
-/// The backend for the node's distribution. Only Debian and its derivatives are supported.
-pub fn for_system(_cx: &Context) -> Box<dyn PackageManager> {
-    Box::new(Apt)
 }
