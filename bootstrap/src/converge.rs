@@ -7,17 +7,20 @@ use std::time::Duration;
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 use states::engine::notify::SystemdNotifier;
-use states::engine::report::{Mode, Status};
+use states::engine::report::{Mode, StateReport, Status};
 use states::engine::run::{self as engine, Event};
 use states::pipeline::{self, Peers, Prepared};
 
 use crate::cli::{Color, Opts};
 use crate::output::{self, Painter};
-use crate::{report_file, run};
+use crate::{decommission, report_file, run};
 
 /// The converge command: recorded (or given) roles, never prompting.
 pub fn converge(opts: &Opts, roles: &[String]) -> Result<i32> {
     run::with_inputs(opts, roles, false, |inputs| {
+        if let Some(at) = decommission::since(&opts.root) {
+            return decommission::refuse_apply(opts, inputs, at);
+        }
         let prepared = pipeline::prepare(inputs.pipeline(opts, Peers::Discover { persist: !opts.check })?)?;
         execute(opts, prepared, mode(opts), Record::Yes)
     })
@@ -37,6 +40,24 @@ pub fn mode(opts: &Opts) -> Mode {
 pub enum Record {
     Yes,
     No,
+}
+
+/// One journal entry per state that did something, readable on its own: the state, what it
+/// manages, its result and what changed (already scrubbed of secrets by the engine).
+fn log_state(r: &StateReport, changed: bool) {
+    let line = format!("{} ({} {}): {}", r.id, r.kind, r.target, r.status.as_str());
+    let what: Vec<&str> = r.changes.iter().map(|c| c.summary.as_str()).collect();
+    let error = r.error.as_deref().unwrap_or("");
+    let status = r.status.as_str();
+    match r.status {
+        Status::Failed => tracing::error!(state = %r.id, kind = %r.kind, status, "{line}: {error}"),
+        Status::Skipped => tracing::warn!(state = %r.id, kind = %r.kind, status, "{line}: {error}"),
+        // A converged state is the normal case every 15 minutes: not worth a journal entry.
+        Status::Unchanged => tracing::debug!(state = %r.id, kind = %r.kind, status, "{line}"),
+        Status::Changed | Status::Pending => {
+            tracing::info!(state = %r.id, kind = %r.kind, status, changed, "{line}: {}", what.join("; "))
+        }
+    }
 }
 
 /// Run the states, show the result, record it (apply only), and return the exit code.
@@ -60,14 +81,7 @@ pub fn execute(opts: &Opts, p: Prepared, mode: Mode, record: Record) -> Result<i
                 bar.finish_and_clear();
             }
             let changed = matches!(r.status, Status::Changed | Status::Pending);
-            match r.status {
-                Status::Failed => {
-                    tracing::error!(state = %r.id, kind = %r.kind, status = ?r.status, error = r.error.as_deref().unwrap_or(""), "state failed")
-                }
-                // A converged state is the normal case every 15 minutes: not worth a journal entry.
-                Status::Unchanged => tracing::debug!(state = %r.id, kind = %r.kind, "state unchanged"),
-                _ => tracing::info!(state = %r.id, kind = %r.kind, status = ?r.status, changed, "state"),
-            }
+            log_state(r, changed);
             if !opts.json {
                 if let Some(line) = output::state_line(&painter, r, opts.verbose) {
                     let _ = stdout.write_all(cx.secrets.scrub(&line).as_bytes());
@@ -76,13 +90,20 @@ pub fn execute(opts: &Opts, p: Prepared, mode: Mode, record: Record) -> Result<i
         }
     })?;
     report_file::classify(&mut report, &p.fingerprints, report_file::load(&opts.root).as_ref());
+    let mode_name = if report.mode == Mode::Check { "check" } else { "apply" };
     tracing::info!(
-        mode = ?report.mode,
+        mode = mode_name,
         changed = report.changed,
         failed = report.failed,
         pending = report.pending,
         duration_ms = report.duration_ms,
-        "run finished"
+        "run finished ({mode_name}): {} states, {} changed, {} pending, {} failed, {} skipped in {:.0} ms",
+        report.states.len(),
+        report.changed,
+        report.pending,
+        report.failed,
+        report.skipped,
+        report.duration_ms
     );
     if mode == Mode::Apply && record == Record::Yes {
         report_file::write(&opts.root, &report)?;

@@ -1,20 +1,76 @@
-//! `bootstrap decommission`: leave the fleet. Removes this node's own DNS records (every
-//! `dns_record` state of its roles, newest first) and the schedule, so it neither announces
-//! itself nor heals back; run by the engine like any states, so `--check` shows what it would
-//! remove. Services and data stay; `bootstrap apply` rejoins.
+//! `bootstrap decommission`: leave the fleet. Records that the node left
+//! (`/var/lib/bootstrap/decommissioned`), then removes its own DNS records (every `dns_record`
+//! state of its roles, newest first) and, once they are gone, the schedule: a removal that
+//! fails (DNS down) is retried by the schedule until it succeeds. Run by the engine like any
+//! states, so `--check` shows what it would remove. From then on `apply` only finishes leaving
+//! and refuses to rejoin; `bootstrap ROLE…` installs the node again. Services and data stay.
 
-use anyhow::Result;
+use anyhow::{bail, Context as _, Result};
+use states::engine::layout::Layout;
 use states::pipeline::{self, Peers};
 
 use crate::cli::Opts;
 use crate::converge::{execute, mode, Record};
+use crate::inputs::Inputs;
 use crate::run;
 
 pub fn run(opts: &Opts) -> Result<i32> {
     run::with_inputs(opts, &[], false, |inputs| {
-        let prepared = pipeline::decommission(inputs.pipeline(opts, Peers::Discover { persist: false })?)?;
-        let code = execute(opts, prepared, mode(opts), Record::No)?;
-        tracing::info!(code, "decommissioned");
-        Ok(code)
+        if !opts.check {
+            record(&opts.root)?;
+        }
+        leave(opts, inputs)
     })
+}
+
+/// Run the removal states (all that is left of them).
+pub fn leave(opts: &Opts, inputs: &mut Inputs) -> Result<i32> {
+    let prepared = pipeline::decommission(inputs.pipeline(opts, Peers::Discover { persist: false })?)?;
+    let code = execute(opts, prepared, mode(opts), Record::No)?;
+    if code == 1 {
+        eprintln!("not all of this node's records could be removed: the schedule stays and retries until they are");
+    }
+    tracing::info!(code, "decommission run");
+    Ok(code)
+}
+
+/// When the node was decommissioned (seconds since the epoch), if it was.
+pub fn since(root: &std::path::Path) -> Option<u64> {
+    std::fs::read_to_string(Layout::new(root).decommissioned()).ok().and_then(|t| t.trim().parse().ok())
+}
+
+fn record(root: &std::path::Path) -> Result<()> {
+    if since(root).is_some() {
+        return Ok(());
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let path = Layout::new(root).decommissioned();
+    states::engine::atomic::write_plain(&path, format!("{now}\n").as_bytes(), 0o644)
+        .with_context(|| format!("cannot record the decommission in {}", path.display()))
+}
+
+/// Forget a decommission: the node is being installed again.
+pub fn forget(root: &std::path::Path) -> Result<()> {
+    match std::fs::remove_file(Layout::new(root).decommissioned()) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// `apply` on a decommissioned node: finish leaving (a removal may have failed), then refuse.
+pub fn refuse_apply(opts: &Opts, inputs: &mut Inputs, at: u64) -> Result<i32> {
+    let code = leave(opts, inputs)?;
+    let when = chrono::DateTime::from_timestamp(at as i64, 0)
+        .map(|t| t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M %Z").to_string())
+        .unwrap_or_default();
+    let what = if opts.check { "--check" } else { "apply" };
+    let again = inputs.roles.join(" ");
+    let msg = format!(
+        "this node left the fleet (decommissioned {when}); `{what}` does not rejoin it: run `bootstrap {again}` to install it again"
+    );
+    if opts.check {
+        eprintln!("{msg}");
+        return Ok(code);
+    }
+    bail!("{msg}")
 }

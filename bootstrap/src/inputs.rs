@@ -23,6 +23,8 @@ pub struct Inputs {
     pub values: toml::Table,
     /// Every secret the roles declare (plus any other stored ones), to record on the node.
     pub secret_values: BTreeMap<String, String>,
+    /// Secrets a dry run was not given.
+    pub missing_secrets: Vec<String>,
 }
 
 impl Inputs {
@@ -40,7 +42,7 @@ impl Inputs {
     }
 
     pub fn secrets(&self) -> Secrets {
-        Secrets::new(self.secret_values.clone())
+        Secrets::new(self.secret_values.clone()).with_missing(self.missing_secrets.iter().cloned())
     }
 }
 
@@ -111,9 +113,16 @@ pub fn gather(opts: &Opts, roles: &[String], install: bool) -> Result<Inputs> {
     let (mut secret_values, missing) = secret_sources::available(&opts.root, opts.secrets_file.as_deref(), &needed)?;
     // An install without a terminal generates what the role allows to generate (and stores
     // it); a dry run stands in a throwaway value, never stored, so it can plan a fresh node.
-    // Any other missing secret stops the run (a scheduled run has them all stored).
-    let (generated, missing): (Vec<_>, Vec<_>) =
+    // Any other missing secret stops the run (a scheduled run has them all stored), except a
+    // dry run: it plans the rest and shows what needs the secret as pending.
+    let (generated, mut missing): (Vec<_>, Vec<_>) =
         missing.into_iter().partition(|s| s.generate && ((install && !ask) || opts.check));
+    let mut missing_secrets = Vec::new();
+    if opts.check && !missing.is_empty() {
+        let names: Vec<String> = missing.iter().map(|s| format!("`{}`", s.name)).collect();
+        eprintln!("dry run without secret {}: the states that need it are shown as pending", names.join(", "));
+        missing_secrets = missing.drain(..).map(|s| s.name).collect();
+    }
     if !missing.is_empty() && !ask {
         return Err(secret_sources::missing_error(&missing));
     }
@@ -123,5 +132,5 @@ pub fn gather(opts: &Opts, roles: &[String], install: bool) -> Result<Inputs> {
     for spec in &missing {
         secret_values.insert(spec.name.clone(), prompt::secret(spec)?);
     }
-    Ok(Inputs { source, roles, set, site: site_table, values: resolved.values, secret_values })
+    Ok(Inputs { source, roles, set, site: site_table, values: resolved.values, secret_values, missing_secrets })
 }

@@ -11,7 +11,7 @@ use states::pipeline::{self, Peers};
 
 use crate::cli::Opts;
 use crate::converge::{execute, Record};
-use crate::{inputs, node, preflight, run, secret_sources, settings};
+use crate::{decommission, inputs, node, preflight, run, secret_sources, settings};
 
 pub fn first_install(opts: &Opts, roles: &[String]) -> Result<i32> {
     preflight::check(&opts.root)?;
@@ -22,6 +22,7 @@ pub fn first_install(opts: &Opts, roles: &[String]) -> Result<i32> {
         let roles_dir = inputs::roles_dir(opts).map(|d| std::path::absolute(&d)).transpose()?;
         node::store(&opts.root, &node::NodeFile { roles: inputs.roles.clone(), roles_dir })?;
         install_binary(&opts.root)?;
+        decommission::forget(&opts.root)?;
         execute(opts, prepared, Mode::Apply, Record::Yes)
     })
 }

@@ -46,7 +46,7 @@ fn main() {
     let code = match result {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!("{e:#}");
+            tracing::error!(target: logging::JOURNAL_ONLY, "{e:#}");
             eprintln!("error: {e:#}");
             1
         }

@@ -18,6 +18,18 @@ pub fn show(opts: &Opts) -> Result<i32> {
         roles.map_or("none recorded (not installed: run `bootstrap app`, `db` or `app db`)".into(), |r| r.join(" "))
     );
     let mut code = 0;
+    if let Some(at) = crate::decommission::since(root) {
+        let when = Local.timestamp_opt(at as i64, 0).single().map(|t| t.format("%Y-%m-%d %H:%M:%S %Z").to_string());
+        let left = if schedule::next_run(root).is_some() {
+            "removing its records is not finished: the schedule retries"
+        } else {
+            "its records and schedule are gone"
+        };
+        println!(
+            "fleet:    left: decommissioned {} ({left}); `bootstrap ROLE…` installs it again",
+            when.unwrap_or_default()
+        );
+    }
     match report_file::load(root) {
         None => println!("last run: none"),
         Some(r) => {

@@ -235,6 +235,23 @@ fn a_missing_secret_stops_before_anything_changes() {
 }
 
 #[test]
+fn a_dry_run_without_a_secret_plans_the_rest_and_shows_what_needs_it_as_pending() {
+    let root = tempfile::tempdir().unwrap();
+    let role = format!(
+        "{SECRET_ROLE}\n[[state]]\nid = \"plain\"\ntype = \"file\"\npath = \"/etc/app/plain.conf\"\ncontent = \"x\"\n"
+    );
+    let roles = roles_dir(&[("s.toml", &role), ("templates/token.conf.hbs", "{{secret \"api_token\"}}\n")]);
+    let o = run(root.path(), &["--roles", roles.path().to_str().unwrap(), "--check", "--json", "s"], &[]);
+    assert_eq!(code(&o), 2, "{}", text(&o));
+    let r = report(&o);
+    assert_eq!(r.ids_with(Status::Pending), ["token-file", "validated", "plain"]);
+    let token = r.states.iter().find(|s| s.id == "token-file").unwrap();
+    assert!(token.changes[0].summary.contains("needs secret `api_token`"), "{:?}", token.changes);
+    assert!(text(&o).contains("dry run without secret `api_token`"), "{}", text(&o));
+    assert!(snapshot(root.path()).is_empty(), "a dry run wrote something");
+}
+
+#[test]
 fn bad_input_is_named_and_changes_nothing() {
     let root = tempfile::tempdir().unwrap();
     let r = root.path();

@@ -22,7 +22,7 @@ fn peers(n: usize) -> Value {
                 } else {
                     format!("2001:db8::{:x}", i)
                 };
-                json!({ "host": format!("db{i}.lab.test."), "address": address, "port": 5432 })
+                json!({ "host": format!("db{i}.lab.test."), "name": format!("db{i}.lab.test"), "address": address, "port": 5432 })
             })
             .collect(),
     )
@@ -107,7 +107,7 @@ fn landing_page_with_0_1_5_and_100_db_peers() {
         assert!(text.contains("http-request return status 200"));
     }
     let text = check(dir.path(), settings, 2);
-    assert!(text.contains("server db1 [2001:db8::1]:5432 check backup"), "{text}");
+    assert!(text.contains("server db1.lab.test [2001:db8::1]:5432 check backup"), "{text}");
 }
 
 #[test]
@@ -120,7 +120,8 @@ fn upstreams_with_health_checks() {
     });
     let text = check(dir.path(), settings, 1);
     assert!(text.contains("option httpchk GET /healthz"));
-    assert!(text.contains("server app2 app-b.lab.test:8080 check"), "{text}");
+    assert!(text.contains("server app-b.lab.test:8080 app-b.lab.test:8080 check"), "{text}");
+    assert!(text.contains("server _2001:db8::30_:8080 [2001:db8::30]:8080 check"), "{text}");
     assert!(!text.contains("http-request return"));
 }
 
@@ -130,4 +131,17 @@ fn a_node_with_the_db_role_too_has_no_pool_on_5432() {
     let settings = json!({ "upstreams": null, "health_path": "/", "acme_challenge_port": 8402 });
     let text = check_as(dir.path(), settings, 1, true);
     assert!(!text.contains("127.0.0.1:5432"), "the pool would clash with PostgreSQL:\n{text}");
+}
+
+#[test]
+fn server_names_stay_when_a_peer_leaves() {
+    let dir = test_dir();
+    let settings = json!({ "upstreams": null, "health_path": "/", "acme_challenge_port": 8402 });
+    let lines = |n| -> Vec<String> {
+        check(dir.path(), settings.clone(), n).lines().filter(|l| l.contains(" check")).map(str::to_string).collect()
+    };
+    let three = lines(3);
+    // The last peer leaves: the others' lines stay byte for byte, names included.
+    assert_eq!(lines(2), three[..2]);
+    assert!(three[2].trim_start().starts_with("server db2.lab.test "), "{three:?}");
 }

@@ -67,9 +67,9 @@ fn static_peers_need_no_dns_and_empty_specs_yield_empty_lists() {
     assert_eq!(
         peers["db"],
         json!([
-            { "host": "198.18.0.20", "address": "198.18.0.20", "port": 5432, "priority": 0, "weight": 0 },
-            { "host": "198.18.0.21", "address": "198.18.0.21", "port": 5432, "priority": 0, "weight": 0 },
-            { "host": "2001:db8::20", "address": "2001:db8::20", "port": 5433, "priority": 0, "weight": 0 },
+            { "host": "198.18.0.20", "name": "198.18.0.20", "address": "198.18.0.20", "port": 5432, "priority": 0, "weight": 0 },
+            { "host": "198.18.0.21", "name": "198.18.0.21", "address": "198.18.0.21", "port": 5432, "priority": 0, "weight": 0 },
+            { "host": "2001:db8::20", "name": "2001:db8::20", "address": "2001:db8::20", "port": 5433, "priority": 0, "weight": 0 },
         ])
     );
     assert_eq!(discover(&cx, &BTreeMap::new(), true).unwrap(), json!({}));
@@ -175,16 +175,29 @@ fn lookups_against_a_real_server_with_fallback_and_grace() {
     assert!(t.elapsed() < Duration::from_secs(6), "a dead server stalled discovery for {:?}", t.elapsed());
     assert_eq!(during, peers);
 
-    // An empty answer is treated the same: db1 and db2 gone from the SRV name.
+    // An empty answer is an answer: the server says the name has no records (the last db
+    // node was decommissioned). The peers stay through the grace period (10 min), then go.
     knot.restart();
     knot.update(&["delete _postgresql._tcp.lab.test. SRV"]);
     assert_eq!(discover_at(&cx, &s, true, now + 240).unwrap(), peers);
+    assert_eq!(discover_at(&cx, &s, true, now + 240 + 599).unwrap(), peers);
+    // A failure meanwhile (the server stopped) changes nothing: no answer, nothing learnt.
+    knot.stop();
+    assert_eq!(discover_at(&cx, &s, true, now + 240 + 600).unwrap(), peers, "a DNS failure dropped peers");
+    knot.restart();
+    let empty = discover_at(&cx, &s, true, now + 240 + 600).unwrap();
+    assert_eq!(empty["db"], json!([]), "an empty answer kept the peers past the grace period");
 
-    // db1 leaves the SRV set: listed through the grace period (10 min), then dropped.
-    knot.update(&["add _postgresql._tcp.lab.test. 60 SRV 0 10 5432 db2.lab.test."]);
-    assert_eq!(discover_at(&cx, &s, true, now + 300).unwrap(), peers);
-    assert_eq!(discover_at(&cx, &s, true, now + 300 + 599).unwrap(), peers);
-    let after = discover_at(&cx, &s, true, now + 300 + 600).unwrap();
+    // They come back at once; then db1 leaves the SRV set: listed through the grace period, then dropped.
+    knot.update(&[
+        "add _postgresql._tcp.lab.test. 60 SRV 0 10 5432 db2.lab.test.",
+        "add _postgresql._tcp.lab.test. 60 SRV 0 0 5432 db1.lab.test.",
+    ]);
+    assert_eq!(discover_at(&cx, &s, true, now + 1000).unwrap(), peers);
+    knot.update(&["delete _postgresql._tcp.lab.test. SRV 0 0 5432 db1.lab.test."]);
+    assert_eq!(discover_at(&cx, &s, true, now + 1100).unwrap(), peers);
+    assert_eq!(discover_at(&cx, &s, true, now + 1100 + 599).unwrap(), peers);
+    let after = discover_at(&cx, &s, true, now + 1100 + 600).unwrap();
     assert_eq!(hosts(&after["db"]), ["db2.lab.test. 127.0.0.22"]);
 
     // A dry run at a time when more would drop leaves the store as it was.

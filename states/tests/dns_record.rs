@@ -151,7 +151,7 @@ fn wrong_key_refused_update_and_dead_server_are_clear_errors() {
     assert!(err.contains("app1.other.test") || err.contains("other.test"), "{err}");
     assert!(!err.contains(KEY_SECRET), "{err}");
 
-    // A dead server: one bounded wait, then an error naming it; a second record for the same
+    // A stopped server: found in one round trip, then an error naming it; a second record for the same
     // server fails at once instead of waiting again.
     knot.stop();
     let cx = cx_with_key(dir.path(), KEY_SECRET);
@@ -165,6 +165,8 @@ fn wrong_key_refused_update_and_dead_server_are_clear_errors() {
         eprintln!("error: {err}");
         assert!(err.contains(&format!("no answer from the DNS server {}", knot.addr)), "{err}");
     }
+    // It says what happened: nothing listens there (not a timeout).
+    assert!(r.states[0].error.as_deref().unwrap().contains("connection refused"), "{:?}", r.states[0].error);
 }
 
 #[test]

@@ -16,6 +16,7 @@ use states::role::DirSource;
 const FLEET: &str = r#"
 site_name = "shop"
 schedule_minutes = 15
+peer_grace_minutes = 30
 private_cidr = "198.18.0.0/24"
 dns_zone = "lab.test"
 dns_server = "198.18.0.1:53"
@@ -52,8 +53,8 @@ fn facts() -> Facts {
 
 fn peers() -> serde_json::Value {
     json!({ "db": [
-        { "host": "db1.lab.test.", "address": "198.18.0.20", "port": 5432, "priority": 0, "weight": 0 },
-        { "host": "db2.lab.test.", "address": "2001:db8::21", "port": 5432, "priority": 0, "weight": 0 },
+        { "host": "db1.lab.test.", "name": "db1.lab.test", "address": "198.18.0.20", "port": 5432, "priority": 0, "weight": 0 },
+        { "host": "db2.lab.test.", "name": "db2.lab.test", "address": "2001:db8::21", "port": 5432, "priority": 0, "weight": 0 },
     ] })
 }
 

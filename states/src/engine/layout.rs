@@ -70,6 +70,11 @@ impl Layout {
         self.state_dir().join("last-run.json")
     }
 
+    /// Written by `bootstrap decommission`: the node left the fleet; `apply` won't rejoin it.
+    pub fn decommissioned(&self) -> PathBuf {
+        self.state_dir().join("decommissioned")
+    }
+
     /// Reloads owed by an interrupted run.
     pub fn pending_notifications(&self) -> PathBuf {
         self.state_dir().join("pending-notifications.json")

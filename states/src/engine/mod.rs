@@ -5,6 +5,7 @@ pub mod build;
 pub mod content;
 pub mod context;
 pub mod contract;
+pub mod deferred;
 pub mod facts;
 pub mod graph;
 pub mod layout;

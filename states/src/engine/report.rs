@@ -23,6 +23,19 @@ pub enum Status {
     Skipped,
 }
 
+impl Status {
+    /// As in the report and the journal's `STATUS` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Unchanged => "unchanged",
+            Status::Pending => "pending",
+            Status::Changed => "changed",
+            Status::Failed => "failed",
+            Status::Skipped => "skipped",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ChangeReport {
     pub summary: String,

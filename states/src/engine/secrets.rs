@@ -1,12 +1,17 @@
 //! Secret values held for a run, and the scrubber that keeps them out of every output.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
 /// Secret values by name. `Debug` never prints them.
 #[derive(Clone, Default)]
 pub struct Secrets {
     values: BTreeMap<String, String>,
+    /// Secrets a dry run was not given: asking for one is recorded, so the compiler can show
+    /// the state that needs it as pending instead of failing the whole dry run.
+    missing: BTreeSet<String>,
+    asked: Arc<Mutex<BTreeSet<String>>>,
 }
 
 /// Values shorter than this are not scrubbed from free text: they would mangle ordinary words.
@@ -15,11 +20,25 @@ const MIN_SCRUB_LEN: usize = 4;
 
 impl Secrets {
     pub fn new(values: BTreeMap<String, String>) -> Self {
-        Secrets { values }
+        Secrets { values, ..Default::default() }
+    }
+
+    /// These secrets are known to be missing (a dry run without them).
+    pub fn with_missing(mut self, names: impl IntoIterator<Item = String>) -> Self {
+        self.missing.extend(names);
+        self
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
+        if self.missing.contains(name) {
+            self.asked.lock().unwrap().insert(name.to_string());
+        }
         self.values.get(name).map(String::as_str)
+    }
+
+    /// The missing secrets asked for since the last call (shared by every clone).
+    pub fn take_asked_missing(&self) -> Vec<String> {
+        std::mem::take(&mut *self.asked.lock().unwrap()).into_iter().collect()
     }
 
     pub fn insert(&mut self, name: &str, value: String) {

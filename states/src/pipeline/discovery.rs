@@ -17,8 +17,10 @@
 //! whole lookup is cut off after `LOOKUP_CAP`, so a dead DNS server never stalls the
 //! 15-minute run for long.
 //!
-//! A failed or empty SRV lookup keeps the last known list (with a warning); a peer absent
-//! from successful lookups stays for `grace_minutes` before it is dropped (see `peers_store`).
+//! A failed lookup (no answer, refused, a server failure) keeps the last known list (with a
+//! warning); a peer absent from an answer (an empty one included: the server said there are
+//! no records) stays for `grace_minutes` before it is dropped (see `peers_store`). A stopped
+//! DNS server is found by a one-round-trip probe, so it costs no retry timeouts.
 //! The lists are remembered in `/var/lib/bootstrap/peers.json`, except in a dry run.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,6 +31,8 @@ use anyhow::{anyhow, Result};
 use futures_util::future::join_all;
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{Name, RData};
 use hickory_resolver::{system_conf, TokioResolver};
 use serde::Deserialize;
@@ -163,7 +167,7 @@ pub fn discover_at(
             tracing::info!(peers = %name, "peer {host} ({address}) of `{name}` dropped: absent from DNS for the grace period");
         }
         let peers: Vec<&Peer> = merged.iter().map(|k| &k.peer).collect();
-        out.insert(name.to_string(), serde_json::to_value(peers)?);
+        out.insert(name.to_string(), with_names(&peers)?);
         next.insert(name.to_string(), Known { source, peers: merged });
     }
     if persist && next != store {
@@ -173,6 +177,34 @@ pub fn discover_at(
         }
     }
     Ok(serde_json::Value::Object(out))
+}
+
+/// The peers as template data, each with a `name` that stays the same while the peer is in
+/// the list (haproxy's server names: stats, logs and runtime commands refer to them): the host
+/// without its final dot, with the address when the host has several; characters haproxy does
+/// not take in a name become `_`.
+fn with_names(peers: &[&Peer]) -> Result<serde_json::Value> {
+    let mut list = Vec::with_capacity(peers.len());
+    for p in peers {
+        let host = p.host.trim_end_matches('.');
+        let same_host = peers.iter().filter(|o| o.host == p.host).count();
+        let same_address = peers.iter().filter(|o| o.host == p.host && o.address == p.address).count();
+        let raw = if same_host == 1 {
+            host.to_string()
+        } else if host == p.address {
+            format!("{host}_{}", p.port)
+        } else if same_address == 1 {
+            format!("{host}_{}", p.address)
+        } else {
+            format!("{host}_{}_{}", p.address, p.port)
+        };
+        let name: String =
+            raw.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.:".contains(c) { c } else { '_' }).collect();
+        let mut v = serde_json::to_value(p)?;
+        v["name"] = serde_json::Value::String(name);
+        list.push(v);
+    }
+    Ok(serde_json::Value::Array(list))
 }
 
 async fn observe_capped(spec: &Spec) -> Observation {
@@ -197,11 +229,19 @@ async fn observe(spec: &Spec) -> Result<Observation> {
     if !needs_dns {
         return Ok(obs);
     }
+    // A stopped server is known in one round trip, not after every retry's timeout.
+    if !spec.servers.is_empty() {
+        let probes = join_all(spec.servers.iter().map(|s| dns_client::probe(*s))).await;
+        if probes.iter().all(Result::is_err) {
+            let why: Vec<String> = probes.into_iter().filter_map(Result::err).map(|e| e.to_string()).collect();
+            obs.failed = Some(why.join("; "));
+            return Ok(obs);
+        }
+    }
     let resolver = resolver(&spec.servers)?;
     if let Some(srv) = &spec.srv {
         match resolver.srv_lookup(srv.clone()).await {
             Ok(lookup) => {
-                let before = targets.len();
                 for r in lookup.answers() {
                     // A target of "." means "no such service here" (RFC 2782).
                     if let RData::SRV(s) = &r.data {
@@ -210,10 +250,10 @@ async fn observe(spec: &Spec) -> Result<Observation> {
                         }
                     }
                 }
-                if targets.len() == before {
-                    obs.failed = Some(format!("no SRV records for {srv}"));
-                }
             }
+            // The server answered that the name has no SRV records: a real answer, so the
+            // known peers start their grace period (a decommissioned last node must leave).
+            Err(e) if answered_empty(&e) => {}
             Err(e) => obs.failed = Some(format!("SRV lookup of {srv}: {e}")),
         }
     }
@@ -237,6 +277,12 @@ async fn observe(spec: &Spec) -> Result<Observation> {
         }
     }
     Ok(obs)
+}
+
+/// An answer saying there are no such records (NOERROR with none, or NXDOMAIN), as opposed to
+/// no answer, a refusal or a server failure.
+fn answered_empty(e: &NetError) -> bool {
+    matches!(e, NetError::Dns(DnsError::NoRecordsFound(n)) if matches!(n.response_code, ResponseCode::NoError | ResponseCode::NXDomain))
 }
 
 fn peer(host: String, ip: IpAddr, port: u16, priority: u16, weight: u16) -> Peer {
@@ -273,6 +319,36 @@ fn resolver(servers: &[SocketAddr]) -> Result<TokioResolver> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn p(host: &str, address: &str, port: u16) -> Peer {
+        Peer { host: host.into(), address: address.into(), port, priority: 0, weight: 0 }
+    }
+
+    fn names(peers: &[Peer]) -> Vec<String> {
+        let refs: Vec<&Peer> = peers.iter().collect();
+        with_names(&refs).unwrap().as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap().to_string()).collect()
+    }
+
+    #[test]
+    fn server_names_follow_the_peer_not_its_position() {
+        let all = [
+            p("db1.lab.test.", "198.18.0.20", 5432),
+            p("db2.lab.test.", "198.18.0.21", 5432),
+            p("db3.lab.test.", "198.18.0.22", 5432),
+        ];
+        assert_eq!(names(&all), ["db1.lab.test", "db2.lab.test", "db3.lab.test"]);
+        // db2 leaves: db3 keeps its name.
+        assert_eq!(names(&[all[0].clone(), all[2].clone()]), ["db1.lab.test", "db3.lab.test"]);
+        // One host with two addresses; a static address; one address on two ports.
+        let mixed = [
+            p("db1.lab.test.", "198.18.0.20", 5432),
+            p("db1.lab.test.", "2001:db8::20", 5432),
+            p("198.18.0.30", "198.18.0.30", 5432),
+        ];
+        assert_eq!(names(&mixed), ["db1.lab.test_198.18.0.20", "db1.lab.test_2001:db8::20", "198.18.0.30"]);
+        let ports = [p("198.18.0.30", "198.18.0.30", 5432), p("198.18.0.30", "198.18.0.30", 5433)];
+        assert_eq!(names(&ports), ["198.18.0.30_5432", "198.18.0.30_5433"]);
+    }
 
     #[test]
     fn static_entries() {

@@ -92,8 +92,9 @@ pub fn prepare(inputs: Inputs<'_>) -> Result<Prepared> {
 }
 
 /// The states that take the node out of the fleet (`bootstrap decommission`): each of its
-/// `dns_record` states turned into the record's removal, newest first, and the schedule
-/// removed. Services and data stay.
+/// `dns_record` states turned into the record's removal, newest first, then the schedule
+/// removed once every record is gone: a removal that fails (DNS down) leaves the schedule,
+/// which retries it. Services and data stay.
 pub fn decommission(mut inputs: Inputs<'_>) -> Result<Prepared> {
     let states = std::mem::take(&mut inputs.set.states);
     let mut leaving: Vec<StateSpec> = states
@@ -107,12 +108,13 @@ pub fn decommission(mut inputs: Inputs<'_>) -> Result<Prepared> {
         })
         .collect();
     leaving.reverse();
+    let records: Vec<String> = leaving.iter().map(|s| s.id.clone()).collect();
     let mut params = toml::Table::new();
     params.insert("path".into(), toml::Value::String(CRON_FILE.into()));
     leaving.push(StateSpec {
         id: "schedule".into(),
         kind: "absent".into(),
-        requires: Vec::new(),
+        requires: records,
         notify: Vec::new(),
         when: None,
         params,

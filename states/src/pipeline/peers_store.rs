@@ -1,6 +1,6 @@
 //! The last known good peer lists, `/var/lib/bootstrap/peers.json`, and the rule that updates
 //! them from a lookup. A DNS outage must not empty haproxy's pools, and a peer that drops out
-//! of DNS for a moment must not flap out of them: a failed (or empty) lookup keeps the known
+//! of DNS for a moment must not flap out of them: a failed lookup (no answer) keeps the known
 //! list as it is, and a peer missing from successful lookups stays until it has been missing
 //! for the grace period. Timestamps are passed in, so the rule is tested without sleeping.
 
@@ -67,8 +67,8 @@ pub type Store = BTreeMap<String, Known>;
 #[derive(Clone, Debug, Default)]
 pub struct Observation {
     pub peers: Vec<Peer>,
-    /// Why the lookup as a whole failed (server unreachable, no SRV records): the known list
-    /// stands unchanged.
+    /// Why the lookup as a whole failed (no answer, refused, a server failure): the known list
+    /// stands unchanged. An answer with no records is not a failure.
     pub failed: Option<String>,
     /// Hosts whose addresses could not be looked up: their known entries are kept as they are,
     /// since nothing was learnt about them.

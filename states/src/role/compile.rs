@@ -9,7 +9,8 @@ use anyhow::{bail, Result};
 use crate::engine::build::{Builder, Render};
 use crate::engine::content::{sha256_hex, Content};
 use crate::engine::context::Context;
-use crate::engine::contract::{Claim, Thing};
+use crate::engine::contract::{Claim, State, Thing};
+use crate::engine::deferred::NeedsSecrets;
 use crate::engine::run::{order, Node};
 use crate::kinds;
 use crate::role::lines::quoted_words;
@@ -83,9 +84,16 @@ pub fn compile(
         let built = kinds::find(&kind).and_then(|k| {
             let params = resolve_params(params, templates, data)?;
             let described = format!("{kind}\n{id}\n{params}");
+            let target = params.get("path").or(params.get("name")).and_then(|v| v.as_str()).unwrap_or("").to_string();
+            cx.secrets.take_asked_missing();
             let mut render = RoleTemplates { templates: &mut *templates, source, data };
-            let state = (k.build)(params, &mut Builder::new(&id, cx, &mut render))?;
-            Ok((k.name, described, state))
+            let state = (k.build)(params, &mut Builder::new(&id, cx, &mut render));
+            // A dry run without a secret this state needs: shown as pending, with the reason.
+            let missing = cx.secrets.take_asked_missing();
+            if !missing.is_empty() {
+                return Ok((k.name, described, Box::new(NeedsSecrets { target, secrets: missing }) as Box<dyn State>));
+            }
+            Ok((k.name, described, state?))
         });
         match built {
             Ok((kind, described, state)) => {

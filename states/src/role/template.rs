@@ -60,6 +60,12 @@ handlebars::handlebars_helper!(envquote: |v: str| {
     q
 });
 
+handlebars::handlebars_helper!(servername: |v: str| {
+    // A name haproxy takes for a server (letters, digits, `-_.:`), derived from what it names,
+    // so it stays the same while that server is in the list.
+    v.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.:".contains(c) { c } else { '_' }).collect::<String>()
+});
+
 impl Templates {
     pub fn new(secrets: &Secrets) -> Self {
         let mut hb = Handlebars::new();
@@ -67,6 +73,7 @@ impl Templates {
         hb.register_escape_fn(handlebars::no_escape);
         hb.register_helper("hostport", Box::new(hostport));
         hb.register_helper("envquote", Box::new(envquote));
+        hb.register_helper("servername", Box::new(servername));
         let used_secret = Arc::new(AtomicBool::new(false));
         hb.register_helper("secret", Box::new(SecretHelper { secrets: secrets.clone(), used: used_secret.clone() }));
         Templates { hb, used_secret }

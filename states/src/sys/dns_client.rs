@@ -49,20 +49,52 @@ pub struct NoAnswer {
     pub reason: String,
 }
 
+/// How long `probe` waits for any answer.
+pub const PROBE_WAIT: Duration = Duration::from_secs(1);
+
+/// Whether `server` answers at all, in one round trip: a connected UDP socket hears the ICMP
+/// "port unreachable" of a host where nothing listens, so a stopped server is known at once
+/// (and said as such) instead of after every retransmission's timeout.
+pub async fn probe(server: SocketAddr) -> Result<(), NoAnswer> {
+    let no = |reason: String| NoAnswer { server, reason };
+    let local: SocketAddr = if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("address");
+    let socket = tokio::net::UdpSocket::bind(local).await.map_err(|e| no(format!("cannot open a socket: {e}")))?;
+    socket.connect(server).await.map_err(|e| no(format!("cannot reach it: {e}")))?;
+    let mut m = Message::query();
+    m.add_query(Query::query(Name::root(), RecordType::SOA));
+    let bytes = m.to_vec().map_err(|e| no(e.to_string()))?;
+    socket.send(&bytes).await.map_err(|e| no(refused_or(e)))?;
+    let mut buf = [0u8; 512];
+    match tokio::time::timeout(PROBE_WAIT, socket.recv(&mut buf)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(no(refused_or(e))),
+        Err(_) => Err(no(format!("no answer within {PROBE_WAIT:?}"))),
+    }
+}
+
+fn refused_or(e: std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::ConnectionRefused {
+        "connection refused (nothing listens there: is the DNS server running?)".into()
+    } else {
+        e.to_string()
+    }
+}
+
 /// Send `message` to `server` over UDP and return the answer, whatever its response code,
 /// with its bytes (for TSIG verification).
 pub fn exchange(server: SocketAddr, message: Message) -> Result<(Message, Vec<u8>)> {
     block_on(async move {
+        probe(server).await?;
         let handle = UdpClientStream::builder(server, TokioRuntimeProvider::default())
             .with_timeout(Some(TIMEOUT))
             .with_max_retries(ATTEMPTS)
             .exchange();
         let mut options = DnsRequestOptions::default();
         options.use_edns = false;
-        handle.send(DnsRequest::new(message, options)).first_answer().await
+        let answer = handle.send(DnsRequest::new(message, options)).first_answer().await;
+        answer.map(|r| r.into_parts()).map_err(|e| NoAnswer { server, reason: e.to_string() })
     })?
-    .map(|r| r.into_parts())
-    .map_err(|e| NoAnswer { server, reason: e.to_string() }.into())
+    .map_err(Into::into)
 }
 
 /// The records of `name`/`rtype` as `server` holds them. The server must be authoritative:
