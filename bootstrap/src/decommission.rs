@@ -10,7 +10,7 @@ use states::engine::layout::Layout;
 use states::pipeline::{self, Peers};
 
 use crate::cli::Opts;
-use crate::converge::{execute, mode, Record};
+use crate::execute::{execute, mode, Record};
 use crate::inputs::Inputs;
 use crate::run;
 

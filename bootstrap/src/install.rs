@@ -10,7 +10,7 @@ use states::engine::report::Mode;
 use states::pipeline::{self, Peers};
 
 use crate::cli::Opts;
-use crate::converge::{execute, Record};
+use crate::execute::{execute, Record};
 use crate::{decommission, inputs, node, preflight, run, secret_sources, settings};
 
 pub fn first_install(opts: &Opts, roles: &[String]) -> Result<i32> {

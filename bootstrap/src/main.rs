@@ -4,6 +4,7 @@ mod cli;
 mod converge;
 mod decommission;
 mod embedded;
+mod execute;
 mod inputs;
 mod install;
 mod lock;

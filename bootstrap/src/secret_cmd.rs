@@ -7,7 +7,7 @@ use states::engine::report::Mode;
 use states::pipeline::{self, Peers};
 
 use crate::cli::Opts;
-use crate::converge::{execute, Record};
+use crate::execute::{execute, Record};
 use crate::{prompt, run, secret_sources};
 
 pub fn set(opts: &Opts, name: &str) -> Result<i32> {

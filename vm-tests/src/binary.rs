@@ -3,8 +3,7 @@
 
 use std::path::PathBuf;
 
-pub const BUILD_HINT: &str =
-    "cargo build --release --target x86_64-unknown-linux-musl -p bootstrap";
+pub const BUILD_HINT: &str = "cargo build --release --target x86_64-unknown-linux-musl -p bootstrap";
 
 /// `$BOOTSTRAP_BIN`, or `<workspace>/target/x86_64-unknown-linux-musl/release/bootstrap`.
 /// Panics with the build command if it is missing.
@@ -17,7 +16,10 @@ pub fn bootstrap_bin() -> PathBuf {
             .join("target/x86_64-unknown-linux-musl/release/bootstrap"),
     };
     if !path.is_file() {
-        panic!("the bootstrap binary is missing at {}\nbuild it with: {BUILD_HINT}\n(or point BOOTSTRAP_BIN at it)", path.display());
+        panic!(
+            "the bootstrap binary is missing at {}\nbuild it with: {BUILD_HINT}\n(or point BOOTSTRAP_BIN at it)",
+            path.display()
+        );
     }
     path
 }

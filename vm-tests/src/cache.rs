@@ -9,12 +9,7 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// `$BOOTSTRAP_VM_CACHE` or `/var/cache/bootstrap-vm-tests`.
-pub fn root() -> PathBuf {
-    std::env::var_os("BOOTSTRAP_VM_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/bootstrap-vm-tests"))
-}
+pub use crate::places::cache_root as root;
 
 /// A stable short hash of the inputs (FNV-1a, 64 bit). Stable across Rust versions, unlike
 /// `DefaultHasher`, so the cache survives toolchain updates.
@@ -37,14 +32,11 @@ pub fn get_or_build(name: &str, build: impl FnOnce(&Path)) -> PathBuf {
     if done.is_dir() {
         return done;
     }
-    fs::create_dir_all(&root)
-        .unwrap_or_else(|e| panic!("cannot create cache dir {}: {e}", root.display()));
+    fs::create_dir_all(&root).unwrap_or_else(|e| panic!("cannot create cache dir {}: {e}", root.display()));
     let lock_path = root.join(format!("{name}.lock"));
-    let lock = File::create(&lock_path)
-        .unwrap_or_else(|e| panic!("cannot create {}: {e}", lock_path.display()));
+    let lock = File::create(&lock_path).unwrap_or_else(|e| panic!("cannot create {}: {e}", lock_path.display()));
     // Released when `lock` is dropped, also when `build` panics.
-    lock.lock()
-        .unwrap_or_else(|e| panic!("cannot lock {}: {e}", lock_path.display()));
+    lock.lock().unwrap_or_else(|e| panic!("cannot lock {}: {e}", lock_path.display()));
     if done.is_dir() {
         return done; // another process built it while we waited
     }
@@ -54,12 +46,8 @@ pub fn get_or_build(name: &str, build: impl FnOnce(&Path)) -> PathBuf {
     eprintln!("[vm-tests] building cache entry {} (once)…", done.display());
     let t = Instant::now();
     build(&tmp);
-    fs::rename(&tmp, &done)
-        .unwrap_or_else(|e| panic!("cannot rename {} to {}: {e}", tmp.display(), done.display()));
-    eprintln!(
-        "[timing] cache build {name}: {:.1}s",
-        t.elapsed().as_secs_f64()
-    );
+    fs::rename(&tmp, &done).unwrap_or_else(|e| panic!("cannot rename {} to {}: {e}", tmp.display(), done.display()));
+    eprintln!("[timing] cache build {name}: {:.1}s", t.elapsed().as_secs_f64());
     done
 }
 

@@ -20,22 +20,15 @@ pub struct Cgroup {
 impl Cgroup {
     /// Creates `bootstrap-vm-tests/<lab>/<node>` under each systemd-relevant cgroup mount.
     pub fn create(lab: &str, node: &str) -> Cgroup {
-        let dirs: Vec<PathBuf> = systemd_cgroup_mounts()
-            .iter()
-            .map(|m| m.join(ROOT).join(lab).join(node))
-            .collect();
-        let procs = dirs
-            .iter()
-            .map(|d| CString::new(d.join("cgroup.procs").to_str().unwrap()).unwrap())
-            .collect();
+        let dirs: Vec<PathBuf> = systemd_cgroup_mounts().iter().map(|m| m.join(ROOT).join(lab).join(node)).collect();
+        let procs = dirs.iter().map(|d| CString::new(d.join("cgroup.procs").to_str().unwrap()).unwrap()).collect();
         Cgroup { dirs, procs }
     }
 
     /// Creates the directories (again after `remove`, for a reboot).
     pub fn ensure(&self) {
         for dir in &self.dirs {
-            fs::create_dir_all(dir)
-                .unwrap_or_else(|e| panic!("cannot create cgroup {}: {e}", dir.display()));
+            fs::create_dir_all(dir).unwrap_or_else(|e| panic!("cannot create cgroup {}: {e}", dir.display()));
         }
     }
 

@@ -9,31 +9,17 @@ use std::process::Command;
 /// `rm -rf --one-file-system DIR`, refusing anything outside our scratch and cache roots.
 /// `--one-file-system` guards against deleting through a bind mount that survived somehow.
 pub fn remove_tree(dir: &Path) {
-    let allowed = [crate::network::scratch_root(), crate::cache::root()];
-    if !allowed
-        .iter()
-        .any(|root| dir.starts_with(root) && dir != root.as_path())
-    {
-        eprintln!(
-            "[vm-tests] refusing to remove {} (outside the vm-tests directories)",
-            dir.display()
-        );
+    let allowed = [crate::places::scratch_root(), crate::places::cache_root()];
+    if !allowed.iter().any(|root| dir.starts_with(root) && dir != root.as_path()) {
+        eprintln!("[vm-tests] refusing to remove {} (outside the vm-tests directories)", dir.display());
         return;
     }
     if !dir.exists() {
         return;
     }
-    match Command::new("rm")
-        .args(["-rf", "--one-file-system"])
-        .arg(dir)
-        .output()
-    {
+    match Command::new("rm").args(["-rf", "--one-file-system"]).arg(dir).output() {
         Ok(o) if o.status.success() => {}
-        Ok(o) => eprintln!(
-            "[vm-tests] rm -rf {} failed: {}",
-            dir.display(),
-            String::from_utf8_lossy(&o.stderr)
-        ),
+        Ok(o) => eprintln!("[vm-tests] rm -rf {} failed: {}", dir.display(), String::from_utf8_lossy(&o.stderr)),
         Err(e) => eprintln!("[vm-tests] rm -rf {} failed: {e}", dir.display()),
     }
 }
@@ -42,7 +28,7 @@ pub fn remove_tree(dir: &Path) {
 /// Drop never ran) and removes their namespace and scratch directory when nothing runs in them
 /// any more. Processes are never killed here: we did not start them in this process.
 pub fn report_stale_labs() {
-    let scratch = crate::network::scratch_root();
+    let scratch = crate::places::scratch_root();
     let mut names: Vec<String> = Vec::new();
     for dir in [Path::new("/run/netns"), scratch.as_path()] {
         for e in fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -60,17 +46,11 @@ pub fn report_stale_labs() {
             continue; // a live test process owns it
         }
         let netns = Path::new("/run/netns").join(&name);
-        let users = if netns.exists() {
-            processes_in_netns(&netns)
-        } else {
-            Vec::new()
-        };
+        let users = if netns.exists() { processes_in_netns(&netns) } else { Vec::new() };
         if users.is_empty() {
             eprintln!("[vm-tests] removing stale lab {name} (its test process {pid} is gone)");
             if netns.exists() {
-                let _ = crate::cmd::host("ip")
-                    .args(["netns", "delete", &name])
-                    .output();
+                let _ = crate::cmd::host("ip").args(["netns", "delete", &name]).output();
             }
             remove_tree(&scratch.join(&name));
             crate::cgroup::remove_lab(&name);

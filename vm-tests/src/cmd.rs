@@ -26,10 +26,7 @@ impl RunResult {
     #[track_caller]
     pub fn assert_ok(self, what: &str) -> Self {
         if self.code != 0 {
-            panic!(
-                "{what}: exit code {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-                self.code, self.stdout, self.stderr
-            );
+            panic!("{what}: exit code {}\n--- stdout ---\n{}\n--- stderr ---\n{}", self.code, self.stdout, self.stderr);
         }
         self
     }
@@ -50,16 +47,10 @@ pub fn describe(cmd: &Command) -> String {
 #[track_caller]
 pub fn run(cmd: &mut Command, stdin: Option<&[u8]>, timeout: Duration) -> RunResult {
     let line = describe(cmd);
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start `{line}`: {e}"));
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start `{line}`: {e}"));
     if let Some(data) = stdin {
         let mut pipe = child.stdin.take().unwrap();
         let data = data.to_vec();
@@ -75,20 +66,11 @@ pub fn run(cmd: &mut Command, stdin: Option<&[u8]>, timeout: Duration) -> RunRes
         None => {
             let _ = child.kill();
             let _ = child.wait();
-            let (o, e) = (
-                out.join().unwrap_or_default(),
-                err.join().unwrap_or_default(),
-            );
-            panic!(
-                "`{line}` timed out after {timeout:?}\n--- stdout ---\n{o}\n--- stderr ---\n{e}"
-            );
+            let (o, e) = (out.join().unwrap_or_default(), err.join().unwrap_or_default());
+            panic!("`{line}` timed out after {timeout:?}\n--- stdout ---\n{o}\n--- stderr ---\n{e}");
         }
     };
-    RunResult {
-        code,
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-    }
+    RunResult { code, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() }
 }
 
 /// `run` with no stdin, asserting success, returning stdout.
@@ -126,10 +108,7 @@ pub fn terminate(child: &mut Child, grace: Duration) {
     // SAFETY: plain kill(2) on the pid of our own, not yet reaped, child.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     if wait_timeout(child, grace).is_none() {
-        eprintln!(
-            "[vm-tests] pid {} ignored SIGTERM for {grace:?}; sending SIGKILL",
-            child.id()
-        );
+        eprintln!("[vm-tests] pid {} ignored SIGTERM for {grace:?}; sending SIGKILL", child.id());
         let _ = child.kill();
         let _ = child.wait();
     }
@@ -157,9 +136,7 @@ pub fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T>
 
 /// Last `n` lines of a text file (for diagnostics in panic messages).
 pub fn tail(path: &std::path::Path, n: usize) -> String {
-    let text = std::fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
+    let text = std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }

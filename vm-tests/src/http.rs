@@ -4,7 +4,8 @@
 //! It runs as a thread of the test process: the listening socket is created by a thread that
 //! joined the lab's namespace, and stays in that namespace wherever it is used afterwards.
 
-use crate::network::{Lab, LabInner, HOST_ADDR};
+use crate::lab::{Lab, LabInner};
+use crate::network::HOST_ADDR;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -25,17 +26,13 @@ pub struct HttpServer {
     thread: Option<JoinHandle<()>>,
 }
 
-impl Lab {
-    /// Starts serving on `198.18.0.1:port` (`0` picks a free port; see `HttpServer::port`).
-    pub fn http_server(&self, port: u16) -> HttpServer {
-        let listener = self
+impl HttpServer {
+    /// `Lab::http_server`: binds the listener inside the lab's namespace and starts the
+    /// accepting thread.
+    pub(crate) fn start(lab: &Lab, port: u16) -> HttpServer {
+        let listener = lab
             .in_netns(|| TcpListener::bind((HOST_ADDR, port)))
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot listen on {HOST_ADDR}:{port} in lab {}: {e}",
-                    self.name()
-                )
-            });
+            .unwrap_or_else(|e| panic!("cannot listen on {HOST_ADDR}:{port} in lab {}: {e}", lab.name()));
         let port = listener.local_addr().unwrap().port();
         // Non-blocking accept, polled, so Drop can stop the loop without a wake-up connection.
         listener.set_nonblocking(true).unwrap();
@@ -58,53 +55,33 @@ impl Lab {
                 }
             })
         };
-        HttpServer {
-            _lab: self.inner.clone(),
-            port,
-            files,
-            requests,
-            stop,
-            thread: Some(thread),
-        }
+        HttpServer { _lab: lab.inner.clone(), port, files, requests, stop, thread: Some(thread) }
     }
-}
 
-impl HttpServer {
     pub fn port(&self) -> u16 {
         self.port
     }
 
     /// `http://198.18.0.1:PORT/<path>`.
     pub fn url(&self, path: &str) -> String {
-        format!(
-            "http://{HOST_ADDR}:{}/{}",
-            self.port,
-            path.trim_start_matches('/')
-        )
+        format!("http://{HOST_ADDR}:{}/{}", self.port, path.trim_start_matches('/'))
     }
 
     /// Serves `contents` at `path` (replacing what was there).
     pub fn put(&self, path: &str, contents: impl Into<Vec<u8>>) {
         let key = format!("/{}", path.trim_start_matches('/'));
-        self.files
-            .lock()
-            .unwrap()
-            .insert(key, Arc::new(contents.into()));
+        self.files.lock().unwrap().insert(key, Arc::new(contents.into()));
     }
 
     /// Serves a host file's current contents at `path`.
     pub fn put_file(&self, path: &str, host_file: &Path) {
-        let data = std::fs::read(host_file)
-            .unwrap_or_else(|e| panic!("read {}: {e}", host_file.display()));
+        let data = std::fs::read(host_file).unwrap_or_else(|e| panic!("read {}: {e}", host_file.display()));
         self.put(path, data);
     }
 
     /// Stops serving `path` (it answers 404 from now on).
     pub fn remove(&self, path: &str) {
-        self.files
-            .lock()
-            .unwrap()
-            .remove(&format!("/{}", path.trim_start_matches('/')));
+        self.files.lock().unwrap().remove(&format!("/{}", path.trim_start_matches('/')));
     }
 
     /// Request lines received so far ("GET /bootstrap 200"), to assert what was downloaded.
@@ -143,10 +120,7 @@ fn serve(conn: TcpStream, files: &Files, requests: &Mutex<Vec<String>>) -> std::
         ("GET" | "HEAD", None) => ("404 Not Found", Arc::new(b"not found\n".to_vec())),
         _ => ("405 Method Not Allowed", Arc::new(Vec::new())),
     };
-    requests
-        .lock()
-        .unwrap()
-        .push(format!("{method} {path} {}", &status[..3]));
+    requests.lock().unwrap().push(format!("{method} {path} {}", &status[..3]));
     let mut out = conn;
     write!(
         out,

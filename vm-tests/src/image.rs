@@ -12,8 +12,7 @@ pub const SUITE: &str = "bookworm";
 pub const MIRROR: &str = "http://deb.debian.org/debian";
 /// Packages on top of `minbase`: what a fresh cloud VM has and the lab needs (systemd as PID 1,
 /// ip, ping, wget for "download the binary", CA certificates).
-pub const INCLUDE: &str =
-    "systemd-sysv,dbus,iproute2,iputils-ping,procps,ca-certificates,netbase,wget,less";
+pub const INCLUDE: &str = "systemd-sysv,dbus,iproute2,iputils-ping,procps,ca-certificates,netbase,wget,less";
 /// Bump when `customize` changes, so cached images made by the old recipe are not reused.
 const RECIPE: &str = "base-v1";
 
@@ -29,8 +28,7 @@ pub fn base() -> PathBuf {
             let debs = crate::cache::root().join("debootstrap-debs");
             fs::create_dir_all(&debs).unwrap();
             let mut c = cmd::host("debootstrap");
-            c.arg(format!("--cache-dir={}", debs.display()))
-                .args(&args[..2]);
+            c.arg(format!("--cache-dir={}", debs.display())).args(&args[..2]);
             c.args([SUITE, rootfs.to_str().unwrap(), MIRROR]);
             cmd::run_ok(&mut c, Duration::from_secs(900));
             customize(&rootfs);
@@ -41,29 +39,17 @@ pub fn base() -> PathBuf {
 }
 
 fn debootstrap_args() -> Vec<String> {
-    vec![
-        "--variant=minbase".into(),
-        format!("--include={INCLUDE}"),
-        SUITE.into(),
-        MIRROR.into(),
-    ]
+    vec!["--variant=minbase".into(), format!("--include={INCLUDE}"), SUITE.into(), MIRROR.into()]
 }
 
 /// Turns the debootstrap result into a lab-ready image. Per-node identity (hostname, address,
 /// machine-id) is written when a node is created, not here.
 fn customize(root: &Path) {
-    let w =
-        |p: &str, s: &str| fs::write(root.join(p), s).unwrap_or_else(|e| panic!("write {p}: {e}"));
+    let w = |p: &str, s: &str| fs::write(root.join(p), s).unwrap_or_else(|e| panic!("write {p}: {e}"));
     // The offline repository is the only package source: tests never depend on the internet.
-    w(
-        "etc/apt/sources.list",
-        "deb [trusted=yes] file:/srv/repo ./\n",
-    );
+    w("etc/apt/sources.list", "deb [trusted=yes] file:/srv/repo ./\n");
     // Skip translations and keep the image small.
-    w(
-        "etc/apt/apt.conf.d/90vm-tests",
-        "Acquire::Languages \"none\";\n",
-    );
+    w("etc/apt/apt.conf.d/90vm-tests", "Acquire::Languages \"none\";\n");
     // debootstrap copied the host's resolv.conf and hostname; nodes get their own.
     let _ = fs::remove_file(root.join("etc/resolv.conf"));
     w("etc/resolv.conf", "nameserver 198.18.0.1\n");
@@ -73,29 +59,14 @@ fn customize(root: &Path) {
     let _ = fs::remove_file(root.join("var/lib/dbus/machine-id"));
     symlink("/etc/machine-id", root.join("var/lib/dbus/machine-id")).unwrap();
     let mut enable = cmd::host("chroot");
-    enable.args([
-        root.to_str().unwrap(),
-        "systemctl",
-        "enable",
-        "systemd-networkd",
-    ]);
+    enable.args([root.to_str().unwrap(), "systemctl", "enable", "systemd-networkd"]);
     cmd::run_ok(&mut enable, Duration::from_secs(60));
     // Periodic apt runs would take the dpkg lock at random moments in the middle of a test.
     let mut mask = cmd::host("chroot");
-    mask.args([
-        root.to_str().unwrap(),
-        "systemctl",
-        "mask",
-        "apt-daily.timer",
-        "apt-daily-upgrade.timer",
-    ]);
+    mask.args([root.to_str().unwrap(), "systemctl", "mask", "apt-daily.timer", "apt-daily-upgrade.timer"]);
     cmd::run_ok(&mut mask, Duration::from_secs(60));
     // The .debs debootstrap left behind only make every node copy slower.
-    for e in fs::read_dir(root.join("var/cache/apt/archives"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
+    for e in fs::read_dir(root.join("var/cache/apt/archives")).into_iter().flatten().flatten() {
         if e.path().extension().is_some_and(|x| x == "deb") {
             let _ = fs::remove_file(e.path());
         }

@@ -2,7 +2,8 @@
 //! SRV records for discovery and RFC 2136 updates (TSIG, hmac-sha256) for self-registration.
 
 use crate::cmd::{self, RunResult};
-use crate::network::{Lab, LabInner, HOST_ADDR};
+use crate::lab::{Lab, LabInner};
+use crate::network::HOST_ADDR;
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::net::TcpStream;
@@ -21,10 +22,7 @@ pub struct Zone {
 
 impl Zone {
     pub fn new(name: &str) -> Zone {
-        Zone {
-            name: name.trim_end_matches('.').into(),
-            records: Vec::new(),
-        }
+        Zone { name: name.trim_end_matches('.').into(), records: Vec::new() }
     }
     pub fn record(mut self, line: &str) -> Zone {
         self.records.push(line.into());
@@ -55,22 +53,16 @@ pub struct Knot {
     key: TsigKey,
 }
 
-impl Lab {
-    /// Starts knotd serving `zones` on 198.18.0.1:53 and waits until it answers.
-    pub fn start_knot(&self, zones: &[Zone]) -> Knot {
+impl Knot {
+    /// `Lab::start_knot`: writes the configuration and zone files, starts knotd, and waits
+    /// until it answers for the first zone.
+    pub(crate) fn start(lab: &Lab, zones: &[Zone]) -> Knot {
         assert!(!zones.is_empty(), "knot needs at least one zone");
-        let dir = self.dir().join("knot");
+        let dir = lab.dir().join("knot");
         fs::create_dir_all(dir.join("run")).unwrap();
         fs::create_dir_all(dir.join("db")).unwrap();
-        let secret = cmd::run_ok(
-            cmd::host("openssl").args(["rand", "-base64", "32"]),
-            Duration::from_secs(10),
-        );
-        let key = TsigKey {
-            name: "lab-update".into(),
-            algorithm: "hmac-sha256".into(),
-            secret: secret.trim().into(),
-        };
+        let secret = cmd::run_ok(cmd::host("openssl").args(["rand", "-base64", "32"]), Duration::from_secs(10));
+        let key = TsigKey { name: "lab-update".into(), algorithm: "hmac-sha256".into(), secret: secret.trim().into() };
 
         let mut conf = format!(
             "server:\n    rundir: \"{run}\"\n    listen: {HOST_ADDR}@53\n\n\
@@ -89,36 +81,19 @@ impl Lab {
         for z in zones {
             let file = dir.join(format!("{}.zone", z.name));
             fs::write(&file, zone_file(z)).unwrap();
-            let _ = writeln!(
-                conf,
-                "  - domain: {}\n    file: \"{}\"",
-                z.name,
-                file.display()
-            );
+            let _ = writeln!(conf, "  - domain: {}\n    file: \"{}\"", z.name, file.display());
         }
         let conf_path = dir.join("knot.conf");
         fs::write(&conf_path, &conf).unwrap();
         let mut check = cmd::host("knotc");
         check.arg("-c").arg(&conf_path).arg("conf-check");
-        cmd::run(&mut check, None, Duration::from_secs(10))
-            .assert_ok(&format!("knotc conf-check\n{conf}"));
+        cmd::run(&mut check, None, Duration::from_secs(10)).assert_ok(&format!("knotc conf-check\n{conf}"));
 
         let log = File::create(dir.join("knotd.log")).unwrap();
-        let mut c = self.command("knotd");
-        c.arg("-c")
-            .arg(&conf_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        let child = c
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start knotd: {e}"));
-        let mut knot = Knot {
-            lab: self.inner.clone(),
-            child: Some(child),
-            dir,
-            key,
-        };
+        let mut c = lab.command("knotd");
+        c.arg("-c").arg(&conf_path).stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
+        let child = c.spawn().unwrap_or_else(|e| panic!("cannot start knotd: {e}"));
+        let mut knot = Knot { lab: lab.inner.clone(), child: Some(child), dir, key };
         let first = zones[0].name.clone();
         let mut last = None;
         let answered = cmd::poll(Duration::from_secs(20), || {
@@ -126,10 +101,8 @@ impl Lab {
                 panic!("knotd exited ({status}):\n{}", knot.log());
             }
             // A TCP probe first: kdig's shortest timeout is 1 s, too long for polling.
-            let listening = self.in_netns(|| {
-                TcpStream::connect_timeout(&(HOST_ADDR, 53).into(), Duration::from_millis(200))
-                    .is_ok()
-            });
+            let listening = lab
+                .in_netns(|| TcpStream::connect_timeout(&(HOST_ADDR, 53).into(), Duration::from_millis(200)).is_ok());
             if !listening {
                 return None;
             }
@@ -139,28 +112,11 @@ impl Lab {
             ok.then_some(())
         });
         if answered.is_none() {
-            panic!(
-                "knot did not answer within 20s; last kdig: {last:?}\nknotd log:\n{}",
-                knot.log()
-            );
+            panic!("knot did not answer within 20s; last kdig: {last:?}\nknotd log:\n{}", knot.log());
         }
         knot
     }
-}
 
-fn zone_file(z: &Zone) -> String {
-    let mut s = format!(
-        "$ORIGIN {}.\n$TTL 60\n@ IN SOA ns1 hostmaster 1 3600 600 86400 60\n@ IN NS ns1\nns1 IN A {HOST_ADDR}\n",
-        z.name
-    );
-    for r in &z.records {
-        s.push_str(r);
-        s.push('\n');
-    }
-    s
-}
-
-impl Knot {
     /// The key nodes use for RFC 2136 updates.
     pub fn tsig_key(&self) -> &TsigKey {
         &self.key
@@ -168,22 +124,15 @@ impl Knot {
 
     /// `kdig @198.18.0.1 ARGS` from inside the lab.
     pub fn kdig(&self, args: &[&str]) -> RunResult {
-        let mut c = self.lab.command("kdig");
+        let mut c = self.lab.netns.command("kdig");
         c.arg(format!("@{HOST_ADDR}")).args(args);
         cmd::run(&mut c, None, Duration::from_secs(10))
     }
 
     /// The answers for `name`/`rtype` (`+short` form, sorted), e.g. `query("_postgresql._tcp.lab.test", "SRV")`.
     pub fn query(&self, name: &str, rtype: &str) -> Vec<String> {
-        let r = self
-            .kdig(&["+short", rtype, name])
-            .assert_ok(&format!("kdig {rtype} {name}"));
-        let mut lines: Vec<String> = r
-            .stdout
-            .lines()
-            .map(|l| l.trim().to_string())
-            .filter(|l| !l.is_empty())
-            .collect();
+        let r = self.kdig(&["+short", rtype, name]).assert_ok(&format!("kdig {rtype} {name}"));
+        let mut lines: Vec<String> = r.stdout.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
         lines.sort();
         lines
     }
@@ -196,10 +145,9 @@ impl Knot {
             let _ = writeln!(script, "update {c}");
         }
         script.push_str("send\nquit\n");
-        let mut c = self.lab.command("knsupdate");
+        let mut c = self.lab.netns.command("knsupdate");
         c.arg("-y").arg(self.key.to_y_arg());
-        cmd::run(&mut c, Some(script.as_bytes()), Duration::from_secs(20))
-            .assert_ok(&format!("knsupdate\n{script}"));
+        cmd::run(&mut c, Some(script.as_bytes()), Duration::from_secs(20)).assert_ok(&format!("knsupdate\n{script}"));
     }
 
     /// knotd's log so far.
@@ -218,6 +166,18 @@ impl Knot {
             cmd::terminate(&mut child, Duration::from_secs(10));
         }
     }
+}
+
+fn zone_file(z: &Zone) -> String {
+    let mut s = format!(
+        "$ORIGIN {}.\n$TTL 60\n@ IN SOA ns1 hostmaster 1 3600 600 86400 60\n@ IN NS ns1\nns1 IN A {HOST_ADDR}\n",
+        z.name
+    );
+    for r in &z.records {
+        s.push_str(r);
+        s.push('\n');
+    }
+    s
 }
 
 impl Drop for Knot {

@@ -1,7 +1,7 @@
-//! What an operator does on a fresh node: download the binary with wget from the lab's HTTP
-//! server and run it. Shared by the scenarios and the `lab` demo.
+//! Running the binary as the scenarios do: an operator's wget-and-run, or the installed one on a test role.
 
-use crate::{bootstrap_bin, HttpServer, Node, RunResult};
+use crate::{bootstrap_bin, cmd, HttpServer, Node, RunResult};
+use std::time::Duration;
 
 /// Where the operator's download lands on the node.
 pub const DOWNLOADED: &str = "/root/bootstrap";
@@ -24,12 +24,6 @@ pub fn bootstrap(node: &Node, args: &[&str]) -> RunResult {
     node.run(&argv)
 }
 
-/// The JSON report of a `--json` run.
-pub fn report(r: &RunResult) -> serde_json::Value {
-    serde_json::from_str(&r.stdout)
-        .unwrap_or_else(|e| panic!("not a JSON report ({e}):\n{}\n{}", r.stdout, r.stderr))
-}
-
 /// Where scenarios that test one module put their own role directory and the binary.
 pub const TEST_ROLES: &str = "/etc/bt-roles";
 pub const INSTALLED: &str = "/usr/local/sbin/bootstrap";
@@ -42,50 +36,9 @@ pub fn run_test_role(node: &Node, args: &[&str]) -> RunResult {
     node.run(&argv)
 }
 
-/// `apply --json` of the scenario's test role: must succeed; returns the report.
-pub fn apply_test_role(node: &Node) -> serde_json::Value {
-    let r = run_test_role(node, &["apply", "--json"]);
-    assert_eq!(r.code, 0, "apply failed:\n{}\n{}", r.stdout, r.stderr);
-    report(&r)
-}
-
-/// `--check` of the scenario's test role must exit 0: nothing left to change.
-pub fn assert_test_role_converged(node: &Node) {
-    let r = run_test_role(node, &["--check"]);
-    assert_eq!(r.code, 0, "--check after converging:\n{}\n{}", r.stdout, r.stderr);
-}
-
-/// `bootstrap apply --json` of the installed binary on the node's recorded roles: must
-/// succeed; returns the report.
-pub fn apply_installed(node: &Node) -> serde_json::Value {
-    let r = node.run(&[INSTALLED, "apply", "--json"]);
-    assert_eq!(r.code, 0, "apply on {} failed:\n{}\n{}", node.name(), r.stdout, r.stderr);
-    report(&r)
-}
-
-/// The ids `bootstrap --check` lists as pending; its exit code must agree (2, or 0 when none).
-pub fn pending_installed(node: &Node) -> Vec<String> {
-    let r = node.run(&[INSTALLED, "--check", "--json"]);
-    let ids: Vec<String> = report(&r)["states"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["status"] == "pending")
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(r.code, if ids.is_empty() { 0 } else { 2 }, "{}\n{}", r.stdout, r.stderr);
-    ids
-}
-
 /// `unit`'s ActiveState once a reload in flight has finished: `systemctl reload` returns before
 /// a Type=notify service (haproxy) reports ready again, so `reloading` is seen for a moment.
 pub fn settled_state(node: &Node, unit: &str) -> String {
     let state = || node.exec(&["systemctl", "show", "--value", "-p", "ActiveState", unit]).stdout.trim().to_string();
-    let t0 = std::time::Instant::now();
-    let mut s = state();
-    while s == "reloading" && t0.elapsed() < std::time::Duration::from_secs(10) {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        s = state();
-    }
-    s
+    cmd::poll(Duration::from_secs(10), || Some(state()).filter(|s| s != "reloading")).unwrap_or_else(state)
 }

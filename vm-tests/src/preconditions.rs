@@ -52,8 +52,7 @@ fn probe() -> Result<(), String> {
     let mut problems = Vec::new();
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        problems
-            .push("must run as root (network namespaces, systemd-nspawn, debootstrap)".to_string());
+        problems.push("must run as root (network namespaces, systemd-nspawn, debootstrap)".to_string());
     }
     let mut missing_pkgs: Vec<&str> = Vec::new();
     let mut missing_tools = Vec::new();
@@ -83,16 +82,14 @@ fn probe() -> Result<(), String> {
         })
         .unwrap_or(false)
     {
-        problems.push("the host has no apt package lists (needed to build the offline repository): run apt-get update".into());
+        problems.push(
+            "the host has no apt package lists (needed to build the offline repository): run apt-get update".into(),
+        );
     }
     if problems.is_empty() {
         // Only worth trying once we know we are root and have `ip`.
         let name = format!("bvt-probe-{}", std::process::id());
-        let ok = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
+        let ok = Command::new("ip").args(["netns", "add", &name]).output().map(|o| o.status.success()).unwrap_or(false);
         let _ = Command::new("ip").args(["netns", "delete", &name]).output();
         if !ok {
             problems.push("cannot create a network namespace (`ip netns add` failed): run as real root, not in a restricted container".into());

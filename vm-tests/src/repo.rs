@@ -55,12 +55,7 @@ pub fn repo() -> PathBuf {
                 .arg("-o")
                 .arg(format!("Dir::Cache::archives={}", tmp.display()))
                 .args(["-o", "APT::Install-Recommends=false"])
-                .args([
-                    "install",
-                    "--download-only",
-                    "-y",
-                    "--no-install-recommends",
-                ])
+                .args(["install", "--download-only", "-y", "--no-install-recommends"])
                 .args(PACKAGES);
             cmd::run_ok(&mut c, Duration::from_secs(900));
             let _ = fs::remove_dir_all(tmp.join("partial"));

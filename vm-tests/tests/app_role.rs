@@ -13,7 +13,8 @@
 
 use std::time::Duration;
 
-use vm_tests::operator::{apply_installed as apply, pending_installed as pending, download, report, serve_binary, INSTALLED};
+use vm_tests::operator::{download, serve_binary, INSTALLED};
+use vm_tests::report::{self, apply, pending, Status};
 use vm_tests::{timed, Lab, Node, RunOpts, Zone};
 
 const SITE: &str = r#"domain = "app1.lab.test"
@@ -31,7 +32,11 @@ fn pool(node: &Node) -> Vec<String> {
 }
 
 fn main_pid(node: &Node) -> String {
-    node.run(&["systemctl", "show", "-p", "MainPID", "--value", "haproxy"]).assert_ok("MainPID").stdout.trim().to_string()
+    node.run(&["systemctl", "show", "-p", "MainPID", "--value", "haproxy"])
+        .assert_ok("MainPID")
+        .stdout
+        .trim()
+        .to_string()
 }
 
 fn issuer(client: &Node) -> String {
@@ -72,7 +77,9 @@ fn app_node_tls_firewall_discovery_and_drift() {
         .timeout(Duration::from_secs(300));
 
     // First install with the CA down: self-signed, haproxy up, the acme state failed.
-    let first = timed("install app1 (CA down)", || app.run_opts(&["/root/bootstrap", "--site", "/root/site.toml", "app"], &secret));
+    let first = timed("install app1 (CA down)", || {
+        app.run_opts(&["/root/bootstrap", "--site", "/root/site.toml", "app"], &secret)
+    });
     assert_eq!(first.code, 1, "expected only the ACME state to fail:\n{}\n{}", first.stdout, first.stderr);
     assert!(first.stdout.contains("✗ tls-acme"), "{}\n{}", first.stdout, first.stderr);
     assert_eq!(first.stdout.matches('✗').count(), 1, "{}", first.stdout);
@@ -91,23 +98,28 @@ fn app_node_tls_firewall_discovery_and_drift() {
     client.put_file("/root/root.pem", pebble.issuing_root().as_bytes(), 0o644);
     let pid = main_pid(&app);
     let r = timed("obtain the ACME certificate", || apply(&app));
-    let acme = r["states"].as_array().unwrap().iter().find(|s| s["id"] == "tls-acme").unwrap().clone();
-    assert_eq!(acme["status"], "changed", "{acme}");
+    let acme = report::state(&r, "tls-acme");
+    assert_eq!(acme.status, Status::Changed, "{acme:?}");
     assert_eq!(main_pid(&app), pid, "haproxy was restarted, not reloaded");
-    let page = client.run(&["curl", "-sS", "--fail", "--cacert", "/root/root.pem", "https://app1.lab.test/"]).assert_ok("https");
+    let page = client
+        .run(&["curl", "-sS", "--fail", "--cacert", "/root/root.pem", "https://app1.lab.test/"])
+        .assert_ok("https");
     assert!(page.stdout.contains("<h1>app1</h1>"), "{}", page.stdout);
-    let redirect = client.run(&["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", "http://app1.lab.test/x"]);
+    let redirect =
+        client.run(&["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", "http://app1.lab.test/x"]);
     assert_eq!(redirect.stdout, "301 https://app1.lab.test/x");
     let hsts = client.run(&["curl", "-sSI", "--cacert", "/root/root.pem", "https://app1.lab.test/"]).stdout;
     assert!(hsts.to_lowercase().contains("strict-transport-security"), "{hsts}");
-    let tls11 = client.run(&["curl", "-sS", "--tls-max", "1.1", "--cacert", "/root/root.pem", "https://app1.lab.test/"]);
+    let tls11 =
+        client.run(&["curl", "-sS", "--tls-max", "1.1", "--cacert", "/root/root.pem", "https://app1.lab.test/"]);
     assert_ne!(tls11.code, 0, "TLS 1.1 was accepted");
 
     // The firewall, seen from the client: only 22, 80 and 443.
     for (port, open) in [(22, true), (80, true), (443, true), (8080, false), (5432, false), (8402, false)] {
         assert_eq!(answers(&client, port), open, "port {port}");
     }
-    app.sh("nft add table inet operator && nft add chain inet operator keep '{ type filter hook input priority 10; }'").assert_ok("own table");
+    app.sh("nft add table inet operator && nft add chain inet operator keep '{ type filter hook input priority 10; }'")
+        .assert_ok("own table");
     apply(&app);
     assert!(app.run(&["nft", "list", "table", "inet", "operator"]).success(), "the operator's table was removed");
 
@@ -116,7 +128,12 @@ fn app_node_tls_firewall_discovery_and_drift() {
     app.put_file("/root/closed.toml", format!("{site}ssh_from = []\n").as_bytes(), 0o644);
     let closed = app.run(&[INSTALLED, "--site", "/root/closed.toml", "apply"]);
     assert_eq!(closed.code, 1);
-    assert!(format!("{}{}", closed.stdout, closed.stderr).to_lowercase().contains("ssh"), "{}{}", closed.stdout, closed.stderr);
+    assert!(
+        format!("{}{}", closed.stdout, closed.stderr).to_lowercase().contains("ssh"),
+        "{}{}",
+        closed.stdout,
+        closed.stderr
+    );
     assert_eq!(app.run(&["nft", "list", "table", "inet", "bootstrap"]).stdout, ruleset, "the table changed");
 
     // A second db node in DNS joins the pool at the next run.
@@ -129,11 +146,11 @@ fn app_node_tls_firewall_discovery_and_drift() {
     // DNS unreachable: discovery keeps its members (registration fails, reported).
     let knot_pid = knot.pid().expect("knot runs").to_string();
     lab.command("kill").args(["-STOP", &knot_pid]).status().unwrap();
-    let r = app.run(&[INSTALLED, "apply", "--json"]);
+    let r = app.run(report::APPLY);
     lab.command("kill").args(["-CONT", &knot_pid]).status().unwrap();
-    let rep = report(&r);
+    let rep = report::parse(&r);
     assert_eq!(pool(&app), members, "the pool lost members while DNS was down");
-    let failed: Vec<&str> = rep["states"].as_array().unwrap().iter().filter(|s| s["status"] == "failed").map(|s| s["id"].as_str().unwrap()).collect();
+    let failed = rep.ids_with(Status::Failed);
     assert!(failed.iter().all(|id| id.starts_with("dns-")), "only DNS states may fail: {failed:?}");
 
     // Drift, listed beforehand and healed in one run.
@@ -153,7 +170,7 @@ fn app_node_tls_firewall_discovery_and_drift() {
 
     // Idempotence.
     let again = apply(&app);
-    assert_eq!(again["changed"], 0, "{again}");
+    assert_eq!(again.changed, 0, "{again:?}");
     assert_eq!(pending(&app), Vec::<String>::new());
     drop(pebble);
 }

@@ -20,16 +20,10 @@ fn cleanup_after_panic() {
     }));
     assert!(result.is_err(), "the closure should have panicked");
     let (netns, dir, pids) = seen.expect("the lab was set up before the panic");
-    assert!(
-        !Path::new("/run/netns").join(&netns).exists(),
-        "namespace {netns} left behind"
-    );
+    assert!(!Path::new("/run/netns").join(&netns).exists(), "namespace {netns} left behind");
     assert!(!dir.exists(), "scratch tree {} left behind", dir.display());
     for pid in pids {
-        assert!(
-            !Path::new(&format!("/proc/{pid}")).exists(),
-            "process {pid} still running"
-        );
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "process {pid} still running");
     }
 }
 

@@ -10,7 +10,9 @@
 
 use std::time::{Duration, Instant};
 
-use vm_tests::operator::{download, report, serve_binary, DOWNLOADED, INSTALLED};
+use vm_tests::cmd::wait_for;
+use vm_tests::operator::{download, serve_binary, DOWNLOADED, INSTALLED};
+use vm_tests::report::{self, RunReport, Status};
 use vm_tests::{timed, Lab, Node, RunResult};
 
 const CANARY: &str = "canary-Db9q-first-password";
@@ -52,43 +54,47 @@ fn superuser_psql(node: &Node, sql: &str) -> String {
         .to_string()
 }
 
-fn apply(node: &Node, out: &Outputs) -> serde_json::Value {
-    let r = out.keep(node.run(&[INSTALLED, "apply", "--json"]));
-    assert_eq!(r.code, 0, "apply failed:\n{}\n{}", r.stdout, r.stderr);
-    report(&r)
+/// `argv` as postgres with an empty environment, from `/`: the way bootstrap runs validators.
+fn as_postgres(node: &Node, argv: &[&str]) -> RunResult {
+    let mut full = vec!["runuser", "-u", "postgres", "--", "env", "-i", "-C", "/"];
+    full.extend_from_slice(argv);
+    node.exec(&full)
 }
 
-fn check(node: &Node, out: &Outputs) -> (i32, serde_json::Value) {
-    let r = out.keep(node.run(&[INSTALLED, "--check", "--json"]));
-    assert!(r.code == 0 || r.code == 2, "--check failed:\n{}\n{}", r.stdout, r.stderr);
-    (r.code, report(&r))
+/// `report::apply`, its output kept.
+fn apply(node: &Node, out: &Outputs) -> RunReport {
+    report::applied(&out.keep(node.run(report::APPLY)))
 }
 
-fn ids_with(r: &serde_json::Value, status: &str) -> Vec<String> {
-    let states = r["states"].as_array().unwrap();
-    states.iter().filter(|s| s["status"] == status).map(|s| s["id"].as_str().unwrap().to_string()).collect()
+/// `report::check`, its output kept.
+fn check(node: &Node, out: &Outputs) -> (i32, RunReport) {
+    report::checked(&out.keep(node.run(report::CHECK)))
 }
 
-fn notifications(r: &serde_json::Value) -> Vec<String> {
-    r["notifications"].as_array().unwrap().iter().map(|n| format!("{} {}", n["notification"].as_str().unwrap(), n["status"].as_str().unwrap())).collect()
+/// The notifications a run carried out, with their outcome.
+fn notifications(r: &RunReport) -> Vec<(&str, Status)> {
+    r.notifications.iter().map(|n| (n.notification.as_str(), n.status)).collect()
 }
 
 fn cluster_pid(node: &Node) -> String {
-    let pid = node.exec(&["systemctl", "show", "--value", "-p", "MainPID", "postgresql@15-main"]).assert_ok("MainPID").stdout;
+    let pid =
+        node.exec(&["systemctl", "show", "--value", "-p", "MainPID", "postgresql@15-main"]).assert_ok("MainPID").stdout;
     pid.trim().to_string()
 }
 
 fn rows(node: &Node) -> String {
-    app_psql(node, NEW_PW_FILE, "127.0.0.1", "SELECT count(*) FROM orders").assert_ok("count rows").stdout.trim().to_string()
+    app_psql(node, NEW_PW_FILE, "127.0.0.1", "SELECT count(*) FROM orders")
+        .assert_ok("count rows")
+        .stdout
+        .trim()
+        .to_string()
 }
 
 /// Waits (a reload is a signal, carried out asynchronously) until `SHOW name` gives `value`.
 fn wait_for_setting(node: &Node, name: &str, value: &str) {
-    let t = Instant::now();
-    while superuser_psql(node, &format!("SHOW {name}")) != value {
-        assert!(t.elapsed() < Duration::from_secs(10), "{name} is not {value}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for(&format!("{name} to be {value}"), Duration::from_secs(10), || {
+        (superuser_psql(node, &format!("SHOW {name}")) == value).then_some(())
+    });
 }
 
 /// TCP listeners on 5432, as `ss` shows them.
@@ -130,10 +136,10 @@ fn db_role_installs_converges_rotates_heals_and_keeps_data() {
     // (planned once the package is there), nothing fails, nothing changes.
     let r = out.keep(with_password(&node, PW_FILE, DOWNLOADED, "--site /root/site.toml --check --json db"));
     assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
-    let plan = report(&r);
-    assert_eq!(plan["failed"], 0, "{}", r.stdout);
+    let plan = report::parse(&r);
+    assert_eq!(plan.failed, 0, "{}", r.stdout);
     for id in ["postgresql-package", "postgresql-service", "postgresql-cluster", "db-user", "db-database"] {
-        assert!(ids_with(&plan, "pending").contains(&id.to_string()), "{id} not pending: {}", r.stdout);
+        assert!(plan.ids_with(Status::Pending).contains(&id.to_string()), "{id} not pending: {}", r.stdout);
     }
     assert!(!node.exists("/usr/lib/postgresql") && !node.exists("/etc/bootstrap"));
 
@@ -147,19 +153,36 @@ fn db_role_installs_converges_rotates_heals_and_keeps_data() {
     // Listening on localhost and the private address only; the files as intended.
     let tcp = listeners(&node);
     assert!(tcp.contains(&"127.0.0.1:5432".to_string()) && tcp.contains(&format!("{addr}:5432")), "{tcp:?}");
-    assert!(tcp.iter().all(|l| ["127.0.0.1:5432", "[::1]:5432", &format!("{addr}:5432")].contains(&l.as_str())), "{tcp:?}");
-    assert_eq!(node.exec(&["stat", "-c", "%a %U %G", "/etc/postgresql/15/main/pg_hba.conf"]).stdout.trim(), "640 postgres postgres");
+    assert!(
+        tcp.iter().all(|l| ["127.0.0.1:5432", "[::1]:5432", &format!("{addr}:5432")].contains(&l.as_str())),
+        "{tcp:?}"
+    );
+    assert_eq!(
+        node.exec(&["stat", "-c", "%a %U %G", "/etc/postgresql/15/main/pg_hba.conf"]).stdout.trim(),
+        "640 postgres postgres"
+    );
     assert_eq!(superuser_psql(&node, "SHOW password_encryption"), "scram-sha-256");
     assert_eq!(superuser_psql(&node, "SELECT pg_encoding_to_char(encoding) || ' ' || pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'app'"), "UTF8 app");
-    assert!(superuser_psql(&node, "SELECT rolpassword FROM pg_authid WHERE rolname = 'app'").starts_with("SCRAM-SHA-256$4096:"));
+    assert!(superuser_psql(&node, "SELECT rolpassword FROM pg_authid WHERE rolname = 'app'")
+        .starts_with("SCRAM-SHA-256$4096:"));
 
     // The application's user logs in with the secret, locally and over the private network;
     // a wrong password, the superuser over TCP and other databases are refused.
     assert_eq!(app_psql(&node, PW_FILE, "127.0.0.1", "SELECT current_user").assert_ok("login").stdout.trim(), "app");
-    assert_eq!(app_psql(&node, PW_FILE, &addr, "SELECT current_user").assert_ok("login via private address").stdout.trim(), "app");
+    assert_eq!(
+        app_psql(&node, PW_FILE, &addr, "SELECT current_user").assert_ok("login via private address").stdout.trim(),
+        "app"
+    );
     let from_peer = lab
         .command("psql")
-        .args(["-X", "-A", "-t", &format!("host={addr} user=app dbname=app connect_timeout=5"), "-c", "SELECT inet_server_addr()"])
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            &format!("host={addr} user=app dbname=app connect_timeout=5"),
+            "-c",
+            "SELECT inet_server_addr()",
+        ])
         .env("PGPASSWORD", CANARY)
         .output()
         .unwrap();
@@ -169,7 +192,8 @@ fn db_role_installs_converges_rotates_heals_and_keeps_data() {
     assert!(!wrong.success() && wrong.stderr.contains("password authentication failed"), "{wrong:?}");
     let su = node.sh("PGPASSWORD=x psql -X 'host=127.0.0.1 user=postgres dbname=postgres' -c 'SELECT 1'");
     assert!(su.stderr.contains("no pg_hba.conf entry"), "{su:?}");
-    let other = node.sh(&format!("PGPASSWORD=$(cat {PW_FILE}) psql -X 'host=127.0.0.1 user=app dbname=postgres' -c 'SELECT 1'"));
+    let other = node
+        .sh(&format!("PGPASSWORD=$(cat {PW_FILE}) psql -X 'host=127.0.0.1 user=app dbname=postgres' -c 'SELECT 1'"));
     assert!(other.stderr.contains("no pg_hba.conf entry"), "{other:?}");
 
     // Data the application wrote.
@@ -179,32 +203,49 @@ fn db_role_installs_converges_rotates_heals_and_keeps_data() {
     // The second run changes nothing, restarts nothing; --check agrees.
     let pid = cluster_pid(&node);
     let r = apply(&node, &out);
-    assert_eq!(r["changed"], 0, "{r}");
-    assert!(notifications(&r).is_empty(), "{r}");
+    assert_eq!(r.changed, 0, "{r:?}");
+    assert!(notifications(&r).is_empty(), "{r:?}");
     assert_eq!(check(&node, &out).0, 0);
     assert_eq!(cluster_pid(&node), pid);
-    let ms = |id: &str| r["states"].as_array().unwrap().iter().find(|s| s["id"] == id).unwrap()["duration_ms"].clone();
-    eprintln!("[timing] no-op engine run: {} ms; pg_role {} ms (the shared psql query), pg_database {} ms", r["duration_ms"], ms("db-user"), ms("db-database"));
-    let noop = node.exec(&["sh", "-c", &format!("s=$(date +%s%N); {INSTALLED} apply >/dev/null; e=$(date +%s%N); echo $(( (e - s) / 1000 ))")]);
+    let ms = |id: &str| report::state(&r, id).duration_ms;
+    eprintln!(
+        "[timing] no-op engine run: {} ms; pg_role {} ms (the shared psql query), pg_database {} ms",
+        r.duration_ms,
+        ms("db-user"),
+        ms("db-database")
+    );
+    let noop = node.exec(&[
+        "sh",
+        "-c",
+        &format!("s=$(date +%s%N); {INSTALLED} apply >/dev/null; e=$(date +%s%N); echo $(( (e - s) / 1000 ))"),
+    ]);
     let noop_us: u64 = noop.stdout.trim().parse().unwrap_or_else(|_| panic!("{noop:?}"));
     eprintln!("[timing] no-op `bootstrap apply` of the db role: {:.1} ms wall", noop_us as f64 / 1000.0);
 
     // Rotation: the new password works at once, the old one no longer does.
     let r = out.keep(with_password(&node, NEW_PW_FILE, INSTALLED, "secret set db_password"));
     assert_eq!(r.code, 0, "rotation failed:\n{}\n{}", r.stdout, r.stderr);
-    assert_eq!(app_psql(&node, NEW_PW_FILE, "127.0.0.1", "SELECT current_user").assert_ok("new password").stdout.trim(), "app");
+    assert_eq!(
+        app_psql(&node, NEW_PW_FILE, "127.0.0.1", "SELECT current_user").assert_ok("new password").stdout.trim(),
+        "app"
+    );
     let old = app_psql(&node, PW_FILE, "127.0.0.1", "SELECT 1");
     assert!(!old.success() && old.stderr.contains("password authentication failed"), "{old:?}");
-    assert_eq!(apply(&node, &out)["changed"], 0);
+    assert_eq!(apply(&node, &out).changed, 0);
 
     // Drift: pg_hba.conf opened to everyone and PostgreSQL stopped. --check lists both (the
     // database states wait on the service), one run heals, the rows are there.
-    node.sh("echo 'host all all 0.0.0.0/0 trust' >> /etc/postgresql/15/main/pg_hba.conf && systemctl stop postgresql").assert_ok("drift");
+    node.sh("echo 'host all all 0.0.0.0/0 trust' >> /etc/postgresql/15/main/pg_hba.conf && systemctl stop postgresql")
+        .assert_ok("drift");
     let (code, plan) = check(&node, &out);
     assert_eq!(code, 2);
-    assert_eq!(ids_with(&plan, "pending"), ["pg-hba", "postgresql-service", "postgresql-cluster", "db-user", "db-database"], "{plan}");
+    assert_eq!(
+        plan.ids_with(Status::Pending),
+        ["pg-hba", "postgresql-service", "postgresql-cluster", "db-user", "db-database"],
+        "{plan:?}"
+    );
     let r = timed("heal pg_hba.conf + stopped PostgreSQL", || apply(&node, &out));
-    assert_eq!(ids_with(&r, "changed"), ["pg-hba", "postgresql-service"], "{r}");
+    assert_eq!(r.ids_with(Status::Changed), ["pg-hba", "postgresql-service"], "{r:?}");
     assert!(!node.read_file("/etc/postgresql/15/main/pg_hba.conf").contains("trust"));
     assert_eq!(rows(&node), "1000");
     assert_eq!(check(&node, &out).0, 0);
@@ -212,8 +253,12 @@ fn db_role_installs_converges_rotates_heals_and_keeps_data() {
     // The cluster unit stopped on its own (the umbrella unit stays active): seen and healed.
     node.exec(&["systemctl", "stop", "postgresql@15-main"]).assert_ok("stop the cluster");
     let (code, plan) = check(&node, &out);
-    assert_eq!((code, ids_with(&plan, "pending")), (2, vec!["postgresql-cluster".to_string(), "db-user".into(), "db-database".into()]), "{plan}");
-    assert_eq!(ids_with(&apply(&node, &out), "changed"), ["postgresql-cluster"]);
+    assert_eq!(
+        (code, plan.ids_with(Status::Pending)),
+        (2, vec!["postgresql-cluster".to_string(), "db-user".into(), "db-database".into()]),
+        "{plan:?}"
+    );
+    assert_eq!(apply(&node, &out).ids_with(Status::Changed), ["postgresql-cluster"]);
     assert_eq!(rows(&node), "1000");
 
     // A reload-only setting edited (and loaded by hand): the file is restored and the reload,
@@ -224,22 +269,47 @@ fn db_role_installs_converges_rotates_heals_and_keeps_data() {
         .assert_ok("edit settings");
     wait_for_setting(&node, "work_mem", "1MB");
     let r = apply(&node, &out);
-    assert_eq!((ids_with(&r, "changed"), notifications(&r)), (vec!["postgresql-settings".to_string()], vec!["reload postgresql changed".to_string()]));
+    assert_eq!(
+        (r.ids_with(Status::Changed), notifications(&r)),
+        (vec!["postgresql-settings".to_string()], vec![("reload postgresql", Status::Changed)])
+    );
     wait_for_setting(&node, "work_mem", "4MB");
     assert_eq!(cluster_pid(&node), pid, "a reload must not restart");
-    node.sh("sed -i 's/localhost,/localhost, /' /etc/postgresql/15/main/conf.d/50-bootstrap-listen.conf").assert_ok("edit listen");
+    node.sh("sed -i 's/localhost,/localhost, /' /etc/postgresql/15/main/conf.d/50-bootstrap-listen.conf")
+        .assert_ok("edit listen");
     let r = apply(&node, &out);
-    assert_eq!((ids_with(&r, "changed"), notifications(&r)), (vec!["postgresql-listen".to_string()], vec!["restart postgresql changed".to_string()]));
+    assert_eq!(
+        (r.ids_with(Status::Changed), notifications(&r)),
+        (vec!["postgresql-listen".to_string()], vec![("restart postgresql", Status::Changed)])
+    );
     assert_ne!(cluster_pid(&node), pid, "listen_addresses needs a restart");
-    assert_eq!(apply(&node, &out)["changed"], 0);
+    assert_eq!(apply(&node, &out).changed, 0);
 
     // The validators refuse what PostgreSQL would refuse.
-    node.put_file("/var/tmp/bad-hba.conf", b"local all postgres peer\nhost app app 198.18.0.0/33 scram-sha-256\n", 0o644);
-    let bad = node.exec(&["runuser", "-u", "postgres", "--", "env", "-i", "-C", "/", "/usr/local/lib/bootstrap/pg-hba-check", "/var/tmp/bad-hba.conf"]);
+    node.put_file(
+        "/var/tmp/bad-hba.conf",
+        b"local all postgres peer\nhost app app 198.18.0.0/33 scram-sha-256\n",
+        0o644,
+    );
+    let bad = as_postgres(&node, &["/usr/local/lib/bootstrap/pg-hba-check", "/var/tmp/bad-hba.conf"]);
     assert!(bad.code == 1 && bad.stderr.contains("invalid CIDR mask") && bad.stderr.contains("line 2"), "{bad:?}");
     node.put_file("/var/tmp/bad.conf", b"listen_addresses = 'localhost'\nlisten_adresses = '*'\n", 0o644);
-    let bad = node.exec(&["runuser", "-u", "postgres", "--", "env", "-i", "-C", "/", "/usr/lib/postgresql/15/bin/postgres", "-D", "/var/lib/postgresql/15/main", "-c", "config_file=/var/tmp/bad.conf", "-C", "listen_addresses"]);
-    assert!(bad.code != 0 && bad.stderr.contains("unrecognized configuration parameter \"listen_adresses\""), "{bad:?}");
+    let bad = as_postgres(
+        &node,
+        &[
+            "/usr/lib/postgresql/15/bin/postgres",
+            "-D",
+            "/var/lib/postgresql/15/main",
+            "-c",
+            "config_file=/var/tmp/bad.conf",
+            "-C",
+            "listen_addresses",
+        ],
+    );
+    assert!(
+        bad.code != 0 && bad.stderr.contains("unrecognized configuration parameter \"listen_adresses\""),
+        "{bad:?}"
+    );
 
     // Re-running the installer and a scheduled-style run keep every row.
     let r = out.keep(with_password(&node, NEW_PW_FILE, DOWNLOADED, "--site /root/site.toml db"));

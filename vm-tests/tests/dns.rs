@@ -8,8 +8,8 @@
 
 use std::time::Instant;
 
-use serde_json::Value;
-use vm_tests::operator::{report as json, run_test_role, INSTALLED as BIN, TEST_ROLES as ROLES};
+use vm_tests::operator::{run_test_role, INSTALLED as BIN, TEST_ROLES as ROLES};
+use vm_tests::report::{self, state, summaries, RunReport, Status};
 use vm_tests::{bootstrap_bin, timed, Knot, Lab, Node, RunOpts, RunResult, Zone};
 
 const SECRETS: &str = "/root/bt-secrets.toml";
@@ -76,10 +76,8 @@ impl Outputs {
         r
     }
 
-    fn apply(&mut self, node: &Node) -> Value {
-        let r = self.bt(node, &["apply", "--json"]);
-        assert_eq!(r.code, 0, "apply failed:\n{}\n{}", r.stdout, r.stderr);
-        json(&r)
+    fn apply(&mut self, node: &Node) -> RunReport {
+        report::applied(&self.bt(node, &["apply", "--json"]))
     }
 
     fn check(&mut self, node: &Node) -> RunResult {
@@ -87,23 +85,10 @@ impl Outputs {
     }
 
     fn converged(&mut self, node: &Node) {
-        assert_eq!(self.apply(node)["changed"], 0, "a second run changes nothing");
+        assert_eq!(self.apply(node).changed, 0, "a second run changes nothing");
         let r = self.check(node);
         assert_eq!(r.code, 0, "--check after converging:\n{}\n{}", r.stdout, r.stderr);
     }
-}
-
-fn ids_with(r: &Value, status: &str) -> Vec<String> {
-    let states = r["states"].as_array().unwrap();
-    states.iter().filter(|s| s["status"] == status).map(|s| s["id"].as_str().unwrap().to_string()).collect()
-}
-
-fn state<'a>(r: &'a Value, id: &str) -> &'a Value {
-    r["states"].as_array().unwrap().iter().find(|s| s["id"] == id).unwrap()
-}
-
-fn summaries(r: &Value, id: &str) -> Vec<String> {
-    state(r, id)["changes"].as_array().unwrap().iter().map(|c| c["summary"].as_str().unwrap().to_string()).collect()
 }
 
 fn put_key(node: &Node, knot: &Knot) {
@@ -131,8 +116,8 @@ fn dns_self_registration_and_peer_discovery() {
     // A dry run names every change, and neither DNS nor the node changes.
     let r = out.check(&node);
     assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
-    let plan = json(&r);
-    assert_eq!(ids_with(&plan, "pending"), ["dns-a", "dns-srv", "db-pool"]);
+    let plan = report::parse(&r);
+    assert_eq!(plan.ids_with(Status::Pending), ["dns-a", "dns-srv", "db-pool"]);
     assert_eq!(summaries(&plan, "dns-a"), [format!("register app1.lab.test. A {addr}")]);
     assert_eq!(summaries(&plan, "dns-srv"), ["register _https._tcp.lab.test. SRV 0 0 443 app1.lab.test."]);
     assert!(knot.query("app1.lab.test", "A").is_empty());
@@ -140,7 +125,7 @@ fn dns_self_registration_and_peer_discovery() {
 
     // Converge: knot serves the records, the file lists db1 from SRV.
     let r = timed("first apply", || out.apply(&node));
-    assert_eq!(ids_with(&r, "changed"), ["dns-a", "dns-srv", "db-pool"]);
+    assert_eq!(r.ids_with(Status::Changed), ["dns-a", "dns-srv", "db-pool"]);
     assert_eq!(knot.query("app1.lab.test", "A"), [addr.as_str()]);
     assert_eq!(knot.query("_https._tcp.lab.test", "SRV"), ["0 0 443 app1.lab.test."]);
     let dig = knot.kdig(&["_https._tcp.lab.test", "SRV"]).assert_ok("kdig").stdout;
@@ -159,7 +144,8 @@ fn dns_self_registration_and_peer_discovery() {
              >/dev/null; e=$(date +%s%N); echo $(( (e - s) / 1000 )); done"
         ),
     ]);
-    let mut us: Vec<u64> = noop.stdout.lines().map(|l| l.trim().parse().unwrap_or_else(|_| panic!("{noop:?}"))).collect();
+    let mut us: Vec<u64> =
+        noop.stdout.lines().map(|l| l.trim().parse().unwrap_or_else(|_| panic!("{noop:?}"))).collect();
     us.sort();
     eprintln!(
         "[timing] no-op apply (discovery: 1 SRV + A/AAAA of 1 target; 2 dns_record queries; 1 file): \
@@ -174,7 +160,7 @@ fn dns_self_registration_and_peer_discovery() {
         &["add _postgresql._tcp.lab.test. 60 SRV 0 10 5432 db2.lab.test.", "add db2.lab.test. 60 A 198.18.0.21"],
     );
     let r = out.apply(&node);
-    assert_eq!(ids_with(&r, "changed"), ["db-pool"]);
+    assert_eq!(r.ids_with(Status::Changed), ["db-pool"]);
     let two = "# managed by bootstrap (lab test)
 server db2.lab.test. 198.18.0.21:5432 priority 0 weight 10
 server db1.lab.test. 198.18.0.20:5432 priority 0 weight 0
@@ -188,10 +174,10 @@ server db1.lab.test. 198.18.0.20:5432 priority 0 weight 0
     let r = out.bt(&node, &["apply", "--json"]);
     eprintln!("[timing] apply with the DNS server down: {:.1}s", t.elapsed().as_secs_f64());
     assert_eq!(r.code, 1, "a failed state fails the run:\n{}\n{}", r.stdout, r.stderr);
-    let rep = json(&r);
-    assert_eq!(ids_with(&rep, "failed"), ["dns-a", "dns-srv"]);
-    assert_eq!(ids_with(&rep, "unchanged"), ["db-pool"]);
-    let err = state(&rep, "dns-a")["error"].as_str().unwrap().to_string();
+    let rep = report::parse(&r);
+    assert_eq!(rep.ids_with(Status::Failed), ["dns-a", "dns-srv"]);
+    assert_eq!(rep.ids_with(Status::Unchanged), ["db-pool"]);
+    let err = state(&rep, "dns-a").error.clone().unwrap();
     assert!(err.contains("no answer from the DNS server 198.18.0.1:53"), "{err}");
     assert_eq!(node.read_file(POOL), two, "the pool keeps its members while DNS is down");
     let journal = node.journal(&["-t", "bootstrap"]);
@@ -208,7 +194,7 @@ server db1.lab.test. 198.18.0.20:5432 priority 0 weight 0
     put_key(&node, &knot);
     let r = out.check(&node);
     assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
-    assert_eq!(ids_with(&json(&r), "pending"), ["dns-a", "dns-srv"]);
+    assert_eq!(report::parse(&r).ids_with(Status::Pending), ["dns-a", "dns-srv"]);
     out.apply(&node);
     assert_eq!(knot.query("app1.lab.test", "A"), [addr.as_str()]);
     assert_eq!(knot.query("_https._tcp.lab.test", "SRV"), ["0 0 443 app1.lab.test.", "0 0 443 app2.lab.test."]);
@@ -218,12 +204,12 @@ server db1.lab.test. 198.18.0.20:5432 priority 0 weight 0
     knot.update("lab.test", &["delete app1.lab.test. A"]);
     let r = out.check(&node);
     assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
-    let plan = json(&r);
-    assert_eq!(ids_with(&plan, "pending"), ["dns-a"]);
+    let plan = report::parse(&r);
+    assert_eq!(plan.ids_with(Status::Pending), ["dns-a"]);
     assert_eq!(summaries(&plan, "dns-a"), [format!("register app1.lab.test. A {addr}")]);
     let human = out.bt(&node, &["--check"]);
     assert!(human.stdout.contains("dns-a"), "{}", human.stdout);
-    assert_eq!(ids_with(&out.apply(&node), "changed"), ["dns-a"]);
+    assert_eq!(out.apply(&node).ids_with(Status::Changed), ["dns-a"]);
     assert_eq!(knot.query("app1.lab.test", "A"), [addr.as_str()]);
     out.converged(&node);
 

@@ -7,7 +7,11 @@
 
 use std::time::{Duration, Instant};
 
-use vm_tests::operator::{apply_test_role as apply, assert_test_role_converged as converged, report as json, run_test_role as bt, INSTALLED as BIN, TEST_ROLES as ROLES};
+use vm_tests::cmd::wait_for;
+use vm_tests::operator::{run_test_role as bt, INSTALLED as BIN, TEST_ROLES as ROLES};
+use vm_tests::report::{
+    self, apply_test_role as apply, assert_test_role_converged as converged, RunReport, StateReport, Status,
+};
 use vm_tests::{bootstrap_bin, timed, Lab, Node, RunOpts};
 
 /// The one address allowed to reach PostgreSQL: a second address on the probe.
@@ -76,22 +80,12 @@ fn answering(probe: &Node, target: &Node, ports: &[u16]) -> Vec<u16> {
     ports.iter().copied().filter(|p| open(probe, target, *p, None)).collect()
 }
 
-
-
-fn firewall(r: &serde_json::Value) -> &serde_json::Value {
-    r["states"].as_array().unwrap().iter().find(|s| s["id"] == "firewall").expect("firewall state in the report")
+fn firewall(r: &RunReport) -> &StateReport {
+    report::state(r, "firewall")
 }
 
 fn table(node: &Node, name: &str) -> String {
     node.exec(&["nft", "list", "table", "inet", name]).assert_ok("nft list table").stdout
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 #[test]
@@ -123,14 +117,14 @@ fn firewall_filters_heals_refuses_lockout_rolls_back_and_survives_reboot() {
     // A dry run lists the table to create and loads nothing.
     let r = bt(&node, &["--check", "--json"]);
     assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
-    let plan = json(&r);
-    assert_eq!(firewall(&plan)["status"], "pending");
-    assert_eq!(firewall(&plan)["changes"][0]["summary"], "create table inet bootstrap (10 rules, input policy drop)");
+    let plan = report::parse(&r);
+    assert_eq!(firewall(&plan).status, Status::Pending);
+    assert_eq!(firewall(&plan).changes[0].summary, "create table inet bootstrap (10 rules, input policy drop)");
     assert!(!node.exec(&["nft", "list", "table", "inet", "bootstrap"]).success());
 
     // Converge, then probe from the other container.
     let r = timed("first apply", || apply(&node));
-    assert_eq!(firewall(&r)["status"], "changed", "{r}");
+    assert_eq!(firewall(&r).status, Status::Changed, "{r:?}");
     assert_eq!(answering(&probe, &node, &all), [22, 80, 443], "only SSH, 80 and 443 from elsewhere");
     assert!(open(&probe, &node, 5432, Some(DB_CLIENT)), "5432 from the allowed address");
     assert!(!open(&probe, &node, 8080, Some(DB_CLIENT)), "8080 is blocked from that address too");
@@ -140,15 +134,17 @@ fn firewall_filters_heals_refuses_lockout_rolls_back_and_survives_reboot() {
 
     // Idempotent, and what a no-op costs.
     let r = apply(&node);
-    assert_eq!(r["changed"], 0, "{r}");
+    assert_eq!(r.changed, 0, "{r:?}");
     converged(&node);
     let noop = node.exec(&[
         "sh",
         "-c",
-        &format!("s=$(date +%s%N); {BIN} --roles {ROLES} apply test >/dev/null; e=$(date +%s%N); echo $(( (e - s) / 1000 ))"),
+        &format!(
+            "s=$(date +%s%N); {BIN} --roles {ROLES} apply test >/dev/null; e=$(date +%s%N); echo $(( (e - s) / 1000 ))"
+        ),
     ]);
     let noop_us: u64 = noop.stdout.trim().parse().unwrap_or_else(|_| panic!("{noop:?}"));
-    let plan_ms = (0..5).map(|_| firewall(&apply(&node))["duration_ms"].as_f64().unwrap()).fold(f64::MAX, f64::min);
+    let plan_ms = (0..5).map(|_| firewall(&apply(&node)).duration_ms).fold(f64::MAX, f64::min);
     eprintln!(
         "[timing] no-op: firewall plan (one `nft -j list`) {plan_ms} ms (best of 5); whole `bootstrap apply` of the role {:.1} ms wall",
         noop_us as f64 / 1000.0
@@ -160,11 +156,14 @@ fn firewall_filters_heals_refuses_lockout_rolls_back_and_survives_reboot() {
     let r = bt(&node, &["--check"]);
     assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
     let said = format!("{}{}", r.stdout, r.stderr);
-    assert!(said.contains("firewall") && said.contains("replace table inet bootstrap: 10 rule(s) missing from input"), "{said}");
+    assert!(
+        said.contains("firewall") && said.contains("replace table inet bootstrap: 10 rule(s) missing from input"),
+        "{said}"
+    );
     let r = timed("heal the flushed table", || apply(&node));
-    assert_eq!(firewall(&r)["status"], "changed");
+    assert_eq!(firewall(&r).status, Status::Changed);
     assert_eq!(table(&node, "bootstrap"), converged_table);
-    assert_eq!(apply(&node)["changed"], 0);
+    assert_eq!(apply(&node).changed, 0);
     converged(&node);
     assert_eq!(answering(&probe, &node, &all), [22, 80, 443]);
     assert_eq!(table(&node, "operator"), operator);
@@ -180,7 +179,7 @@ fn firewall_filters_heals_refuses_lockout_rolls_back_and_survives_reboot() {
 
     // The lockout guard. First a table with 8080 open (a site setting) ...
     node.put_file("/etc/bootstrap/site.toml", b"firewall_extra = [\"tcp/8080 from 198.18.0.0/24\"]\n", 0o644);
-    assert_eq!(firewall(&apply(&node))["status"], "changed");
+    assert_eq!(firewall(&apply(&node)).status, Status::Changed);
     assert_eq!(answering(&probe, &node, &[8080]), [8080]);
     // ... then a run that closes it again dies after loading, before confirming.
     node.put_file("/usr/local/sbin/nft", HOLD_WRAPPER.as_bytes(), 0o755);
@@ -188,23 +187,29 @@ fn firewall_filters_heals_refuses_lockout_rolls_back_and_survives_reboot() {
     node.exec(&["touch", "/run/bt-hold"]).assert_ok("hold");
     node.exec(&["systemd-run", "--unit=bt-killed", "--collect", "--quiet", BIN, "--roles", ROLES, "apply", "test"])
         .assert_ok("start the run to kill");
-    wait_for("the run to load its table", Duration::from_secs(60), || node.exists("/run/bt-applied"));
+    wait_for("the run to load its table", Duration::from_secs(60), || node.exists("/run/bt-applied").then_some(()));
     assert_eq!(answering(&probe, &node, &[8080]), Vec::<u16>::new(), "the new table is live");
     let armed = node.exec(&["systemctl", "is-active", "bootstrap-firewall-rollback.timer"]);
     assert_eq!(armed.stdout.trim(), "active", "the rollback timer is armed");
     node.exec(&["systemctl", "kill", "--signal=SIGKILL", "bt-killed.service"]).assert_ok("kill -9 the run");
     let killed = Instant::now();
     wait_for("the rollback to restore the old table", Duration::from_secs(45), || {
-        node.exec(&["/usr/sbin/nft", "list", "table", "inet", "bootstrap"]).stdout.contains("tcp dport 8080")
+        node.exec(&["/usr/sbin/nft", "list", "table", "inet", "bootstrap"])
+            .stdout
+            .contains("tcp dport 8080")
+            .then_some(())
     });
-    eprintln!("[timing] rollback fired {:.1}s after the run was killed (armed for 15 s)", killed.elapsed().as_secs_f64());
+    eprintln!(
+        "[timing] rollback fired {:.1}s after the run was killed (armed for 15 s)",
+        killed.elapsed().as_secs_f64()
+    );
     assert_eq!(answering(&probe, &node, &[22, 8080]), [22, 8080], "the old table is back");
     assert!(node.journal(&["-u", "bootstrap-firewall-rollback.service"]).contains("restore the firewall table"));
     // The next run converges to what the settings say.
     node.exec(&["rm", "/usr/local/sbin/nft", "/run/bt-hold", "/run/bt-applied"]).assert_ok("unhold");
     let r = bt(&node, &["--check"]);
     assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
-    assert_eq!(firewall(&apply(&node))["status"], "changed");
+    assert_eq!(firewall(&apply(&node)).status, Status::Changed);
     assert_eq!(table(&node, "bootstrap"), converged_table);
     assert_eq!(answering(&probe, &node, &[22, 8080]), [22]);
     converged(&node);

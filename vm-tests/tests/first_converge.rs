@@ -2,12 +2,9 @@
 //! truth and writes nothing, `apply` converges, drift is listed and healed, and a second run
 //! changes nothing.
 
-use vm_tests::operator::{bootstrap, download, report, serve_binary};
+use vm_tests::operator::{bootstrap, download, serve_binary};
+use vm_tests::report::{self, Status};
 use vm_tests::Lab;
-
-fn ids_with(r: &serde_json::Value, status: &str) -> Vec<String> {
-    r["states"].as_array().unwrap().iter().filter(|s| s["status"] == status).map(|s| s["id"].as_str().unwrap().into()).collect()
-}
 
 #[test]
 fn fresh_node_converges_and_heals_drift() {
@@ -20,7 +17,7 @@ fn fresh_node_converges_and_heals_drift() {
 
     let check = bootstrap(&node, &["--check", "--json", "app"]);
     assert_eq!(check.code, 2, "{}{}", check.stdout, check.stderr);
-    assert!(ids_with(&report(&check), "pending").contains(&"motd".to_string()));
+    assert!(report::parse(&check).ids_with(Status::Pending).contains(&"motd".to_string()));
     assert_eq!(node.read_file("/etc/motd"), motd_before, "--check changed /etc/motd");
     assert!(!node.exists("/var/www/bootstrap"), "--check created a directory");
 
@@ -35,21 +32,26 @@ fn fresh_node_converges_and_heals_drift() {
     let page = node.run(&["wget", "--no-check-certificate", "-qO-", "https://127.0.0.1/"]).assert_ok("https");
     assert!(page.stdout.contains("<h1>app1</h1>"), "{}", page.stdout);
     let redirect = node.run(&["wget", "--max-redirect=0", "-S", "-qO-", "http://127.0.0.1/"]);
-    assert!(redirect.stderr.contains(" 301 ") && redirect.stderr.to_lowercase().contains("location: https://127.0.0.1/"), "{}", redirect.stderr);
+    assert!(
+        redirect.stderr.contains(" 301 ") && redirect.stderr.to_lowercase().contains("location: https://127.0.0.1/"),
+        "{}",
+        redirect.stderr
+    );
 
     // Drift: the banner edited, the page deleted.
     node.sh("echo local edit >> /etc/motd && rm /var/www/bootstrap/index.html").assert_ok("drift");
     let check = bootstrap(&node, &["--check", "--json", "app"]);
     assert_eq!(check.code, 2);
-    assert_eq!(ids_with(&report(&check), "pending"), ["motd", "landing-page"]);
+    assert_eq!(report::parse(&check).ids_with(Status::Pending), ["motd", "landing-page"]);
     let heal = bootstrap(&node, &["apply", "--json", "app"]);
-    assert_eq!(ids_with(&report(&heal), "changed"), ["motd", "landing-page"]);
-    let page = node.run(&["wget", "--no-check-certificate", "-qO-", "https://127.0.0.1/"]).assert_ok("https after heal");
+    assert_eq!(report::parse(&heal).ids_with(Status::Changed), ["motd", "landing-page"]);
+    let page =
+        node.run(&["wget", "--no-check-certificate", "-qO-", "https://127.0.0.1/"]).assert_ok("https after heal");
     assert!(page.stdout.contains("<h1>app1</h1>"), "the healed page is not served (haproxy not reloaded?)");
 
     // Idempotence: a second run changes nothing, and --check exits 0.
     let again = bootstrap(&node, &["apply", "--json", "app"]);
-    assert_eq!(report(&again)["changed"], 0, "{}", again.stdout);
+    assert_eq!(report::parse(&again).changed, 0, "{}", again.stdout);
     let check = bootstrap(&node, &["--check", "app"]);
     assert_eq!(check.code, 0, "{}{}", check.stdout, check.stderr);
 }

@@ -6,7 +6,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use vm_tests::operator::{bootstrap, download, report, serve_binary, DOWNLOADED};
+use vm_tests::operator::{bootstrap, download, serve_binary, DOWNLOADED};
+use vm_tests::report::{self, ChangeKind};
 use vm_tests::{Lab, Node, RunOpts};
 
 const CANARY: &str = "canary-7Hq2-api-token";
@@ -142,26 +143,31 @@ fn terminal_install_prompts_schedules_and_never_leaks() {
     let before = runs(&node);
     let t0 = std::time::Instant::now();
     while runs(&node) <= before {
-        assert!(t0.elapsed() < Duration::from_secs(130), "no scheduled run within 2 minutes:\n{}", node.journal(&["-u", "cron"]));
+        assert!(
+            t0.elapsed() < Duration::from_secs(130),
+            "no scheduled run within 2 minutes:\n{}",
+            node.journal(&["-u", "cron"])
+        );
         std::thread::sleep(Duration::from_secs(2));
     }
     assert!(node.journal(&["-u", "cron"]).contains("/usr/local/sbin/bootstrap apply"));
 
     // A later run never prompts (no terminal here) and changes nothing.
-    let again = node.run(&["/usr/local/sbin/bootstrap", "apply", "--json"]);
-    assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
-    assert_eq!(report(&again)["changed"], 0, "{}", again.stdout);
+    let again = report::apply(&node);
+    assert_eq!(again.changed, 0, "{again:?}");
     let check = node.run(&["/usr/local/sbin/bootstrap", "--check"]);
     assert_eq!(check.code, 0, "{}{}", check.stdout, check.stderr);
 
     // Reports: drift is told from intended change; the node exporter file appears.
     node.sh("mkdir -p /var/lib/prometheus/node-exporter && echo edited >> /etc/motd").assert_ok("drift");
-    let healed = node.run(&["/usr/local/sbin/bootstrap", "apply", "--json"]);
-    let states = report(&healed)["states"].as_array().unwrap().clone();
-    let motd = states.iter().find(|s| s["id"] == "motd").unwrap();
-    assert_eq!(motd["change"], "drift", "{motd}");
+    let healed = report::parse(&node.run(report::APPLY));
+    let motd = report::state(&healed, "motd");
+    assert_eq!(motd.change, Some(ChangeKind::Drift), "{motd:?}");
     let prom = node.read_file("/var/lib/prometheus/node-exporter/bootstrap.prom");
-    assert!(prom.contains("bootstrap_last_run_success 1") && prom.contains("bootstrap_last_run_drift_corrected 1"), "{prom}");
+    assert!(
+        prom.contains("bootstrap_last_run_success 1") && prom.contains("bootstrap_last_run_drift_corrected 1"),
+        "{prom}"
+    );
     assert_eq!(stat(&node, "/var/lib/bootstrap/last-run.json"), "600 root");
 
     let status = node.run(&["/usr/local/sbin/bootstrap", "status"]).assert_ok("status").stdout;
@@ -209,13 +215,19 @@ fn install_without_terminal_from_credentials_and_environment() {
     // A secret missing and no terminal: nothing changes, and the message names it.
     let missing = envs.run(&args);
     assert_eq!(missing.code, 1);
-    assert!(missing.stderr.contains("missing secrets: `api_token`") && missing.stderr.contains("BOOTSTRAP_SECRET_API_TOKEN"), "{}", missing.stderr);
+    assert!(
+        missing.stderr.contains("missing secrets: `api_token`")
+            && missing.stderr.contains("BOOTSTRAP_SECRET_API_TOKEN"),
+        "{}",
+        missing.stderr
+    );
     for p in ["/etc/bootstrap", "/usr/local/sbin/bootstrap", "/etc/app", "/etc/cron.d/bootstrap"] {
         assert!(!envs.exists(p), "{p} exists after a refused install");
     }
 
     // systemd credentials: LoadCredential without a path takes the one passed to the machine.
-    let mut with_creds = vec!["systemd-run", "--wait", "--pipe", "--quiet", "--collect", "-p", "LoadCredential=api_token", "--"];
+    let mut with_creds =
+        vec!["systemd-run", "--wait", "--pipe", "--quiet", "--collect", "-p", "LoadCredential=api_token", "--"];
     with_creds.extend_from_slice(&args);
     let r = creds.exec(&with_creds);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
@@ -233,7 +245,7 @@ fn install_without_terminal_from_credentials_and_environment() {
         assert!(conf.contains(CANARY), "{conf}");
         // Later runs need no secret source: they use the stored ones, and change nothing.
         let again = bootstrap(node, &["apply", "--json"]);
-        assert_eq!(report(&again)["changed"], 0, "{}{}", again.stdout, again.stderr);
+        assert_eq!(report::parse(&again).changed, 0, "{}{}", again.stdout, again.stderr);
         assert_eq!(bootstrap(node, &["--check"]).code, 0);
         assert_eq!(world_readable_with(node, CANARY), "");
     }

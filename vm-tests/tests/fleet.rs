@@ -9,7 +9,8 @@
 
 use std::time::Duration;
 
-use vm_tests::operator::{apply_installed as apply, pending_installed as pending, download, serve_binary, INSTALLED};
+use vm_tests::operator::{download, serve_binary, INSTALLED};
+use vm_tests::report::{apply, pending};
 use vm_tests::{timed, Lab, Node, RunOpts, RunResult, Zone};
 
 const PASSWORD: &str = "canary-db-Pw-0001";
@@ -52,7 +53,8 @@ fn db_and_app_nodes_find_each_other_and_stay_converged() {
     assert_eq!(knot.query("db1.lab.test", "A"), ["198.18.0.10"]);
     assert_eq!(knot.query("_postgresql._tcp.lab.test", "SRV"), ["0 0 5432 db1.lab.test."]);
 
-    let r = timed("./bootstrap app", || app.run_opts(&["/root/bootstrap", "--site", "/root/site.toml", "app"], &secrets));
+    let r =
+        timed("./bootstrap app", || app.run_opts(&["/root/bootstrap", "--site", "/root/site.toml", "app"], &secrets));
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     let cfg = app.read_file("/etc/haproxy/haproxy.cfg");
     assert!(cfg.contains("server db0 198.18.0.10:5432 check"), "{cfg}");
@@ -63,7 +65,11 @@ fn db_and_app_nodes_find_each_other_and_stay_converged() {
 
     // The db port from inside and from outside the private network.
     assert_eq!(app.run(&["bash", "-c", "exec 3<>/dev/tcp/198.18.0.10/5432"]).code, 0, "app1 can't reach 5432");
-    assert_ne!(outsider.run(&["nc", "-z", "-w", "2", "198.18.0.10", "5432"]).code, 0, "5432 answers outside the private network");
+    assert_ne!(
+        outsider.run(&["nc", "-z", "-w", "2", "198.18.0.10", "5432"]).code,
+        0,
+        "5432 answers outside the private network"
+    );
     assert_eq!(outsider.run(&["nc", "-z", "-w", "2", "198.18.0.10", "22"]).code != 0, !db.exists("/usr/sbin/sshd"));
 
     // Data that must survive every later run.
@@ -71,7 +77,10 @@ fn db_and_app_nodes_find_each_other_and_stay_converged() {
 
     // Rotation: on the db node, then on the app node; the old password is refused.
     let set = |node: &Node, value: &str| {
-        let r = node.run_opts(&[INSTALLED, "secret", "set", "db_password"], &RunOpts::default().env("BOOTSTRAP_SECRET_DB_PASSWORD", value));
+        let r = node.run_opts(
+            &[INSTALLED, "secret", "set", "db_password"],
+            &RunOpts::default().env("BOOTSTRAP_SECRET_DB_PASSWORD", value),
+        );
         assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
         assert!(!format!("{}{}", r.stdout, r.stderr).contains("canary-db"), "rotation output leaked");
     };
@@ -81,7 +90,8 @@ fn db_and_app_nodes_find_each_other_and_stay_converged() {
     assert_eq!(app_sql(&app, "select count(*) from rows").assert_ok("after rotation").stdout.trim(), "500");
 
     // Drift on the db node: listed, then healed in one run.
-    db.sh("echo 'host all all 0.0.0.0/0 trust' >> /etc/postgresql/15/main/pg_hba.conf && systemctl stop postgresql").assert_ok("drift");
+    db.sh("echo 'host all all 0.0.0.0/0 trust' >> /etc/postgresql/15/main/pg_hba.conf && systemctl stop postgresql")
+        .assert_ok("drift");
     knot.update("lab.test", &["delete _postgresql._tcp.lab.test. SRV"]);
     let listed = pending(&db);
     for id in ["pg-hba", "postgresql-service", "dns-postgresql"] {
@@ -92,14 +102,17 @@ fn db_and_app_nodes_find_each_other_and_stay_converged() {
     assert!(!db.read_file("/etc/postgresql/15/main/pg_hba.conf").contains("trust"));
 
     // Re-runs keep the data: the install command again, and a scheduled-style run.
-    let again = db.run_opts(&["/root/bootstrap", "--site", "/root/site.toml", "db"], &RunOpts::default().timeout(Duration::from_secs(300)));
+    let again = db.run_opts(
+        &["/root/bootstrap", "--site", "/root/site.toml", "db"],
+        &RunOpts::default().timeout(Duration::from_secs(300)),
+    );
     assert_eq!(again.code, 0, "{}\n{}", again.stdout, again.stderr);
     apply(&db);
     assert_eq!(app_sql(&app, "select count(*) from rows").assert_ok("count").stdout.trim(), "500");
 
     // Both nodes converged.
     for node in [&db, &app] {
-        assert_eq!(apply(node)["changed"], 0, "{} changed on a second run", node.name());
+        assert_eq!(apply(node).changed, 0, "{} changed on a second run", node.name());
         assert_eq!(pending(node), Vec::<String>::new());
     }
 

@@ -9,90 +9,60 @@ use vm_tests::{timed, Lab, RunOpts, Zone};
 #[test]
 fn lab_smoke() {
     let total = Instant::now();
-    let lab = timed("lab ready (base image + repo + netns)", || {
-        Lab::new("lab_smoke")
-    });
+    let lab = timed("lab ready (base image + repo + netns)", || Lab::new("lab_smoke"));
     let mut node = timed("boot fresh node", || lab.boot("smoke1"));
 
     // systemd is PID 1 and healthy; identity and address are what the lab assigned.
     assert_eq!(node.exec(&["cat", "/proc/1/comm"]).stdout.trim(), "systemd");
-    assert_eq!(
-        node.exec(&["systemctl", "is-system-running"]).stdout.trim(),
-        "running"
-    );
+    assert_eq!(node.exec(&["systemctl", "is-system-running"]).stdout.trim(), "running");
     assert_eq!(node.run(&["hostname"]).stdout.trim(), "smoke1");
     assert_eq!(node.addr().to_string(), "198.18.0.10");
-    let addrs = node
-        .exec(&["ip", "-4", "-o", "addr", "show", "host0"])
-        .stdout;
+    let addrs = node.exec(&["ip", "-4", "-o", "addr", "show", "host0"]).stdout;
     assert!(addrs.contains("198.18.0.10/24"), "host0 addresses: {addrs}");
-    timed("ping lab host", || {
-        node.run(&["ping", "-c1", "-W2", "198.18.0.1"])
-            .assert_ok("ping 198.18.0.1")
-    });
+    timed("ping lab host", || node.run(&["ping", "-c1", "-W2", "198.18.0.1"]).assert_ok("ping 198.18.0.1"));
 
     // Exit codes, stderr and environment make it through systemd-run.
     let r = node.sh("echo out; echo err >&2; exit 3");
-    assert_eq!(
-        (r.code, r.stdout.as_str(), r.stderr.as_str()),
-        (3, "out\n", "err\n")
-    );
+    assert_eq!((r.code, r.stdout.as_str(), r.stderr.as_str()), (3, "out\n", "err\n"));
     let r = node.run_opts(
         &["sh", "-c", "echo \"$GREETING\"; cat"],
-        &RunOpts::default()
-            .env("GREETING", "hello")
-            .stdin("from stdin"),
+        &RunOpts::default().env("GREETING", "hello").stdin("from stdin"),
     );
     assert_eq!(r.stdout, "hello\nfrom stdin");
     // Arguments arrive literally (systemd would otherwise expand `${x}` itself).
     assert_eq!(
-        node.sh("x=abc; echo ${x} ${#x} $x $$x")
-            .stdout
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>(),
+        node.sh("x=abc; echo ${x} ${#x} $x $$x").stdout.split_whitespace().take(3).collect::<Vec<_>>(),
         ["abc", "3", "abc"]
     );
     // A failed command must not leave the system degraded (units are collected).
-    assert_eq!(
-        node.exec(&["systemctl", "is-system-running"]).stdout.trim(),
-        "running"
-    );
+    assert_eq!(node.exec(&["systemctl", "is-system-running"]).stdout.trim(), "running");
 
     // Packages come from the offline repository only.
     let sources = node.read_file("/etc/apt/sources.list");
     assert_eq!(sources.trim(), "deb [trusted=yes] file:/srv/repo ./");
     timed("apt-get install cron curl bind9-dnsutils (offline)", || {
         node.run_opts(
-            &["sh", "-c", "apt-get update -q && apt-get install -y -q --no-install-recommends cron curl bind9-dnsutils"],
+            &[
+                "sh",
+                "-c",
+                "apt-get update -q && apt-get install -y -q --no-install-recommends cron curl bind9-dnsutils",
+            ],
             &RunOpts::default().env("DEBIAN_FRONTEND", "noninteractive"),
         )
         .assert_ok("apt-get install");
     });
-    assert_eq!(
-        node.exec(&["systemctl", "is-active", "cron"]).stdout.trim(),
-        "active"
-    );
+    assert_eq!(node.exec(&["systemctl", "is-active", "cron"]).stdout.trim(), "active");
     assert!(node.exists("/usr/bin/curl"));
 
     // The node downloads from the lab's HTTP server, as an operator would fetch the binary.
     let web = lab.http_server(8080);
     web.put("hello.txt", "hello from the lab\n");
     timed("wget from lab HTTP server", || {
-        node.run(&["wget", "-q", "-O", "/root/hello.txt", &web.url("hello.txt")])
-            .assert_ok("wget");
+        node.run(&["wget", "-q", "-O", "/root/hello.txt", &web.url("hello.txt")]).assert_ok("wget");
     });
     assert_eq!(node.read_file("/root/hello.txt"), "hello from the lab\n");
-    assert_eq!(
-        node.run(&["wget", "-q", "-O", "-", &web.url("missing")])
-            .code,
-        8,
-        "404 must fail wget"
-    );
-    assert_eq!(
-        web.requests(),
-        vec!["GET /hello.txt 200", "GET /missing 404"]
-    );
+    assert_eq!(node.run(&["wget", "-q", "-O", "-", &web.url("missing")]).code, 8, "404 must fail wget");
+    assert_eq!(web.requests(), vec!["GET /hello.txt 200", "GET /missing 404"]);
 
     // DNS: knot answers SRV queries from the node, and accepts TSIG-signed updates from it.
     let knot = timed("knot start", || {
@@ -104,35 +74,20 @@ fn lab_smoke() {
     assert_eq!(srv.assert_ok("dig").stdout.trim(), "0 0 5432 db1.lab.test.");
     timed("RFC 2136 update from the node", || {
         let update = "server 198.18.0.1\nzone lab.test.\nupdate add smoke1.lab.test. 60 A 198.18.0.10\nsend\n";
-        node.run_opts(
-            &["nsupdate", "-y", &knot.tsig_key().to_y_arg()],
-            &RunOpts::default().stdin(update),
-        )
-        .assert_ok("nsupdate");
+        node.run_opts(&["nsupdate", "-y", &knot.tsig_key().to_y_arg()], &RunOpts::default().stdin(update))
+            .assert_ok("nsupdate");
     });
     assert_eq!(knot.query("smoke1.lab.test", "A"), vec!["198.18.0.10"]);
-    knot.update(
-        "lab.test",
-        &["add _postgresql._tcp.lab.test. 60 SRV 0 0 5432 db2.lab.test."],
-    );
-    let srv = node
-        .run(&["dig", "+short", "SRV", "_postgresql._tcp.lab.test"])
-        .stdout;
-    assert!(
-        srv.contains("db1.lab.test.") && srv.contains("db2.lab.test."),
-        "SRV after update: {srv}"
-    );
+    knot.update("lab.test", &["add _postgresql._tcp.lab.test. 60 SRV 0 0 5432 db2.lab.test."]);
+    let srv = node.run(&["dig", "+short", "SRV", "_postgresql._tcp.lab.test"]).stdout;
+    assert!(srv.contains("db1.lab.test.") && srv.contains("db2.lab.test."), "SRV after update: {srv}");
     // An unsigned update is refused.
     let refused = node.run_opts(
         &["nsupdate"],
-        &RunOpts::default().stdin(
-            "server 198.18.0.1\nzone lab.test.\nupdate add evil.lab.test. 60 A 198.18.0.66\nsend\n",
-        ),
+        &RunOpts::default()
+            .stdin("server 198.18.0.1\nzone lab.test.\nupdate add evil.lab.test. 60 A 198.18.0.66\nsend\n"),
     );
-    assert_ne!(
-        refused.code, 0,
-        "unsigned update must be refused: {refused:?}"
-    );
+    assert_ne!(refused.code, 0, "unsigned update must be refused: {refused:?}");
 
     // A real terminal: answer a prompt, get the exit code.
     timed("pty prompt", || {
@@ -144,11 +99,7 @@ fn lab_smoke() {
         assert_eq!(code, 4);
     });
     // Secret prompts have no echo: what we type must not be shown back.
-    let mut pty = node.pty(&[
-        "sh",
-        "-c",
-        "stty -echo; printf 'secret: '; read s; stty echo; echo; echo len=${#s}",
-    ]);
+    let mut pty = node.pty(&["sh", "-c", "stty -echo; printf 'secret: '; read s; stty echo; echo; echo len=${#s}"]);
     pty.expect("secret: ");
     pty.send_line("hunter2");
     let shown = pty.expect("len=7");
@@ -157,27 +108,17 @@ fn lab_smoke() {
 
     // State on disk survives a reboot; enabled services come back.
     node.put_file("/root/marker", b"before-reboot", 0o600);
-    node.run(&["logger", "-t", "smoke", "marker-before-reboot"])
-        .assert_ok("logger");
+    node.run(&["logger", "-t", "smoke", "marker-before-reboot"]).assert_ok("logger");
     timed("reboot", || node.reboot());
     assert_eq!(node.read_file("/root/marker"), "before-reboot");
-    assert_eq!(
-        node.exec(&["systemctl", "is-active", "cron"]).stdout.trim(),
-        "active"
-    );
+    assert_eq!(node.exec(&["systemctl", "is-active", "cron"]).stdout.trim(), "active");
     assert_eq!(node.run(&["hostname"]).stdout.trim(), "smoke1");
 
     // The journal is readable, and persistent across the reboot.
     let journal = timed("read journal", || node.journal(&["-t", "smoke"]));
-    assert!(
-        journal.contains("marker-before-reboot"),
-        "journal: {journal}"
-    );
+    assert!(journal.contains("marker-before-reboot"), "journal: {journal}");
     let boots = node.journal(&["--list-boots"]);
-    assert!(
-        boots.lines().count() >= 2,
-        "expected 2 boots in the journal:\n{boots}"
-    );
+    assert!(boots.lines().count() >= 2, "expected 2 boots in the journal:\n{boots}");
     assert!(node.journal(&["-b", "-u", "cron"]).contains("cron"));
 
     drop(knot);
@@ -186,10 +127,7 @@ fn lab_smoke() {
         drop(node);
         drop(lab);
     });
-    eprintln!(
-        "[timing] lab_smoke total: {:.1}s",
-        total.elapsed().as_secs_f64()
-    );
+    eprintln!("[timing] lab_smoke total: {:.1}s", total.elapsed().as_secs_f64());
 }
 
 /// Two nodes on the same bridge see each other, and stopping one leaves the other intact
@@ -200,38 +138,12 @@ fn two_nodes() {
     let a = timed("boot node a", || lab.boot("node-a"));
     let b = timed("boot node b", || lab.boot("node-b"));
     assert_eq!(b.addr().to_string(), "198.18.0.11");
-    a.run(&["ping", "-c1", "-W2", &b.addr().to_string()])
-        .assert_ok("ping a -> b");
-    b.run(&["ping", "-c1", "-W2", &a.addr().to_string()])
-        .assert_ok("ping b -> a");
+    a.run(&["ping", "-c1", "-W2", &b.addr().to_string()]).assert_ok("ping a -> b");
+    b.run(&["ping", "-c1", "-W2", &a.addr().to_string()]).assert_ok("ping b -> a");
     assert_eq!(b.run(&["hostname"]).stdout.trim(), "node-b");
-    let journald_a = a
-        .exec(&[
-            "systemctl",
-            "show",
-            "-p",
-            "MainPID",
-            "--value",
-            "systemd-journald",
-        ])
-        .stdout;
+    let journald_a = a.exec(&["systemctl", "show", "-p", "MainPID", "--value", "systemd-journald"]).stdout;
     timed("power off node b", || drop(b));
-    assert_eq!(
-        a.exec(&["systemctl", "is-system-running"]).stdout.trim(),
-        "running"
-    );
-    let journald_a_after = a
-        .exec(&[
-            "systemctl",
-            "show",
-            "-p",
-            "MainPID",
-            "--value",
-            "systemd-journald",
-        ])
-        .stdout;
-    assert_eq!(
-        journald_a, journald_a_after,
-        "node a's journald was disturbed by node b's shutdown"
-    );
+    assert_eq!(a.exec(&["systemctl", "is-system-running"]).stdout.trim(), "running");
+    let journald_a_after = a.exec(&["systemctl", "show", "-p", "MainPID", "--value", "systemd-journald"]).stdout;
+    assert_eq!(journald_a, journald_a_after, "node a's journald was disturbed by node b's shutdown");
 }

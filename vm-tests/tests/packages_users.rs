@@ -5,8 +5,9 @@
 
 use std::time::{Duration, Instant};
 
+use vm_tests::operator::{run_test_role as bt, INSTALLED as BIN, TEST_ROLES as ROLES};
+use vm_tests::report::{apply_test_role as apply, summaries};
 use vm_tests::{bootstrap_bin, timed, Lab, Node};
-
 
 const ROLE: &str = r#"
 description = "issue 3 lab role: packages, a group, a user"
@@ -45,21 +46,6 @@ open(M, ">", "/run/bt-locked") or die "marker"; close(M);
 sleep 8;
 "#;
 
-use vm_tests::operator::{report as json, run_test_role as bt, INSTALLED as BIN, TEST_ROLES as ROLES};
-
-/// `apply --json`: must succeed; returns the report.
-fn apply(node: &Node) -> serde_json::Value {
-    let r = bt(node, &["apply", "--json"]);
-    let report = json(&r);
-    assert_eq!(r.code, 0, "apply failed:\n{}\n{}", r.stdout, r.stderr);
-    report
-}
-
-fn summaries(report: &serde_json::Value, id: &str) -> Vec<String> {
-    let state = report["states"].as_array().unwrap().iter().find(|s| s["id"] == id).unwrap();
-    state["changes"].as_array().unwrap().iter().map(|c| c["summary"].as_str().unwrap().to_string()).collect()
-}
-
 fn installed(node: &Node, pkg: &str) -> bool {
     let r = node.run(&["dpkg-query", "-W", "-f", "${Status}", pkg]);
     r.stdout.trim() == "install ok installed"
@@ -83,7 +69,7 @@ fn packages_users_converge_and_heal() {
     assert!(installed(&node, "less") && !installed(&node, "cron"));
 
     let r = timed("first apply (apt-get update + install cron curl, remove less, group, user)", || apply(&node));
-    assert_eq!((r["changed"].as_u64(), r["failed"].as_u64()), (Some(3), Some(0)), "{r:#}");
+    assert_eq!((r.changed, r.failed), (3, 0), "{r:#?}");
     assert_eq!(summaries(&r, "pkgs"), ["install cron, curl", "remove less"]);
     assert!(node.exec(&["ls", "/var/lib/apt/lists"]).stdout.contains("srv_repo"));
     assert!(installed(&node, "cron") && installed(&node, "curl") && !installed(&node, "less"));
@@ -100,8 +86,8 @@ fn packages_users_converge_and_heal() {
 
     // Idempotence: nothing to do, and fast.
     let r = timed("second apply (no-op)", || apply(&node));
-    assert_eq!(r["changed"].as_u64(), Some(0), "{r:#}");
-    eprintln!("[timing] no-op run inside the node (engine): {} ms", r["duration_ms"]);
+    assert_eq!(r.changed, 0, "{r:#?}");
+    eprintln!("[timing] no-op run inside the node (engine): {} ms", r.duration_ms);
     assert_eq!(bt(&node, &["--check"]).code, 0);
 
     // Drift: a package removed by hand is named by --check and reinstalled by one apply.
@@ -122,7 +108,7 @@ fn packages_users_converge_and_heal() {
     let t = Instant::now();
     let r = timed("apply waiting for the dpkg lock, then reinstalling curl", || apply(&node));
     assert!(t.elapsed().as_secs() >= 3, "apply did not wait for the lock");
-    assert_eq!(r["changed"].as_u64(), Some(1), "{r:#}");
+    assert_eq!(r.changed, 1, "{r:#?}");
     assert_eq!(summaries(&r, "pkgs"), ["install curl"]);
     assert!(installed(&node, "curl"));
     assert_eq!(bt(&node, &["--check"]).code, 0);
@@ -133,12 +119,12 @@ fn packages_users_converge_and_heal() {
     assert_eq!(c.code, 2);
     assert!(c.stdout.contains("create system user appsvc"), "{}", c.stdout);
     let r = timed("apply recreating the user", || apply(&node));
-    assert_eq!(r["changed"].as_u64(), Some(1), "{r:#}");
+    assert_eq!(r.changed, 1, "{r:#?}");
     node.run(&["getent", "passwd", "appsvc"]).assert_ok("user recreated");
     assert!(node.run(&["getent", "group", "crontab"]).stdout.trim().ends_with(":appsvc"));
     assert_eq!(node.run(&["stat", "-c", "%U:%G", "/var/lib/appsvc"]).stdout.trim(), "appsvc:appgrp");
 
-    assert_eq!(apply(&node)["changed"].as_u64(), Some(0));
+    assert_eq!(apply(&node).changed, 0);
     assert_eq!(bt(&node, &["--check"]).code, 0);
     timed("teardown", move || {
         drop(node);

@@ -8,9 +8,9 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
 use vm_tests::cmd;
-use vm_tests::operator::{report as json, run_test_role as bt, INSTALLED as BIN, TEST_ROLES as ROLES};
+use vm_tests::operator::{run_test_role as bt, INSTALLED as BIN, TEST_ROLES as ROLES};
+use vm_tests::report::{self, apply_test_role as apply, check_test_role as check_code, state, Status};
 use vm_tests::{bootstrap_bin, timed, Lab, Node, RunOpts, Zone};
 
 const CERT: &str = "/etc/haproxy/certs/site.pem";
@@ -94,26 +94,6 @@ notify = ["reload haproxy"]
     )
 }
 
-fn state<'a>(r: &'a Value, id: &str) -> &'a Value {
-    r["states"].as_array().unwrap().iter().find(|s| s["id"] == id).unwrap_or_else(|| panic!("no state {id}: {r}"))
-}
-
-fn ids_with(r: &Value, status: &str) -> Vec<String> {
-    let states = r["states"].as_array().unwrap();
-    states.iter().filter(|s| s["status"] == status).map(|s| s["id"].as_str().unwrap().to_string()).collect()
-}
-
-fn apply(node: &Node) -> Value {
-    let r = bt(node, &["apply", "--json"]);
-    assert_eq!(r.code, 0, "apply failed:\n{}\n{}", r.stdout, r.stderr);
-    json(&r)
-}
-
-fn check_code(node: &Node) -> (i32, Value) {
-    let r = bt(node, &["--check", "--json"]);
-    (r.code, json(&r))
-}
-
 fn haproxy(node: &Node, prop: &str) -> String {
     node.exec(&["systemctl", "show", "--value", "-p", prop, "haproxy"]).assert_ok(prop).stdout.trim().to_string()
 }
@@ -128,7 +108,12 @@ fn served(lab: &Lab, node: &Node) -> (String, String) {
     c.args(["-c", &script]);
     let out = cmd::run(&mut c, None, Duration::from_secs(20)).assert_ok("openssl s_client");
     let field = |k: &str| {
-        out.stdout.lines().find_map(|l| l.strip_prefix(k)).unwrap_or_else(|| panic!("{k} in {out:?}")).trim().to_string()
+        out.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap_or_else(|| panic!("{k} in {out:?}"))
+            .trim()
+            .to_string()
     };
     (field("issuer="), field("subject="))
 }
@@ -157,11 +142,11 @@ fn tls_self_signed_then_acme_from_pebble() {
     // Run 1, CA down: the self-signed certificate goes live, the acme state fails, haproxy runs.
     let r = timed("first run (CA down)", || bt(&node, &["apply", "--json"]));
     assert_eq!(r.code, 1, "a failed state fails the run:\n{}\n{}", r.stdout, r.stderr);
-    let rep = json(&r);
-    let changed = ids_with(&rep, "changed");
-    assert!(["certs-dir", "site-cert", "haproxy-cfg"].iter().all(|id| changed.iter().any(|c| c == id)), "{rep}");
-    assert_eq!(ids_with(&rep, "failed"), ["site-acme"]);
-    let err = state(&rep, "site-acme")["error"].as_str().unwrap().to_string();
+    let rep = report::parse(&r);
+    let changed = rep.ids_with(Status::Changed);
+    assert!(["certs-dir", "site-cert", "haproxy-cfg"].iter().all(|id| changed.iter().any(|c| c == id)), "{rep:?}");
+    assert_eq!(rep.ids_with(Status::Failed), ["site-acme"]);
+    let err = state(&rep, "site-acme").error.clone().unwrap();
     eprintln!("[run 1] site-acme: {err}");
     assert!(err.contains("attempt 1; the next run retries") && err.contains("the current certificate stays"), "{err}");
     assert_eq!(vm_tests::operator::settled_state(&node, "haproxy"), "active");
@@ -170,19 +155,27 @@ fn tls_self_signed_then_acme_from_pebble() {
     assert_eq!((issuer.as_str(), subject.as_str()), ("CN=app1.lab.test", "CN=app1.lab.test"), "self-signed");
     let hello = node.run(&["curl", "-sSk", &format!("https://{NAME}/")]).assert_ok("curl -k");
     assert_eq!(hello.stdout, "hello from app1");
-    let redirect = node.run(&["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", &format!("http://{NAME}/x")]);
+    let redirect = node.run(&[
+        "curl",
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{redirect_url}",
+        &format!("http://{NAME}/x"),
+    ]);
     assert_eq!(redirect.stdout, format!("301 https://{NAME}/x"));
 
     // Run 2: haproxy now routes the challenge path (reloaded by run 1), the CA is still down.
-    let rep = json(&bt(&node, &["apply", "--json"]));
-    let err = state(&rep, "site-acme")["error"].as_str().unwrap().to_string();
+    let rep = report::parse(&bt(&node, &["apply", "--json"]));
+    let err = state(&rep, "site-acme").error.clone().unwrap();
     eprintln!("[run 2] site-acme: {err}");
     assert!(err.contains("cannot register an ACME account") && err.contains("(attempt 2; retry after "), "{err}");
     // Backing off: nothing to do, said in the journal; the self-signed certificate serves on.
     let (code, _) = check_code(&node);
     assert_eq!(code, 0);
     assert!(node.journal(&["-t", "bootstrap"]).contains("ACME retry after"), "backoff is logged");
-    assert_eq!(apply(&node)["failed"], 0);
+    assert_eq!(apply(&node).failed, 0);
 
     // The operator ends the wait (documented: remove the record) and the CA comes up.
     node.exec(&["rm", RECORD]).assert_ok("rm record");
@@ -191,21 +184,22 @@ fn tls_self_signed_then_acme_from_pebble() {
     let main_pid = haproxy(&node, "MainPID");
     let (code, plan) = check_code(&node);
     assert_eq!(code, 2);
-    assert_eq!(ids_with(&plan, "pending"), ["site-acme"]);
-    let summary = state(&plan, "site-acme")["changes"][0]["summary"].as_str().unwrap().to_string();
+    assert_eq!(plan.ids_with(Status::Pending), ["site-acme"]);
+    let summary = state(&plan, "site-acme").changes[0].summary.clone();
     assert_eq!(summary, format!("obtain certificate from {directory} for {NAME} (the current one is self-signed)"));
 
     let rep = timed("ACME run", || apply(&node));
-    assert_eq!(ids_with(&rep, "changed"), ["site-acme"]);
-    assert_eq!(rep["notifications"][0]["notification"], "reload haproxy");
-    assert_eq!(rep["notifications"][0]["status"], "changed");
-    eprintln!("[timing] ACME issuance (site-acme state, pebble): {} ms", state(&rep, "site-acme")["duration_ms"]);
+    assert_eq!(rep.ids_with(Status::Changed), ["site-acme"]);
+    assert_eq!(rep.notifications[0].notification, "reload haproxy");
+    assert_eq!(rep.notifications[0].status, Status::Changed);
+    eprintln!("[timing] ACME issuance (site-acme state, pebble): {} ms", state(&rep, "site-acme").duration_ms);
     assert_eq!(haproxy(&node, "MainPID"), main_pid, "a reload, not a restart");
     let (issuer, subject) = served(&lab, &node);
     assert_eq!(subject, "CN=app1.lab.test");
     assert!(issuer.contains("Pebble Intermediate"), "served issuer: {issuer}");
     node.put_file(ROOT_FILE, pebble.issuing_root().as_bytes(), 0o644);
-    let ok = node.run(&["curl", "-sS", "--cacert", ROOT_FILE, &format!("https://{NAME}/")]).assert_ok("curl --cacert root");
+    let ok =
+        node.run(&["curl", "-sS", "--cacert", ROOT_FILE, &format!("https://{NAME}/")]).assert_ok("curl --cacert root");
     assert_eq!(ok.stdout, "hello from app1");
     assert_eq!(node.exec(&["stat", "-c", "%a %U", CERT]).stdout.trim(), "600 root");
     assert_eq!(node.exec(&["stat", "-c", "%a", "/var/lib/bootstrap/acme"]).stdout.trim(), "700");
@@ -213,20 +207,20 @@ fn tls_self_signed_then_acme_from_pebble() {
 
     // Converged.
     let rep = apply(&node);
-    assert_eq!(rep["changed"], 0, "{rep}");
+    assert_eq!(rep.changed, 0, "{rep:?}");
     assert_eq!(check_code(&node).0, 0);
 
     // A deleted bundle: listed by --check, healed by one run (self-signed, then ACME again).
     node.exec(&["rm", CERT]).assert_ok("rm bundle");
     let (code, plan) = check_code(&node);
     assert_eq!(code, 2);
-    assert_eq!(ids_with(&plan, "pending"), ["site-cert", "site-acme"]);
+    assert_eq!(plan.ids_with(Status::Pending), ["site-cert", "site-acme"]);
     let rep = timed("heal a deleted bundle", || apply(&node));
-    assert_eq!(ids_with(&rep, "changed"), ["site-cert", "site-acme"]);
+    assert_eq!(rep.ids_with(Status::Changed), ["site-cert", "site-acme"]);
     assert_eq!(haproxy(&node, "MainPID"), main_pid);
     assert!(served(&lab, &node).0.contains("Pebble Intermediate"));
     node.run(&["curl", "-sS", "--cacert", ROOT_FILE, &format!("https://{NAME}/")]).assert_ok("curl after healing");
-    assert_eq!(apply(&node)["changed"], 0);
+    assert_eq!(apply(&node).changed, 0);
     assert_eq!(check_code(&node).0, 0);
 
     // The bundle never shows in a report.

@@ -3,7 +3,7 @@
 //! with GNU time. Prints figures; asserts nothing about them.
 
 use vm_tests::operator::{bootstrap, download, serve_binary, INSTALLED};
-use vm_tests::Lab;
+use vm_tests::{report, Lab};
 
 fn main() {
     let runs = std::env::var("RUNS").unwrap_or_else(|_| "30".into());
@@ -36,8 +36,7 @@ fn main() {
                 kib / 1024.0
             );
         }
-        let engine = node.run(&[INSTALLED, "apply", "--json"]).stdout;
-        let engine: serde_json::Value = serde_json::from_str(&engine).unwrap();
-        println!("  ({role}: {} states; engine time of one run {:.2} ms)", engine["states"].as_array().unwrap().len(), engine["duration_ms"].as_f64().unwrap());
+        let engine = report::parse(&node.run(report::APPLY));
+        println!("  ({role}: {} states; engine time of one run {:.2} ms)", engine.states.len(), engine.duration_ms);
     }
 }

@@ -43,8 +43,13 @@ fn main() {
     for (node, role) in [(&db, "db"), (&app, "app")] {
         download(node, &http);
         let args = ["/root/bootstrap", "--site", "/root/site.toml"];
-        show(&format!("{}: ./bootstrap --check {role}", node.name()), &node.run_opts(&[&args[..], &["--check", role]].concat(), &secrets));
-        let r = timed(&format!("./bootstrap {role} on {}", node.name()), || node.run_opts(&[&args[..], &[role]].concat(), &secrets));
+        show(
+            &format!("{}: ./bootstrap --check {role}", node.name()),
+            &node.run_opts(&[&args[..], &["--check", role]].concat(), &secrets),
+        );
+        let r = timed(&format!("./bootstrap {role} on {}", node.name()), || {
+            node.run_opts(&[&args[..], &[role]].concat(), &secrets)
+        });
         show(&format!("{}: ./bootstrap {role}", node.name()), &r);
         let again = node.run(&[INSTALLED, "--check"]);
         println!("=== {}: bootstrap --check again: exit {} ({})", node.name(), again.code, again.stdout.trim());
@@ -56,7 +61,12 @@ fn main() {
     println!("DNS (knot): db1 A {:?}, app1 A {:?}", knot.query("db1.lab.test", "A"), knot.query("app1.lab.test", "A"));
     println!("            _postgresql._tcp SRV {:?}", knot.query("_postgresql._tcp.lab.test", "SRV"));
     println!("            _https._tcp SRV {:?}", knot.query("_https._tcp.lab.test", "SRV"));
-    let pool: Vec<String> = app.read_file("/etc/haproxy/haproxy.cfg").lines().filter(|l| l.contains("server db")).map(|l| l.trim().to_string()).collect();
+    let pool: Vec<String> = app
+        .read_file("/etc/haproxy/haproxy.cfg")
+        .lines()
+        .filter(|l| l.contains("server db"))
+        .map(|l| l.trim().to_string())
+        .collect();
     println!("app1's database pool: {pool:?}");
     let page = lab
         .command("curl")
