@@ -90,7 +90,7 @@ fn app_node_tls_firewall_discovery_and_drift() {
     // Registration and discovery.
     assert_eq!(knot.query("app1.lab.test", "A"), ["198.18.0.10"]);
     assert_eq!(knot.query("_https._tcp.lab.test", "SRV"), ["0 0 443 app1.lab.test."]);
-    assert_eq!(pool(&app), ["server db0 198.18.0.50:5432 check"]);
+    assert_eq!(pool(&app), ["server db1.lab.test 198.18.0.50:5432 check"]);
 
     // The CA comes up: the next run obtains the certificate; haproxy reloads, same main PID.
     let pebble = lab.start_pebble();
