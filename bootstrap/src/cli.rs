@@ -34,6 +34,30 @@ pub enum Command {
     Secret(SecretCommand),
     /// Leave the fleet: remove this node's DNS records and its schedule.
     Decommission,
+    /// The operator's side of site bundles: a signing key, and packing a bundle.
+    #[command(subcommand)]
+    Site(SiteCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SiteCommand {
+    /// Make a signing key pair: DIR/site.key (secret, 0600) and DIR/site.pub.
+    Keygen {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Pack DIR (site.toml, roles/*.toml, templates/*) into a signed bundle: OUT and OUT.minisig.
+    Pack {
+        dir: PathBuf,
+        /// The secret key from `bootstrap site keygen`.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        #[arg(short = 'o', long = "out", value_name = "OUT")]
+        out: PathBuf,
+        /// The bundle's serial (default: the current time in seconds, so it only grows).
+        #[arg(long)]
+        serial: Option<u64>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -70,6 +94,10 @@ pub struct Opts {
     /// /etc/bootstrap/site.toml.
     #[arg(long, global = true, value_name = "FILE|URL")]
     pub site: Option<String>,
+
+    /// Follow a signed site bundle (`--site URL`) signed with this minisign public key (`RW…`).
+    #[arg(long, global = true, value_name = "PUBKEY")]
+    pub site_key: Option<String>,
 
     /// Refuse the site settings unless their sha256 is this.
     #[arg(long, global = true, value_name = "HEX")]

@@ -78,6 +78,7 @@ pub fn execute(opts: &Opts, p: Prepared, mode: Mode, record: Record) -> Result<i
             }
         }
     })?;
+    report.site = p.site.clone();
     report_file::classify(&mut report, &p.fingerprints, report_file::load(&opts.root).as_ref());
     let mode_name = if report.mode == Mode::Check { "check" } else { "apply" };
     tracing::info!(

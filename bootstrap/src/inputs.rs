@@ -8,10 +8,10 @@ use anyhow::{bail, Result};
 use states::engine::secrets::Secrets;
 use states::pipeline::{self, Peers};
 use states::role::settings;
-use states::role::{self, DirSource, EmbeddedSource, RoleSet, RoleSource};
+use states::role::{self, DirSource, EmbeddedSource, Layered, RoleSet, RoleSource};
 
 use crate::cli::Opts;
-use crate::{embedded, node, prompt, schedule, secret_sources, settings as site};
+use crate::{embedded, node, prompt, schedule, secret_sources, settings as site, site_bundle};
 
 pub struct Inputs {
     pub source: Box<dyn RoleSource>,
@@ -25,6 +25,12 @@ pub struct Inputs {
     pub secret_values: BTreeMap<String, String>,
     /// Secrets a dry run was not given.
     pub missing_secrets: Vec<String>,
+    /// The site bundle in use (kept: a dry run's may live in a scratch directory).
+    _bundle: Option<states::pipeline::bundle::Current>,
+    /// What the report says of the bundle.
+    pub site_status: Option<states::engine::report::SiteStatus>,
+    /// Where the bundle comes from (recorded at install).
+    pub site_origin: Option<states::pipeline::bundle::Origin>,
 }
 
 impl Inputs {
@@ -38,6 +44,7 @@ impl Inputs {
         p.secrets = self.secrets();
         p.schedule_cron = schedule::expression(&opts.root, minutes)?;
         p.peers = peers;
+        p.site = self.site_status.clone();
         Ok(p)
     }
 
@@ -46,12 +53,15 @@ impl Inputs {
     }
 }
 
-/// `--roles DIR`, else the directory recorded at install, else the embedded roles.
-pub fn source(opts: &Opts) -> Box<dyn RoleSource> {
-    match roles_dir(opts) {
-        Some(dir) => Box::new(DirSource(dir)),
-        None => Box::new(EmbeddedSource(embedded::FILES)),
-    }
+/// Role names resolve in the site bundle's roles, then `--roles DIR` (or the directory
+/// recorded at install), then the embedded roles: an operator's role includes `app` rather
+/// than forking it, and may override an embedded template by name.
+pub fn source(opts: &Opts, bundle_roles: Option<std::path::PathBuf>) -> Box<dyn RoleSource> {
+    let mut layers: Vec<Box<dyn RoleSource>> = Vec::new();
+    layers.extend(bundle_roles.map(|d| Box::new(DirSource(d)) as Box<dyn RoleSource>));
+    layers.extend(roles_dir(opts).map(|d| Box::new(DirSource(d)) as Box<dyn RoleSource>));
+    layers.push(Box::new(EmbeddedSource(embedded::FILES)));
+    Box::new(Layered(layers))
 }
 
 pub fn roles_dir(opts: &Opts) -> Option<std::path::PathBuf> {
@@ -76,23 +86,42 @@ pub fn choose_roles(opts: &Opts, given: &[String], source: &dyn RoleSource) -> R
 /// Gather and check the inputs. A first install (`install`) asks on a terminal for what is
 /// missing and generates the secrets a role allows to generate; other runs never prompt.
 pub fn gather(opts: &Opts, roles: &[String], install: bool) -> Result<Inputs> {
-    let source = source(opts);
+    // The site bundle first: its roles and settings are what the rest is made of.
+    let followed = match site_bundle::origin(opts)? {
+        Some(o) => Some((site_bundle::follow(opts, &o)?, o)),
+        None => None,
+    };
+    let source = source(opts, followed.as_ref().map(|((c, _), _)| c.roles_dir()));
     let roles = choose_roles(opts, roles, &*source)?;
     let set = role::load(&*source, &roles)?;
-    let (mut site_table, origin) = site::load(&opts.root, opts.site.as_deref(), opts.site_sha256.as_deref())?;
+    // With a bundle, the node's own site.toml holds only its overrides (per-node values).
+    let given = if followed.is_some() { None } else { opts.site.as_deref() };
+    let (mut site_table, mut origin) = site::load(&opts.root, given, opts.site_sha256.as_deref())?;
+    let fleet = match &followed {
+        Some(((current, status), _)) => {
+            origin = format!("the site bundle {} (serial {}) or {origin}", status.url, current.serial);
+            current.site()?
+        }
+        None => toml::Table::new(),
+    };
+    let merged = |local: &toml::Table| {
+        let mut m = fleet.clone();
+        m.extend(local.clone());
+        m
+    };
     let known = role::known_settings(&*source, &set)?;
     let ask = install && prompt::interactive();
 
-    let mut resolved = settings::resolve(&set.settings, &known, &site_table, &origin)?;
+    let mut resolved = settings::resolve(&set.settings, &known, &merged(&site_table), &origin)?;
     if ask {
         // A first install on a terminal confirms every required setting the site did not give.
-        let unanswered: Vec<_> =
-            set.settings.iter().filter(|(n, s)| s.required && !site_table.contains_key(*n)).collect();
+        let have = merged(&site_table);
+        let unanswered: Vec<_> = set.settings.iter().filter(|(n, s)| s.required && !have.contains_key(*n)).collect();
         for (name, spec) in unanswered {
             let v = prompt::setting(name, spec)?;
             site_table.insert(name.clone(), v);
         }
-        resolved = settings::resolve(&set.settings, &known, &site_table, &origin)?;
+        resolved = settings::resolve(&set.settings, &known, &merged(&site_table), &origin)?;
     }
     if !resolved.missing.is_empty() {
         bail!(
@@ -132,5 +161,20 @@ pub fn gather(opts: &Opts, roles: &[String], install: bool) -> Result<Inputs> {
     for spec in &missing {
         secret_values.insert(spec.name.clone(), prompt::secret(spec)?);
     }
-    Ok(Inputs { source, roles, set, site: site_table, values: resolved.values, secret_values, missing_secrets })
+    let (bundle, site_status, site_origin) = match followed {
+        Some(((current, status), o)) => (Some(current), Some(status), Some(o)),
+        None => (None, None, None),
+    };
+    Ok(Inputs {
+        source,
+        roles,
+        set,
+        site: site_table,
+        values: resolved.values,
+        secret_values,
+        missing_secrets,
+        _bundle: bundle,
+        site_status,
+        site_origin,
+    })
 }

@@ -20,7 +20,8 @@ pub fn first_install(opts: &Opts, roles: &[String]) -> Result<i32> {
         settings::store(&opts.root, &inputs.site)?;
         secret_sources::store(&opts.root, &inputs.secret_values)?;
         let roles_dir = inputs::roles_dir(opts).map(|d| std::path::absolute(&d)).transpose()?;
-        node::store(&opts.root, &node::NodeFile { roles: inputs.roles.clone(), roles_dir })?;
+        let (site_url, site_key) = inputs.site_origin.clone().map(|o| (o.url, o.key)).unzip();
+        node::store(&opts.root, &node::NodeFile { roles: inputs.roles.clone(), roles_dir, site_url, site_key })?;
         install_binary(&opts.root)?;
         decommission::forget(&opts.root)?;
         execute(opts, prepared, Mode::Apply, Record::Yes)

@@ -19,12 +19,14 @@ mod schedule;
 mod secret_cmd;
 mod secret_sources;
 mod settings;
+mod site_bundle;
+mod site_cmd;
 mod status;
 
 use anyhow::bail;
 use clap::Parser;
 
-use cli::{Cli, Command, SecretCommand};
+use cli::{Cli, Command, SecretCommand, SiteCommand};
 
 fn main() {
     secret_sources::take_from_environment();
@@ -34,12 +36,14 @@ fn main() {
     let opts = &cli.opts;
     let result = match &cli.command {
         Some(Command::Apply { roles }) => converge::converge(opts, roles),
-        Some(Command::Secret(_) | Command::Status) if opts.check => {
+        Some(Command::Secret(_) | Command::Status | Command::Site(_)) if opts.check => {
             Err(anyhow::anyhow!("--check is for converging (`bootstrap --check`); this command only acts or reports (`decommission --check` shows what it would remove)"))
         }
         Some(Command::Secret(SecretCommand::Set { name })) => secret_cmd::set(opts, name),
         Some(Command::Decommission) => decommission::run(opts),
         Some(Command::Status) => status::show(opts),
+        Some(Command::Site(SiteCommand::Keygen { dir })) => site_cmd::keygen(dir),
+        Some(Command::Site(SiteCommand::Pack { dir, key, out, serial })) => site_cmd::pack(dir, key, out, *serial),
         None if opts.check => converge::converge(opts, &cli.roles),
         None if cli.roles.is_empty() => refuse_without_roles(opts),
         None => install::first_install(opts, &cli.roles),
@@ -57,7 +61,7 @@ fn main() {
 
 /// A first install names its roles: never guess one.
 fn refuse_without_roles(opts: &cli::Opts) -> anyhow::Result<i32> {
-    let names = inputs::source(opts).role_names();
+    let names = inputs::source(opts, None).role_names();
     bail!(
         "name the roles for this node: `bootstrap app`, `bootstrap db` or `bootstrap app db` \
          (available: {}); `bootstrap apply` converges the recorded ones",

@@ -15,6 +15,11 @@ pub struct NodeFile {
     pub roles: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub roles_dir: Option<PathBuf>,
+    /// The signed site bundle the node follows: its URL and the operator's public key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site_key: Option<String>,
 }
 
 /// The recorded node, or `None` when it has not been installed.

@@ -72,6 +72,24 @@ pub fn summary(p: &Painter, r: &RunReport) -> String {
         };
         let _ = writeln!(s, "notify: {line}");
     }
+    if let Some(site) = &r.site {
+        let serial = site.serial.map_or("none".into(), |s| s.to_string());
+        match &site.error {
+            None => {
+                let _ = writeln!(s, "site: bundle serial {serial} from {}", site.url);
+            }
+            Some(e) => {
+                let _ = writeln!(
+                    s,
+                    "{}",
+                    p.fg(
+                        AnsiColor::Red,
+                        &format!("site: failed: {e}; the last good bundle (serial {serial}) was used")
+                    )
+                );
+            }
+        }
+    }
     let total = r.states.len();
     let (verb, changed) = match r.mode {
         Mode::Check => ("would change", r.pending),

@@ -45,6 +45,15 @@ pub fn write(root: &Path, report: &RunReport) -> Result<()> {
 
 fn prometheus(r: &RunReport) -> String {
     let mut s = String::new();
+    if let Some(site) = &r.site {
+        let _ = writeln!(s, "# HELP bootstrap_site_bundle_serial The serial of the site bundle in use.");
+        let _ = writeln!(s, "# TYPE bootstrap_site_bundle_serial gauge");
+        let _ = writeln!(s, "bootstrap_site_bundle_serial {}", site.serial.unwrap_or(0));
+        let _ =
+            writeln!(s, "# HELP bootstrap_site_bundle_failed 1 when the last attempt to get a newer bundle failed.");
+        let _ = writeln!(s, "# TYPE bootstrap_site_bundle_failed gauge");
+        let _ = writeln!(s, "bootstrap_site_bundle_failed {}", u8::from(site.error.is_some()));
+    }
     let drift = r.states.iter().filter(|s| s.change == Some(ChangeKind::Drift)).count();
     let pending = r.notifications.iter().filter(|n| n.status != Status::Changed).count();
     let _ = writeln!(s, "# HELP bootstrap_last_run_timestamp_seconds When the last run started.");

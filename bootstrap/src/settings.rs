@@ -12,8 +12,15 @@ pub fn load(root: &Path, site: Option<&str>, pin: Option<&str>) -> Result<(toml:
     let recorded = Layout::new(root).site_file();
     let (text, origin) = match site {
         Some(url) if url.starts_with("https://") || url.starts_with("http://") => {
-            let bytes = states::sys::fetch::fetch(url)?;
-            (String::from_utf8(bytes).with_context(|| format!("{url} is not UTF-8 text"))?, url.to_string())
+            // Unsigned settings from a server could open the firewall or move the pools: only
+            // with the sha256 pinned (or signed, as a bundle with --site-key).
+            let shown = states::sys::http::shown(url);
+            if pin.is_none() {
+                bail!("--site {shown}: settings from a server need --site-sha256 HEX (a one-off install) or a signed site bundle with --site-key");
+            }
+            let got = states::sys::http::get(url, None, std::time::Duration::from_secs(30), 1 << 20)?;
+            let states::sys::http::Fetched::Body { bytes, .. } = got else { bail!("{shown} answered 304") };
+            (String::from_utf8(bytes).with_context(|| format!("{shown} is not UTF-8 text"))?, shown)
         }
         Some(p) => (std::fs::read_to_string(p).with_context(|| format!("cannot read {p}"))?, p.to_string()),
         None if recorded.exists() => (std::fs::read_to_string(&recorded)?, recorded.display().to_string()),

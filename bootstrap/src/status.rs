@@ -18,6 +18,24 @@ pub fn show(opts: &Opts) -> Result<i32> {
         roles.map_or("none recorded (not installed: run `bootstrap app`, `db` or `app db`)".into(), |r| r.join(" "))
     );
     let mut code = 0;
+    if let Some(n) = node::load(root)?.filter(|n| n.site_url.is_some()) {
+        let r = states::pipeline::bundle::record(&Layout::new(root));
+        let at = |s: Option<u64>| {
+            s.and_then(|s| Local.timestamp_opt(s as i64, 0).single())
+                .map_or("never".to_string(), |t| t.format("%Y-%m-%d %H:%M:%S %Z").to_string())
+        };
+        let url = states::sys::http::shown(n.site_url.as_deref().unwrap_or_default());
+        let serial = r.serial.map_or("none yet".to_string(), |s| s.to_string());
+        println!(
+            "site:     bundle serial {serial} from {url}; fetched {}, verified {}",
+            at(r.fetched_at),
+            at(r.verified_at)
+        );
+        if let Some(e) = &r.error {
+            println!("  failed: the last attempt to get a newer bundle: {e} (the last good one is in use)");
+            code = 1;
+        }
+    }
     if let Some(at) = crate::decommission::since(root) {
         let when = Local.timestamp_opt(at as i64, 0).single().map(|t| t.format("%Y-%m-%d %H:%M:%S %Z").to_string());
         let left = if schedule::next_run(root).is_some() {

@@ -90,6 +90,22 @@ pub struct RunReport {
     pub pending: usize,
     pub failed: usize,
     pub skipped: usize,
+    /// The site bundle this run converged to, when the node follows one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<SiteStatus>,
+}
+
+/// The site bundle a run used: where from, which serial, and whether getting a newer one
+/// failed (the run then converged to the last good one, and reports the failure).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SiteStatus {
+    pub url: String,
+    pub serial: Option<u64>,
+    /// When the server last answered, seconds since the epoch.
+    pub fetched_at: Option<u64>,
+    /// When the bundle in use was verified.
+    pub verified_at: Option<u64>,
+    pub error: Option<String>,
 }
 
 impl RunReport {
@@ -104,7 +120,9 @@ impl RunReport {
     }
 
     pub fn has_failures(&self) -> bool {
-        self.failed > 0 || self.notifications.iter().any(|n| n.status == Status::Failed)
+        self.failed > 0
+            || self.site.as_ref().is_some_and(|s| s.error.is_some())
+            || self.notifications.iter().any(|n| n.status == Status::Failed)
     }
 
     /// The exit code the command line returns: 0 converged, 1 failed, 2 `--check` found changes.

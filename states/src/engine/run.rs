@@ -139,6 +139,7 @@ pub fn run(
         skipped: count(Status::Skipped),
         states,
         notifications,
+        site: None,
     })
 }
 

@@ -3,6 +3,7 @@
 //! gathers the inputs (prompts, secret sources, the site file) and shows the result; tests
 //! build the inputs directly and get exactly what a node would run.
 
+pub mod bundle;
 pub mod data;
 pub mod discovery;
 pub mod peers_store;
@@ -15,6 +16,7 @@ use anyhow::Result;
 use crate::engine::context::Context;
 use crate::engine::facts::Facts;
 use crate::engine::layout::CRON_FILE;
+use crate::engine::report::SiteStatus;
 use crate::engine::run::Node;
 use crate::engine::runner::{Runner, SystemRunner};
 use crate::engine::secrets::Secrets;
@@ -44,6 +46,8 @@ pub struct Inputs<'a> {
     /// Facts of this machine when `None` (tests give their own).
     pub facts: Option<Facts>,
     pub runner: Box<dyn Runner>,
+    /// The site bundle the inputs came from, for the report.
+    pub site: Option<SiteStatus>,
 }
 
 /// Where the peers of `[discover.NAME]` come from.
@@ -62,6 +66,7 @@ pub struct Prepared {
     pub data: TemplateData,
     /// The role templates the states rendered.
     pub templates: Vec<String>,
+    pub site: Option<SiteStatus>,
 }
 
 impl<'a> Inputs<'a> {
@@ -78,17 +83,19 @@ impl<'a> Inputs<'a> {
             peers: Peers::Discover { persist: false },
             facts: None,
             runner: Box::new(SystemRunner),
+            site: None,
         }
     }
 }
 
 /// Compile every state of the node's roles. Touches nothing but the peers store (only with
 /// `Peers::Discover { persist: true }`).
-pub fn prepare(inputs: Inputs<'_>) -> Result<Prepared> {
+pub fn prepare(mut inputs: Inputs<'_>) -> Result<Prepared> {
+    let site = inputs.site.take();
     let (cx, mut templates, data, set, source) = context(inputs)?;
     let compiled = compile(set, source, &cx, &mut templates, &data.to_value())?;
     let templates = templates.names();
-    Ok(Prepared { cx, nodes: compiled.nodes, fingerprints: compiled.fingerprints, data, templates })
+    Ok(Prepared { cx, nodes: compiled.nodes, fingerprints: compiled.fingerprints, data, templates, site })
 }
 
 /// The states that take the node out of the fleet (`bootstrap decommission`): each of its
@@ -128,7 +135,7 @@ pub fn decommission(mut inputs: Inputs<'_>) -> Result<Prepared> {
 /// The context and the template data: facts, settings, roles, schedule, the node's private
 /// address, discovered peers, firewall rules.
 fn context(inputs: Inputs<'_>) -> Result<(Context, Templates, TemplateData, RoleSet, &dyn RoleSource)> {
-    let Inputs { root, source, roles, set, values, secrets, schedule_cron, peers, facts, runner } = inputs;
+    let Inputs { root, source, roles, set, values, secrets, schedule_cron, peers, facts, runner, site: _ } = inputs;
     let facts = facts.unwrap_or_else(|| Facts::gather(&root));
     let cx = Context { facts, secrets, runner, root, shared: Default::default() };
     let known: BTreeMap<String, bool> = source

@@ -15,4 +15,4 @@ pub use compile::{compile, Compiled, Fingerprints};
 pub use load::{known_settings, load, RoleSet};
 pub use params::resolve_params;
 pub use parse::{Origin, SecretSpec, StateSpec};
-pub use source::{DirSource, EmbeddedSource, RoleSource};
+pub use source::{DirSource, EmbeddedSource, Layered, RoleSource};

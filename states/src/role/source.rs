@@ -57,3 +57,26 @@ impl RoleSource for EmbeddedSource {
             .collect()
     }
 }
+
+/// Sources in order, the first that has a file wins: the operator's roles (a site bundle or
+/// `--roles DIR`) over the embedded ones, so a site role `includes = ["app"]` instead of forking
+/// it, and a site template overrides an embedded one of the same name.
+pub struct Layered(pub Vec<Box<dyn RoleSource>>);
+
+impl RoleSource for Layered {
+    fn read(&self, file: &str) -> Option<String> {
+        self.0.iter().find_map(|s| s.read(file))
+    }
+
+    fn label(&self, file: &str) -> String {
+        let found = self.0.iter().find(|s| s.read(file).is_some());
+        found.or(self.0.first()).map_or_else(|| file.to_string(), |s| s.label(file))
+    }
+
+    fn role_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.0.iter().flat_map(|s| s.role_names()).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}

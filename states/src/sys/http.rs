@@ -1,0 +1,122 @@
+//! Fetching the operator's files: a conditional GET, so an unchanged file costs one short
+//! round trip; a bounded time and size; no redirect away from https; URL credentials never in
+//! a message. Plain http is for files whose signature or pinned sha256 the caller checks (the
+//! transport is not what is trusted).
+
+use std::io::Read;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use reqwest::blocking::Client;
+use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
+use reqwest::StatusCode;
+
+/// What a conditional GET brought.
+pub enum Fetched {
+    /// The server says the copy we have is current (304).
+    NotModified,
+    Body {
+        bytes: Vec<u8>,
+        etag: Option<String>,
+        last_modified: Option<String>,
+    },
+}
+
+/// Validators of the copy we have, sent as `If-None-Match` / `If-Modified-Since`.
+#[derive(Default, Clone)]
+pub struct Validators {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
+/// `url` without credentials, for messages.
+pub fn shown(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        Err(_) => "(an invalid URL)".into(),
+    }
+}
+
+/// GET `url` (at most `cap` bytes, within `timeout`), conditionally when `have` is given.
+pub fn get(url: &str, have: Option<&Validators>, timeout: Duration, cap: u64) -> Result<Fetched> {
+    let show = shown(url);
+    let parsed = url::Url::parse(url).map_err(|e| anyhow!("`{show}` is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "https" | "http") {
+        bail!("`{show}`: only https:// (or http:// to a server you name) is fetched");
+    }
+    crate::sys::fetch::install_tls_provider();
+    let client = Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        // Never follow a redirect off https, nor to another scheme.
+        .redirect(reqwest::redirect::Policy::custom(|attempt| {
+            let from_https = attempt.previous().iter().any(|u| u.scheme() == "https");
+            if attempt.url().scheme() != "https" && from_https {
+                attempt.error("a redirect away from https")
+            } else if attempt.previous().len() > 5 {
+                attempt.error("too many redirects")
+            } else {
+                attempt.follow()
+            }
+        }))
+        .build()
+        .context("cannot set up the HTTP client")?;
+    let mut req = client.get(parsed);
+    if let Some(v) = have {
+        if let Some(e) = &v.etag {
+            req = req.header(IF_NONE_MATCH, e);
+        }
+        if let Some(m) = &v.last_modified {
+            req = req.header(IF_MODIFIED_SINCE, m);
+        }
+    }
+    let resp = req.send().map_err(|e| anyhow!("cannot fetch {show}: {}", without_url(&e)))?;
+    let status = resp.status();
+    if status == StatusCode::NOT_MODIFIED && have.is_some() {
+        return Ok(Fetched::NotModified);
+    }
+    if !status.is_success() {
+        bail!("fetching {show} answered {status}");
+    }
+    if resp.content_length().is_some_and(|n| n > cap) {
+        bail!("{show} is larger than the {cap} bytes allowed");
+    }
+    let header = |name| {
+        resp.headers().get(name).and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok()).map(str::to_string)
+    };
+    let (etag, last_modified) = (header(ETAG), header(LAST_MODIFIED));
+    let mut bytes = Vec::new();
+    resp.take(cap + 1).read_to_end(&mut bytes).map_err(|e| anyhow!("reading {show} failed: {e}"))?;
+    if bytes.len() as u64 > cap {
+        bail!("{show} is larger than the {cap} bytes allowed");
+    }
+    Ok(Fetched::Body { bytes, etag, last_modified })
+}
+
+/// reqwest's error without the URL it carries (which may hold credentials).
+fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_redirect() {
+        "refused a redirect"
+    } else {
+        "request failed"
+    };
+    let mut source = std::error::Error::source(e);
+    let mut detail = String::new();
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    if detail.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {detail}")
+    }
+}
