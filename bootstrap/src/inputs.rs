@@ -109,7 +109,10 @@ pub fn gather(opts: &Opts, roles: &[String], install: bool) -> Result<Inputs> {
         m.extend(local.clone());
         m
     };
-    let known = role::known_settings(&*source, &set)?;
+    // Other roles' declarations are read only when the site names a setting these roles don't
+    // declare (a shared fleet file): most runs parse no role they don't use.
+    let all_declared = merged(&site_table).keys().all(|k| set.settings.contains_key(k));
+    let known = if all_declared { set.settings.clone() } else { role::known_settings(&*source, &set)? };
     let ask = install && prompt::interactive();
 
     let mut resolved = settings::resolve(&set.settings, &known, &merged(&site_table), &origin)?;

@@ -105,30 +105,47 @@ fn serve(conn: TcpStream, files: &Files, requests: &Mutex<Vec<String>>) -> std::
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut request = String::new();
     reader.read_line(&mut request)?;
+    let mut if_none_match = None;
     loop {
         let mut header = String::new();
         if reader.read_line(&mut header)? == 0 || header == "\r\n" || header == "\n" {
             break;
+        }
+        if let Some((name, value)) = header.split_once(':') {
+            if name.eq_ignore_ascii_case("if-none-match") {
+                if_none_match = Some(value.trim().to_string());
+            }
         }
     }
     let mut parts = request.split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
     let body = files.lock().unwrap().get(path).cloned();
+    // An entity tag of the content, so conditional requests (site bundles) get a 304.
+    let etag = body.as_ref().map(|b| format!("\"{:016x}\"", fnv(b)));
     let (status, body) = match (method, body) {
+        ("GET", Some(_)) if if_none_match.is_some() && if_none_match == etag => {
+            ("304 Not Modified", Arc::new(Vec::new()))
+        }
         ("GET" | "HEAD", Some(b)) => ("200 OK", b),
         ("GET" | "HEAD", None) => ("404 Not Found", Arc::new(b"not found\n".to_vec())),
         _ => ("405 Method Not Allowed", Arc::new(Vec::new())),
     };
     requests.lock().unwrap().push(format!("{method} {path} {}", &status[..3]));
     let mut out = conn;
+    let etag = etag.map(|e| format!("ETag: {e}\r\n")).unwrap_or_default();
     write!(
         out,
-        "HTTP/1.0 {status}\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+        "HTTP/1.0 {status}\r\n{etag}Content-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
         body.len()
     )?;
     if method != "HEAD" {
         out.write_all(&body)?;
     }
     out.flush()
+}
+
+/// FNV-1a, 64 bit: enough to tell contents apart for an entity tag.
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
 }

@@ -59,6 +59,7 @@ pub trait Notifier {
 }
 
 /// `try-reload-or-restart` / `try-restart`: a service that is meant to be stopped stays stopped.
+/// A unit whose file changed on disk is reloaded into systemd first (`daemon-reload`).
 pub struct SystemdNotifier;
 
 impl Notifier for SystemdNotifier {
@@ -70,6 +71,16 @@ impl Notifier for SystemdNotifier {
             Action::Reload => "try-reload-or-restart",
             Action::Restart => "try-restart",
         };
+        // A unit file a state rewrote is read again first, or the restart would run the old one.
+        let stale = cx.runner.run(&Cmd::new("systemctl").args([
+            "show",
+            "--property=NeedDaemonReload",
+            "--value",
+            n.service.as_str(),
+        ]))?;
+        if stale.success() && stale.stdout.trim() == "yes" {
+            cx.runner.check(&Cmd::new("systemctl").arg("daemon-reload"))?;
+        }
         cx.runner.check(&Cmd::new("systemctl").args([verb, n.service.as_str()]))?;
         Ok(())
     }

@@ -1,6 +1,8 @@
 //! The no-op benchmark on a real node (`bench/node`): a fresh container bootstrapped with each
 //! embedded role, then converged runs timed inside it with hyperfine and their peak memory read
-//! with GNU time. Prints figures; asserts nothing about them.
+//! with GNU time. Prints figures; asserts nothing about them. With `BASELINE_BIN=PATH`, that
+//! binary is timed beside the one under test on the same converged node, back to back, so a
+//! comparison is not blurred by one machine's noise from one run to the next.
 
 use vm_tests::operator::{bootstrap, download, serve_binary, INSTALLED};
 use vm_tests::{report, Lab};
@@ -17,6 +19,38 @@ fn main() {
         let first = bootstrap(&node, &[role]);
         assert_eq!(first.code, 0, "install failed:\n{}{}", first.stdout, first.stderr);
         node.run(&["apt-get", "install", "-y", "-q", "hyperfine", "time"]).assert_ok("install hyperfine");
+        if let Some(base) = std::env::var_os("BASELINE_BIN") {
+            node.put_file("/root/baseline", &std::fs::read(base).unwrap(), 0o755);
+            for args in ["apply", "--check"] {
+                let (new, old) = (format!("{INSTALLED} {args}"), format!("/root/baseline {args}"));
+                for _ in 0..3 {
+                    let h = node
+                        .run(&[
+                            "hyperfine",
+                            "-N",
+                            "--warmup",
+                            "3",
+                            "--runs",
+                            &runs,
+                            "--export-json",
+                            "/tmp/ab.json",
+                            &old,
+                            &new,
+                        ])
+                        .assert_ok("hyperfine a/b");
+                    let _ = h;
+                    let json: serde_json::Value = serde_json::from_str(&node.read_file("/tmp/ab.json")).unwrap();
+                    let m = |i: usize, k: &str| json["results"][i][k].as_f64().unwrap() * 1e3;
+                    println!(
+                        "  a/b {role} {args}: baseline mean {:.2} min {:.2} ms; this build mean {:.2} min {:.2} ms",
+                        m(0, "mean"),
+                        m(0, "min"),
+                        m(1, "mean"),
+                        m(1, "min")
+                    );
+                }
+            }
+        }
         for (mode, args) in [("apply", "apply"), ("check", "--check")] {
             let cmd = format!("{INSTALLED} {args}");
             let h = node
