@@ -19,7 +19,11 @@ pub fn show(opts: &Opts) -> Result<i32> {
     );
     let mut code = 0;
     if let Some(n) = node::load(root)?.filter(|n| n.site_url.is_some()) {
-        let r = states::pipeline::bundle::record(&Layout::new(root));
+        let mut r = states::pipeline::bundle::record(&Layout::new(root));
+        // The last run's report knows when the server last answered (even a 304).
+        if let Some(fetched) = report_file::load(root).and_then(|l| l.site).and_then(|s| s.fetched_at) {
+            r.fetched_at = r.fetched_at.max(Some(fetched));
+        }
         let at = |s: Option<u64>| {
             s.and_then(|s| Local.timestamp_opt(s as i64, 0).single())
                 .map_or("never".to_string(), |t| t.format("%Y-%m-%d %H:%M:%S %Z").to_string())

@@ -50,7 +50,8 @@ impl HttpServer {
                                 let _ = serve(conn, &files, &requests);
                             });
                         }
-                        Err(_) => thread::sleep(Duration::from_millis(20)),
+                        // Polled often: a site bundle's conditional request is timed through this server.
+                        Err(_) => thread::sleep(Duration::from_millis(1)),
                     }
                 }
             })

@@ -49,7 +49,12 @@ pub fn get(url: &str, have: Option<&Validators>, timeout: Duration, cap: u64) ->
         bail!("`{show}`: only https:// (or http:// to a server you name) is fetched");
     }
     crate::sys::fetch::install_tls_provider();
-    let client = Client::builder()
+    let mut builder = Client::builder();
+    if parsed.scheme() == "http" {
+        // No TLS here: spare loading the system's trust store (most of a request's cost).
+        builder = builder.tls_certs_only(Vec::new());
+    }
+    let client = builder
         .timeout(timeout)
         .connect_timeout(timeout)
         // Never follow a redirect off https, nor to another scheme.

@@ -73,4 +73,62 @@ fn main() {
         let engine = report::parse(&node.run(report::APPLY));
         println!("  ({role}: {} states; engine time of one run {:.2} ms)", engine.states.len(), engine.duration_ms);
     }
+    bundle(&lab, &http, &runs);
+}
+
+/// The app role on a node that follows a signed site bundle from the lab's HTTP server: an
+/// unchanged bundle is one conditional request (304) per run. Timed back to back with the same
+/// runs ignoring the bundle (`--site` of an empty local file), on the same node.
+fn bundle(lab: &Lab, http: &vm_tests::HttpServer, runs: &str) {
+    let keys = tempfile::tempdir().unwrap();
+    let bin = vm_tests::bootstrap_bin();
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(&bin).args(args).output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    run(&["site", "keygen", keys.path().to_str().unwrap()]);
+    let repo = keys.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::write(repo.join("site.toml"), "site_name = \"bench\"\n").unwrap();
+    let out = keys.path().join("site.bundle");
+    let key = keys.path().join("site.key");
+    run(&["site", "pack", repo.to_str().unwrap(), "--key", key.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    http.put("site.bundle", std::fs::read(&out).unwrap());
+    http.put("site.bundle.minisig", std::fs::read(keys.path().join("site.bundle.minisig")).unwrap());
+    let pubkey = std::fs::read_to_string(keys.path().join("site.pub")).unwrap().lines().nth(1).unwrap().to_string();
+    let node = lab.boot("bench-bundle");
+    download(&node, http);
+    let first = bootstrap(&node, &["--site", &http.url("site.bundle"), "--site-key", &pubkey, "app"]);
+    assert_eq!(first.code, 0, "install failed:\n{}{}", first.stdout, first.stderr);
+    node.run(&["apt-get", "install", "-y", "-q", "hyperfine"]).assert_ok("install hyperfine");
+    // The same settings, given locally: the node as it runs without a bundle.
+    node.put_file("/root/local.toml", b"site_name = \"bench\"\n", 0o644);
+    node.put_file("/root/node-local.toml", b"roles = [\"app\"]\n", 0o644);
+    let with = format!("{INSTALLED} apply");
+    for _ in 0..3 {
+        node.run(&["hyperfine", "-N", "--warmup", "3", "--runs", runs, "--export-json", "/tmp/b.json", &with])
+            .assert_ok("hyperfine bundle");
+        let json: serde_json::Value = serde_json::from_str(&node.read_file("/tmp/b.json")).unwrap();
+        let with_ms = json["results"][0]["mean"].as_f64().unwrap() * 1e3;
+        let with_med = json["results"][0]["median"].as_f64().unwrap() * 1e3;
+        // The same node not following it: node.toml without the bundle, the settings local.
+        node.sh("cp /etc/bootstrap/node.toml /root/node-bundle.toml && cp /root/node-local.toml /etc/bootstrap/node.toml && cp /root/local.toml /etc/bootstrap/site.toml")
+            .assert_ok("no bundle");
+        node.run(&["hyperfine", "-N", "--warmup", "3", "--runs", runs, "--export-json", "/tmp/n.json", &with])
+            .assert_ok("hyperfine no bundle");
+        node.sh("cp /root/node-bundle.toml /etc/bootstrap/node.toml && : > /etc/bootstrap/site.toml")
+            .assert_ok("bundle again");
+        let json: serde_json::Value = serde_json::from_str(&node.read_file("/tmp/n.json")).unwrap();
+        let without_ms = json["results"][0]["mean"].as_f64().unwrap() * 1e3;
+        let without_med = json["results"][0]["median"].as_f64().unwrap() * 1e3;
+        println!(
+            "  app with an unchanged site bundle (304): mean {with_ms:.2} median {with_med:.2} ms; without a bundle: mean {without_ms:.2} median {without_med:.2} ms"
+        );
+    }
+    let served: Vec<String> = http.requests().into_iter().filter(|r| r.contains("site.bundle")).collect();
+    println!(
+        "  ({} bundle requests, {} answered 304)",
+        served.len(),
+        served.iter().filter(|r| r.ends_with("304")).count()
+    );
 }

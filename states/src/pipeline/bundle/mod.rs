@@ -39,7 +39,8 @@ pub struct Record {
     pub etag: Option<String>,
     #[serde(default)]
     pub last_modified: Option<String>,
-    /// When the server last answered (200 or 304), seconds since the epoch.
+    /// When the server answered with a change or an error was recorded (the last run's report
+    /// has the time of its own answer), seconds since the epoch.
     #[serde(default)]
     pub fetched_at: Option<u64>,
     /// When the bundle in `current/` was verified and unpacked.
@@ -110,7 +111,8 @@ pub fn last_good(layout: &Layout) -> Option<Current> {
 /// run): store it and the record; a dry run unpacks a new bundle into a scratch directory and
 /// stores nothing.
 pub fn refresh(layout: &Layout, origin: &Origin, persist: bool) -> Refreshed {
-    let mut record = record(layout);
+    let stored = record(layout);
+    let mut record = stored.clone();
     if record.url != origin.url {
         // Another source: nothing of the old one's validators applies (its serial still does).
         record.etag = None;
@@ -139,7 +141,10 @@ pub fn refresh(layout: &Layout, origin: &Origin, persist: bool) -> Refreshed {
             last_good(layout)
         }
     };
-    if persist {
+    // Written only when more than the time of the last answer changed: an unchanged bundle
+    // costs no write (the run's report carries `fetched_at`).
+    let same_but_time = Record { fetched_at: stored.fetched_at, ..record.clone() } == stored;
+    if persist && !same_but_time {
         if let Err(e) = save(layout, &record) {
             tracing::warn!("{e:#}");
         }
