@@ -231,6 +231,8 @@ fn a_missing_secret_stops_before_anything_changes() {
         "{}",
         text(&o)
     );
+    // Said once: the log line for the journal is not printed beside the error.
+    assert_eq!(text(&o).matches("missing secrets: `api_token`").count(), 1, "{}", text(&o));
     assert!(snapshot(root.path()).is_empty());
 }
 

@@ -1,7 +1,10 @@
 //! The main job (`scripts/lab`): a throwaway lab with real peers (knot for DNS, pebble as the
-//! ACME CA) and two fresh Debian nodes bootstrapped the way an operator would: wget the binary,
-//! `./bootstrap --check db`, `./bootstrap db`, then `./bootstrap app`. Prints what each run did
-//! and what to look at. Teardown on Enter (at once without a terminal, or with `--no-wait`).
+//! ACME CA) and two fresh Debian nodes bootstrapped the way an operator would: the operator
+//! signs the fleet's settings as a site bundle and serves it; each node gets the binary with
+//! wget, `./bootstrap --check db`, `./bootstrap db --site URL --site-key KEY`, then the app node.
+//! Then the operator publishes a new bundle (a firewall rule, a new site name) and every node
+//! converges to it on its next run. Prints what each run did and what to look at. Teardown on
+//! Enter (at once without a terminal, or with `--no-wait`).
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -32,8 +35,41 @@ fn main() {
         "{fleet}domain = \"app1.lab.test\"\nacme_directory = \"{}\"\nacme_email = \"ops@lab.test\"\nacme_ca_file = \"/etc/bootstrap/acme-ca.pem\"\n",
         pebble.directory_url()
     );
-    db.put_file("/root/site.toml", fleet.as_bytes(), 0o644);
-    app.put_file("/root/site.toml", app_site.as_bytes(), 0o644);
+    // The operator's repository, signed and served: the fleet-wide settings.
+    let repo = lab.dir().join("operator");
+    std::fs::create_dir_all(&repo).unwrap();
+    let bin = vm_tests::bootstrap_bin();
+    let host = |args: &[&str]| {
+        let o = std::process::Command::new(&bin).args(args).output().unwrap();
+        assert!(o.status.success(), "bootstrap {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        print!("{}", String::from_utf8_lossy(&o.stdout));
+    };
+    let keys = lab.dir().join("keys");
+    println!("\n=== operator: bootstrap site keygen");
+    host(&["site", "keygen", keys.to_str().unwrap()]);
+    let pubkey = std::fs::read_to_string(keys.join("site.pub")).unwrap().lines().nth(1).unwrap().to_string();
+    let publish = |site: &str, serial: u64| {
+        std::fs::write(repo.join("site.toml"), site).unwrap();
+        let out = lab.dir().join("site.bundle");
+        println!("\n=== operator: bootstrap site pack (serial {serial})");
+        host(&[
+            "site",
+            "pack",
+            repo.to_str().unwrap(),
+            "--key",
+            keys.join("site.key").to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--serial",
+            &serial.to_string(),
+        ]);
+        http.put("site.bundle", std::fs::read(&out).unwrap());
+        http.put("site.bundle.minisig", std::fs::read(lab.dir().join("site.bundle.minisig")).unwrap());
+    };
+    publish(&fleet, 1);
+    let url = http.url("site.bundle");
+    // Per-node values stay on the node and override the bundle's.
+    app.put_file("/etc/bootstrap/site.toml", app_site.replace(&fleet, "").as_bytes(), 0o644);
     app.put_file("/etc/bootstrap/acme-ca.pem", pebble.ca_pem().as_bytes(), 0o644);
     let secrets = RunOpts::default()
         .env("BOOTSTRAP_SECRET_DNS_TSIG_KEY", &key.secret)
@@ -42,7 +78,7 @@ fn main() {
 
     for (node, role) in [(&db, "db"), (&app, "app")] {
         download(node, &http);
-        let args = ["/root/bootstrap", "--site", "/root/site.toml"];
+        let args = ["/root/bootstrap", "--site", url.as_str(), "--site-key", pubkey.as_str()];
         show(
             &format!("{}: ./bootstrap --check {role}", node.name()),
             &node.run_opts(&[&args[..], &["--check", role]].concat(), &secrets),
@@ -53,6 +89,22 @@ fn main() {
         show(&format!("{}: ./bootstrap {role}", node.name()), &r);
         let again = node.run(&[INSTALLED, "--check"]);
         println!("=== {}: bootstrap --check again: exit {} ({})", node.name(), again.code, again.stdout.trim());
+    }
+
+    // The operator changes the repository: every node follows on its next run.
+    publish(
+        &format!("{fleet}site_name = \"demo fleet, bundle 2\"\nfirewall_extra = [\"tcp/8443 from 198.18.0.0/24\"]\n"),
+        2,
+    );
+    for node in [&db, &app] {
+        let r = node.run(&[INSTALLED, "apply"]);
+        show(&format!("{}: bootstrap apply (what the schedule runs) after the new bundle", node.name()), &r);
+        let rule = node.run(&["nft", "list", "table", "inet", "bootstrap"]).stdout.contains("8443");
+        println!(
+            "{}: firewall has tcp/8443: {rule}; motd: {}",
+            node.name(),
+            node.read_file("/etc/motd").lines().next().unwrap_or("")
+        );
     }
 
     let root = lab.dir().join("pebble-root.pem");
