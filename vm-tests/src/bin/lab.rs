@@ -103,7 +103,7 @@ fn main() {
         println!(
             "{}: firewall has tcp/8443: {rule}; motd: {}",
             node.name(),
-            node.read_file("/etc/motd").lines().next().unwrap_or("")
+            node.read_file("/etc/motd").lines().find(|l| !l.trim().is_empty()).unwrap_or("")
         );
     }
 
