@@ -76,6 +76,10 @@ pub struct DnsRecordState {
 #[derive(Default)]
 struct Unanswered(Mutex<BTreeSet<SocketAddr>>);
 
+/// DNS servers that answered the probe in this run.
+#[derive(Default)]
+struct Probed(Mutex<BTreeSet<SocketAddr>>);
+
 /// The planned update.
 enum Op {
     /// Delete the name's RRset of this type, add the record (A/AAAA).
@@ -182,6 +186,16 @@ impl State for DnsRecordState {
         let unanswered = cx.shared.get_or_init(Unanswered::default);
         if unanswered.0.lock().unwrap().contains(&self.server) {
             bail!("no answer from the DNS server {} earlier in this run", self.server);
+        }
+        // One probe per server and run: a stopped server is known in one round trip (and named
+        // as refused), without a probe before every record.
+        let probed = cx.shared.get_or_init(Probed::default);
+        if !probed.0.lock().unwrap().contains(&self.server) {
+            if let Err(e) = dns_client::block_on(dns_client::probe(self.server))? {
+                unanswered.0.lock().unwrap().insert(self.server);
+                return Err(e.into());
+            }
+            probed.0.lock().unwrap().insert(self.server);
         }
         let have = dns_client::query(self.server, &self.name, rtype).inspect_err(|e| {
             if e.downcast_ref::<dns_client::NoAnswer>().is_some() {

@@ -52,7 +52,8 @@ pub struct NoAnswer {
 /// How long `probe` waits for any answer.
 pub const PROBE_WAIT: Duration = Duration::from_secs(1);
 
-/// Whether `server` answers at all, in one round trip: a connected UDP socket hears the ICMP
+/// Whether `server` answers at all, in one round trip (callers probe once per run, before their
+/// first exchange with a server): a connected UDP socket hears the ICMP
 /// "port unreachable" of a host where nothing listens, so a stopped server is known at once
 /// (and said as such) instead of after every retransmission's timeout.
 pub async fn probe(server: SocketAddr) -> Result<(), NoAnswer> {
@@ -84,7 +85,6 @@ fn refused_or(e: std::io::Error) -> String {
 /// with its bytes (for TSIG verification).
 pub fn exchange(server: SocketAddr, message: Message) -> Result<(Message, Vec<u8>)> {
     block_on(async move {
-        probe(server).await?;
         let handle = UdpClientStream::builder(server, TokioRuntimeProvider::default())
             .with_timeout(Some(TIMEOUT))
             .with_max_retries(ATTEMPTS)
