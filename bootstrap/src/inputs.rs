@@ -95,8 +95,11 @@ pub fn gather(opts: &Opts, roles: &[String], install: bool) -> Result<Inputs> {
     let roles = choose_roles(opts, roles, &*source)?;
     let set = role::load(&*source, &roles)?;
     // With a bundle, the node's own site.toml holds only its overrides (per-node values).
-    let given = if followed.is_some() { None } else { opts.site.as_deref() };
-    let (mut site_table, mut origin) = site::load(&opts.root, given, opts.site_sha256.as_deref())?;
+    let (given, pin) = match followed {
+        Some(_) => (None, None),
+        None => (opts.site.as_deref(), opts.site_sha256.as_deref()),
+    };
+    let (mut site_table, mut origin) = site::load(&opts.root, given, pin)?;
     let fleet = match &followed {
         Some(((current, status), _)) => {
             origin = format!("the site bundle {} (serial {}) or {origin}", status.url, current.serial);

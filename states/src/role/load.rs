@@ -47,8 +47,7 @@ fn load_one(source: &dyn RoleSource, name: &str, set: &mut RoleSet, path: &mut V
         bail!("roles include each other: {} -> {name}", path.join(" -> "));
     }
     let file = format!("{name}.toml");
-    let label = source.label(&file);
-    let Some(text) = source.read(&file) else {
+    let Some((text, label)) = source.read_labeled(&file) else {
         bail!("unknown role `{name}` (available: {})", source.role_names().join(", "));
     };
     let rf: RoleFile = toml::from_str(&text).map_err(|e| anyhow!("{label}: {e}"))?;

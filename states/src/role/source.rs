@@ -11,6 +11,10 @@ pub trait RoleSource {
     fn label(&self, file: &str) -> String;
     /// The role names on offer (`*.toml` files).
     fn role_names(&self) -> Vec<String>;
+    /// `read` and `label` in one lookup.
+    fn read_labeled(&self, file: &str) -> Option<(String, String)> {
+        self.read(file).map(|text| (text, self.label(file)))
+    }
 }
 
 /// Roles from a directory, for people who fork their own.
@@ -69,8 +73,14 @@ impl RoleSource for Layered {
     }
 
     fn label(&self, file: &str) -> String {
-        let found = self.0.iter().find(|s| s.read(file).is_some());
-        found.or(self.0.first()).map_or_else(|| file.to_string(), |s| s.label(file))
+        match self.read_labeled(file) {
+            Some((_, label)) => label,
+            None => self.0.first().map_or_else(|| file.to_string(), |s| s.label(file)),
+        }
+    }
+
+    fn read_labeled(&self, file: &str) -> Option<(String, String)> {
+        self.0.iter().find_map(|s| s.read_labeled(file))
     }
 
     fn role_names(&self) -> Vec<String> {

@@ -1,5 +1,6 @@
 //! Downloads for `file` states with a `source` URL: https/http through reqwest (rustls), or
-//! `file://` for local artifacts. The caller verifies the sha256.
+//! `file://` for local artifacts (the request itself is `sys::http`'s). The caller verifies the
+//! sha256.
 
 use std::time::Duration;
 
@@ -18,15 +19,10 @@ pub fn fetch(url: &str) -> Result<Vec<u8>> {
     if !(url.starts_with("https://") || url.starts_with("http://")) {
         bail!("unsupported URL scheme in `{url}` (https, http or file)");
     }
-    install_tls_provider();
-    let client = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(300))
-        .build()
-        .context("cannot set up the HTTP client")?;
-    let resp = client.get(url).send().with_context(|| format!("cannot fetch {url}"))?;
-    let status = resp.status();
-    if !status.is_success() {
-        bail!("fetching {url} answered {status}");
+    match crate::sys::http::get(url, None, Duration::from_secs(300), u64::MAX)? {
+        crate::sys::http::Fetched::Body { bytes, .. } => Ok(bytes),
+        crate::sys::http::Fetched::NotModified => {
+            bail!("{} answered 304 to a plain request", crate::sys::http::shown(url))
+        }
     }
-    Ok(resp.bytes().with_context(|| format!("reading {url} failed"))?.to_vec())
 }

@@ -95,7 +95,7 @@ pub fn get(url: &str, have: Option<&Validators>, timeout: Duration, cap: u64) ->
     };
     let (etag, last_modified) = (header(ETAG), header(LAST_MODIFIED));
     let mut bytes = Vec::new();
-    resp.take(cap + 1).read_to_end(&mut bytes).map_err(|e| anyhow!("reading {show} failed: {e}"))?;
+    resp.take(cap.saturating_add(1)).read_to_end(&mut bytes).map_err(|e| anyhow!("reading {show} failed: {e}"))?;
     if bytes.len() as u64 > cap {
         bail!("{show} is larger than the {cap} bytes allowed");
     }
