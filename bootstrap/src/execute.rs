@@ -34,16 +34,20 @@ pub enum Record {
 /// One journal entry per state that did something, readable on its own: the state, what it
 /// manages, its result and what changed (already scrubbed of secrets by the engine).
 fn log_state(r: &StateReport, changed: bool) {
-    let line = format!("{} ({} {}): {}", r.id, r.kind, r.target, r.status.as_str());
-    let what: Vec<&str> = r.changes.iter().map(|c| c.summary.as_str()).collect();
-    let error = r.error.as_deref().unwrap_or("");
     let status = r.status.as_str();
+    // A converged state is the normal case every 15 minutes: not worth a journal entry, nor
+    // building one.
+    if r.status == Status::Unchanged {
+        tracing::debug!(state = %r.id, kind = %r.kind, status, "{} ({} {}): {status}", r.id, r.kind, r.target);
+        return;
+    }
+    let line = format!("{} ({} {}): {status}", r.id, r.kind, r.target);
+    let error = r.error.as_deref().unwrap_or("");
     match r.status {
         Status::Failed => tracing::error!(state = %r.id, kind = %r.kind, status, "{line}: {error}"),
         Status::Skipped => tracing::warn!(state = %r.id, kind = %r.kind, status, "{line}: {error}"),
-        // A converged state is the normal case every 15 minutes: not worth a journal entry.
-        Status::Unchanged => tracing::debug!(state = %r.id, kind = %r.kind, status, "{line}"),
-        Status::Changed | Status::Pending => {
+        _ => {
+            let what: Vec<&str> = r.changes.iter().map(|c| c.summary.as_str()).collect();
             tracing::info!(state = %r.id, kind = %r.kind, status, changed, "{line}: {}", what.join("; "))
         }
     }

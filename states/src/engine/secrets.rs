@@ -36,6 +36,11 @@ impl Secrets {
         self.values.get(name).map(String::as_str)
     }
 
+    /// Whether this is a dry run without some secret.
+    pub fn has_missing(&self) -> bool {
+        !self.missing.is_empty()
+    }
+
     /// The missing secrets asked for since the last call (shared by every clone).
     pub fn take_asked_missing(&self) -> Vec<String> {
         std::mem::take(&mut *self.asked.lock().unwrap()).into_iter().collect()

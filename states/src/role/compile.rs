@@ -84,12 +84,16 @@ pub fn compile(
         let built = kinds::find(&kind).and_then(|k| {
             let params = resolve_params(params, templates, data)?;
             let described = format!("{kind}\n{id}\n{params}");
-            let target = params.get("path").or(params.get("name")).and_then(|v| v.as_str()).unwrap_or("").to_string();
-            cx.secrets.take_asked_missing();
+            // A dry run without some secret: what a state asks of those is recorded.
+            let dry = cx.secrets.has_missing();
+            let target = if dry { target_of(&params) } else { String::new() };
+            if dry {
+                cx.secrets.take_asked_missing();
+            }
             let mut render = RoleTemplates { templates: &mut *templates, source, data };
             let state = (k.build)(params, &mut Builder::new(&id, cx, &mut render));
             // A dry run without a secret this state needs: shown as pending, with the reason.
-            let missing = cx.secrets.take_asked_missing();
+            let missing = if dry { cx.secrets.take_asked_missing() } else { Vec::new() };
             if !missing.is_empty() {
                 return Ok((k.name, described, Box::new(NeedsSecrets { target, secrets: missing }) as Box<dyn State>));
             }
@@ -120,6 +124,11 @@ pub fn compile(
     }
     order(&nodes)?;
     Ok(Compiled { nodes, fingerprints })
+}
+
+/// What a state manages, from its usual parameters, for a state that can't be built.
+fn target_of(params: &toml::Table) -> String {
+    params.get("path").or(params.get("name")).and_then(|v| v.as_str()).unwrap_or("").to_string()
 }
 
 /// Two states owning one thing would undo each other on every run: refuse them, naming both,
