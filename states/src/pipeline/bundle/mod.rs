@@ -102,7 +102,12 @@ pub fn record(layout: &Layout) -> Record {
 
 /// The last good bundle, without asking the server.
 pub fn last_good(layout: &Layout) -> Option<Current> {
-    let serial = record(layout).serial?;
+    current_at(layout, &record(layout))
+}
+
+/// The unpacked bundle `record` says is current.
+fn current_at(layout: &Layout, record: &Record) -> Option<Current> {
+    let serial = record.serial?;
     let dir = dir(layout).join("current");
     dir.is_dir().then_some(Current { dir, serial, _scratch: None })
 }
@@ -133,12 +138,12 @@ pub fn refresh(layout: &Layout, origin: &Origin, persist: bool) -> Refreshed {
         Ok(None) => {
             record.fetched_at = Some(now());
             record.error = None;
-            last_good(layout)
+            current_at(layout, &stored)
         }
         Err(e) => {
             record.error = Some(format!("{e:#}"));
             tracing::warn!("site bundle: {e:#}; keeping the last good one");
-            last_good(layout)
+            current_at(layout, &stored)
         }
     };
     // Written only when more than the time of the last answer changed: an unchanged bundle
@@ -157,7 +162,7 @@ type NewBundle = (Current, Option<String>, Option<String>);
 /// `Ok(None)`: the server says the current bundle is still the one.
 fn fetch_verified(layout: &Layout, origin: &Origin, record: &Record, persist: bool) -> Result<Option<NewBundle>> {
     let key = signature::public_key(&origin.key)?;
-    let have = last_good(layout)
+    let have = current_at(layout, record)
         .is_some()
         .then(|| Validators { etag: record.etag.clone(), last_modified: record.last_modified.clone() });
     let (bytes, etag, last_modified) = match http::get(&origin.url, have.as_ref(), FETCH_TIMEOUT, format::MAX_BYTES)? {
@@ -189,7 +194,7 @@ fn fetch_verified(layout: &Layout, origin: &Origin, record: &Record, persist: bo
         }
     };
     if let Some(applied) = record.serial {
-        let same = last_good(layout).is_some_and(|c| same_tree(&c.dir, &staged));
+        let same = current_at(layout, record).is_some_and(|c| same_tree(&c.dir, &staged));
         if manifest.serial < applied || (manifest.serial == applied && !same) {
             let _ = std::fs::remove_dir_all(&staged);
             bail!(
