@@ -1,4 +1,6 @@
-//! Embeds `roles/` (role TOML files and templates) into the binary as (path, text) pairs.
+//! Embeds `roles/` (role TOML files and templates) into the binary as (path, text) pairs, and
+//! the release identity: `BOOTSTRAP_RELEASE_KEY` (the minisign public key self-update trusts;
+//! none: self-update refuses) and `BOOTSTRAP_VERSION` (default: the crate's version).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -18,6 +20,14 @@ fn main() {
     out += "];\n";
     let dest = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("embedded_roles.rs");
     fs::write(dest, out).unwrap();
+
+    for var in ["BOOTSTRAP_RELEASE_KEY", "BOOTSTRAP_VERSION"] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
+    let key = std::env::var("BOOTSTRAP_RELEASE_KEY").unwrap_or_default();
+    let version = std::env::var("BOOTSTRAP_VERSION").unwrap_or_else(|_| env!("CARGO_PKG_VERSION").to_string());
+    println!("cargo:rustc-env=BOOTSTRAP_RELEASE_KEY={}", key.trim());
+    println!("cargo:rustc-env=BOOTSTRAP_BUILD_VERSION={}", version.trim());
 }
 
 fn walk(dir: &Path, files: &mut Vec<PathBuf>) {

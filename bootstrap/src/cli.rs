@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Parser, Debug)]
 #[command(
     name = "bootstrap",
-    version,
+    version = crate::self_update::release::VERSION,
     about = "Turn a fresh Linux VM into a node of a small web fleet, and keep it that way.",
     subcommand_precedence_over_arg = true,
     after_help = "Exit codes: 0 converged, 1 error, 2 --check found changes, 75 another run holds the lock."
@@ -37,6 +37,22 @@ pub enum Command {
     /// The operator's side of site bundles: a signing key, and packing a bundle.
     #[command(subcommand)]
     Site(SiteCommand),
+    /// Install a release signed with the key built into this binary (the latest, the site's
+    /// `bootstrap_version`, or --to), after running it against this node; or roll back.
+    SelfUpdate {
+        /// The release to install (default: the site's `bootstrap_version`, else the latest).
+        #[arg(long, value_name = "VERSION")]
+        to: Option<String>,
+        /// Put back the binary the last update replaced.
+        #[arg(long, conflicts_with_all = ["to", "allow_downgrade"])]
+        rollback: bool,
+        /// Accept a release older than the installed one.
+        #[arg(long)]
+        allow_downgrade: bool,
+        /// Where releases are published (default: the site setting `release_url`).
+        #[arg(long, value_name = "URL")]
+        release_url: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -57,6 +73,12 @@ pub enum SiteCommand {
         /// The bundle's serial (default: the current time in seconds, so it only grows).
         #[arg(long)]
         serial: Option<u64>,
+    },
+    /// Sign FILE with a key from `bootstrap site keygen`: writes FILE.minisig (release manifests).
+    Sign {
+        file: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
     },
 }
 

@@ -6,7 +6,7 @@ use states::pipeline::{self, Peers};
 
 use crate::cli::Opts;
 use crate::execute::{execute, mode, Record};
-use crate::{decommission, run};
+use crate::{decommission, run, self_update};
 
 /// The converge command: recorded (or given) roles, never prompting.
 pub fn converge(opts: &Opts, roles: &[String]) -> Result<i32> {
@@ -14,7 +14,8 @@ pub fn converge(opts: &Opts, roles: &[String]) -> Result<i32> {
         if let Some(at) = decommission::since(&opts.root) {
             return decommission::refuse_apply(opts, inputs, at);
         }
-        let prepared = pipeline::prepare(inputs.pipeline(opts, Peers::Discover { persist: !opts.check })?)?;
+        let mut prepared = pipeline::prepare(inputs.pipeline(opts, Peers::Discover { persist: !opts.check })?)?;
+        prepared.nodes.extend(self_update::pin::node(&inputs.values));
         execute(opts, prepared, mode(opts), Record::Yes)
     })
 }

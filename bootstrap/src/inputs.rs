@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Result};
+use states::engine::report::SiteStatus;
 use states::engine::secrets::Secrets;
+use states::pipeline::bundle::{Candidate, Current, Origin};
 use states::pipeline::{self, Peers};
 use states::role::settings;
 use states::role::{self, DirSource, EmbeddedSource, Layered, RoleSet, RoleSource};
@@ -26,11 +28,11 @@ pub struct Inputs {
     /// Secrets a dry run was not given.
     pub missing_secrets: Vec<String>,
     /// The site bundle in use (kept: a dry run's may live in a scratch directory).
-    _bundle: Option<states::pipeline::bundle::Current>,
+    _bundle: Option<Current>,
     /// What the report says of the bundle.
-    pub site_status: Option<states::engine::report::SiteStatus>,
+    pub site_status: Option<SiteStatus>,
     /// Where the bundle comes from (recorded at install).
-    pub site_origin: Option<states::pipeline::bundle::Origin>,
+    pub site_origin: Option<Origin>,
 }
 
 impl Inputs {
@@ -83,14 +85,41 @@ pub fn choose_roles(opts: &Opts, given: &[String], source: &dyn RoleSource) -> R
     }
 }
 
+type Followed = Option<((Current, SiteStatus), Origin)>;
+
 /// Gather and check the inputs. A first install (`install`) asks on a terminal for what is
 /// missing and generates the secrets a role allows to generate; other runs never prompt.
 pub fn gather(opts: &Opts, roles: &[String], install: bool) -> Result<Inputs> {
-    // The site bundle first: its roles and settings are what the rest is made of.
+    // The site bundle first: its roles and settings are what the rest is made of. A newer one
+    // must compile for this node before it replaces the last good one; a first install
+    // compiles everything (with the answers to its prompts) before it changes anything.
     let followed = match site_bundle::origin(opts)? {
-        Some(o) => Some((site_bundle::follow(opts, &o)?, o)),
+        Some(o) => {
+            let accept = |c: &Candidate| if install { Ok(()) } else { compiles(opts, roles, &o, c) };
+            Some((site_bundle::follow(opts, &o, &accept)?, o))
+        }
         None => None,
     };
+    let inputs = assemble(opts, roles, install, followed)?;
+    if opts.check && !inputs.missing_secrets.is_empty() {
+        let names: Vec<String> = inputs.missing_secrets.iter().map(|s| format!("`{s}`")).collect();
+        eprintln!("dry run without secret {}: the states that need it are shown as pending", names.join(", "));
+    }
+    Ok(inputs)
+}
+
+/// Whether this node's states compile from a candidate bundle (as a dry run: a secret the
+/// node lacks stands as a placeholder, never asked for).
+fn compiles(opts: &Opts, roles: &[String], origin: &Origin, c: &Candidate) -> Result<()> {
+    let opts = Opts { check: true, ..opts.clone() };
+    let status = site_bundle::status(origin, &Default::default(), Some(c.serial));
+    let mut inputs = assemble(&opts, roles, false, Some(((c.as_current(), status), origin.clone())))?;
+    pipeline::prepare(inputs.pipeline(&opts, Peers::Discover { persist: false })?)?;
+    Ok(())
+}
+
+/// The inputs from a bundle (or none) and the node's own files.
+fn assemble(opts: &Opts, roles: &[String], install: bool, followed: Followed) -> Result<Inputs> {
     let source = source(opts, followed.as_ref().map(|((c, _), _)| c.roles_dir()));
     let roles = choose_roles(opts, roles, &*source)?;
     let set = role::load(&*source, &roles)?;
@@ -154,8 +183,6 @@ pub fn gather(opts: &Opts, roles: &[String], install: bool) -> Result<Inputs> {
         missing.into_iter().partition(|s| s.generate && ((install && !ask) || opts.check));
     let mut missing_secrets = Vec::new();
     if opts.check && !missing.is_empty() {
-        let names: Vec<String> = missing.iter().map(|s| format!("`{}`", s.name)).collect();
-        eprintln!("dry run without secret {}: the states that need it are shown as pending", names.join(", "));
         missing_secrets = missing.drain(..).map(|s| s.name).collect();
     }
     if !missing.is_empty() && !ask {

@@ -11,12 +11,13 @@ use states::pipeline::{self, Peers};
 
 use crate::cli::Opts;
 use crate::execute::{execute, Record};
-use crate::{decommission, inputs, node, preflight, run, secret_sources, settings};
+use crate::{decommission, inputs, node, preflight, run, secret_sources, self_update, settings};
 
 pub fn first_install(opts: &Opts, roles: &[String]) -> Result<i32> {
     preflight::check(&opts.root)?;
     run::with_inputs(opts, roles, true, |inputs| {
-        let prepared = pipeline::prepare(inputs.pipeline(opts, Peers::Discover { persist: true })?)?;
+        let mut prepared = pipeline::prepare(inputs.pipeline(opts, Peers::Discover { persist: true })?)?;
+        prepared.nodes.extend(self_update::pin::node(&inputs.values));
         settings::store(&opts.root, &inputs.site)?;
         secret_sources::store(&opts.root, &inputs.secret_values)?;
         let roles_dir = inputs::roles_dir(opts).map(|d| std::path::absolute(&d)).transpose()?;

@@ -18,6 +18,7 @@ mod run;
 mod schedule;
 mod secret_cmd;
 mod secret_sources;
+mod self_update;
 mod settings;
 mod site_bundle;
 mod site_cmd;
@@ -36,7 +37,7 @@ fn main() {
     let opts = &cli.opts;
     let result = match &cli.command {
         Some(Command::Apply { roles }) => converge::converge(opts, roles),
-        Some(Command::Secret(_) | Command::Status | Command::Site(_)) if opts.check => {
+        Some(Command::Secret(_) | Command::Status | Command::Site(_) | Command::SelfUpdate { .. }) if opts.check => {
             Err(anyhow::anyhow!("--check is for converging (`bootstrap --check`); this command only acts or reports (`decommission --check` shows what it would remove)"))
         }
         Some(Command::Secret(SecretCommand::Set { name })) => secret_cmd::set(opts, name),
@@ -44,6 +45,16 @@ fn main() {
         Some(Command::Status) => status::show(opts),
         Some(Command::Site(SiteCommand::Keygen { dir })) => site_cmd::keygen(dir),
         Some(Command::Site(SiteCommand::Pack { dir, key, out, serial })) => site_cmd::pack(dir, key, out, *serial),
+        Some(Command::Site(SiteCommand::Sign { file, key })) => site_cmd::sign(file, key),
+        Some(Command::SelfUpdate { to, rollback, allow_downgrade, release_url }) => {
+            let req = self_update::Request {
+                to: to.clone(),
+                rollback: *rollback,
+                allow_downgrade: *allow_downgrade,
+                release_url: release_url.clone(),
+            };
+            self_update::command(opts, &req)
+        }
         None if opts.check => converge::converge(opts, &cli.roles),
         None if cli.roles.is_empty() => refuse_without_roles(opts),
         None => install::first_install(opts, &cli.roles),

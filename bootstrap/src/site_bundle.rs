@@ -25,16 +25,11 @@ pub fn origin(opts: &Opts) -> Result<Option<Origin>> {
     Ok(recorded.and_then(|n| Some(Origin { url: n.site_url?, key: n.site_key? })))
 }
 
-/// Refresh and return the bundle to use, with what the report says of it.
-pub fn follow(opts: &Opts, origin: &Origin) -> Result<(Current, SiteStatus)> {
-    let r = bundle::refresh(&Layout::new(&opts.root), origin, !opts.check);
-    let status = SiteStatus {
-        url: shown(&origin.url),
-        serial: r.current.as_ref().map(|c| c.serial),
-        fetched_at: r.record.fetched_at,
-        verified_at: r.record.verified_at,
-        error: r.record.error.clone(),
-    };
+/// Refresh and return the bundle to use, with what the report says of it. A newer bundle
+/// replaces the last good one only when `accept` takes it.
+pub fn follow(opts: &Opts, origin: &Origin, accept: bundle::Accept<'_>) -> Result<(Current, SiteStatus)> {
+    let r = bundle::refresh(&Layout::new(&opts.root), origin, !opts.check, accept);
+    let status = status(origin, &r.record, r.current.as_ref().map(|c| c.serial));
     match r.current {
         Some(current) => {
             if let Some(e) = &status.error {
@@ -47,5 +42,16 @@ pub fn follow(opts: &Opts, origin: &Origin) -> Result<(Current, SiteStatus)> {
             status.url,
             status.error.as_deref().unwrap_or("no bundle")
         ),
+    }
+}
+
+/// What the report says of a bundle of `serial` from `origin`.
+pub fn status(origin: &Origin, record: &bundle::Record, serial: Option<u64>) -> SiteStatus {
+    SiteStatus {
+        url: shown(&origin.url),
+        serial,
+        fetched_at: record.fetched_at,
+        verified_at: record.verified_at,
+        error: record.error.clone(),
     }
 }

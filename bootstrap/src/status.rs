@@ -17,6 +17,12 @@ pub fn show(opts: &Opts) -> Result<i32> {
         "roles:    {}",
         roles.map_or("none recorded (not installed: run `bootstrap app`, `db` or `app db`)".into(), |r| r.join(" "))
     );
+    let layout = Layout::new(root);
+    if let Ok(v) = crate::self_update::installed_version(&layout) {
+        let prev = crate::self_update::swap::version_of(&layout.previous_binary())
+            .map_or(String::new(), |p| format!("; previous {p} kept for `self-update --rollback`"));
+        println!("binary:   bootstrap {v}{prev}");
+    }
     let mut code = 0;
     if let Some(n) = node::load(root)?.filter(|n| n.site_url.is_some()) {
         let mut r = states::pipeline::bundle::record(&Layout::new(root));

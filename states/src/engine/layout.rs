@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 /// The installed binary.
 pub const INSTALLED: &str = "/usr/local/sbin/bootstrap";
+/// The binary it replaced, for `self-update --rollback`.
+pub const PREVIOUS: &str = "/usr/local/sbin/bootstrap.prev";
 /// Site settings given at install.
 pub const SITE_FILE: &str = "/etc/bootstrap/site.toml";
 /// The node's roles.
@@ -39,6 +41,10 @@ impl Layout {
 
     pub fn installed(&self) -> PathBuf {
         self.path(INSTALLED)
+    }
+
+    pub fn previous_binary(&self) -> PathBuf {
+        self.path(PREVIOUS)
     }
 
     pub fn site_file(&self) -> PathBuf {

@@ -2,7 +2,8 @@
 //! `minisign-verify` crate: how a node trusts a site bundle and a release.
 
 use anyhow::{anyhow, Result};
-use minisign_verify::{PublicKey, Signature};
+pub use minisign_verify::PublicKey;
+use minisign_verify::Signature;
 
 /// A public key as `minisign` prints it: the base64 line (`RW…`) or a whole `.pub` file.
 pub fn public_key(text: &str) -> Result<PublicKey> {

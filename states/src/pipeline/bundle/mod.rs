@@ -112,10 +112,27 @@ fn current_at(layout: &Layout, record: &Record) -> Option<Current> {
     dir.is_dir().then_some(Current { dir, serial, _scratch: None })
 }
 
-/// Fetch `origin`'s bundle if it changed, verify it and make it current. `persist` (a real
-/// run): store it and the record; a dry run unpacks a new bundle into a scratch directory and
-/// stores nothing.
-pub fn refresh(layout: &Layout, origin: &Origin, persist: bool) -> Refreshed {
+/// What a node asks of a verified, newer bundle before it replaces the last good one: that the
+/// node's roles compile from it (a signed bundle can still be a broken one).
+pub type Accept<'a> = &'a dyn Fn(&Candidate) -> Result<()>;
+
+/// A verified bundle not yet made current.
+pub struct Candidate {
+    pub dir: PathBuf,
+    pub serial: u64,
+}
+
+impl Candidate {
+    /// The candidate as a bundle a run could use, for checking it (it lives as long as `self`).
+    pub fn as_current(&self) -> Current {
+        Current { dir: self.dir.clone(), serial: self.serial, _scratch: None }
+    }
+}
+
+/// Fetch `origin`'s bundle if it changed, verify it, check it with `accept` and make it
+/// current. `persist` (a real run): store it and the record; a dry run unpacks a new bundle
+/// into a scratch directory and stores nothing.
+pub fn refresh(layout: &Layout, origin: &Origin, persist: bool, accept: Accept<'_>) -> Refreshed {
     let stored = record(layout);
     let mut record = stored.clone();
     if record.url != origin.url {
@@ -124,7 +141,7 @@ pub fn refresh(layout: &Layout, origin: &Origin, persist: bool) -> Refreshed {
         record.last_modified = None;
         record.url = origin.url.clone();
     }
-    let outcome = fetch_verified(layout, origin, &record, persist);
+    let outcome = fetch_verified(layout, origin, &record, persist, accept);
     let current = match outcome {
         Ok(Some((current, etag, last_modified))) => {
             record.serial = Some(current.serial);
@@ -160,7 +177,13 @@ pub fn refresh(layout: &Layout, origin: &Origin, persist: bool) -> Refreshed {
 type NewBundle = (Current, Option<String>, Option<String>);
 
 /// `Ok(None)`: the server says the current bundle is still the one.
-fn fetch_verified(layout: &Layout, origin: &Origin, record: &Record, persist: bool) -> Result<Option<NewBundle>> {
+fn fetch_verified(
+    layout: &Layout,
+    origin: &Origin,
+    record: &Record,
+    persist: bool,
+    accept: Accept<'_>,
+) -> Result<Option<NewBundle>> {
     let key = signature::public_key(&origin.key)?;
     let have = current_at(layout, record)
         .is_some()
@@ -202,6 +225,10 @@ fn fetch_verified(layout: &Layout, origin: &Origin, record: &Record, persist: bo
                 manifest.serial
             );
         }
+    }
+    if let Err(e) = accept(&Candidate { dir: staged.clone(), serial: manifest.serial }) {
+        let _ = std::fs::remove_dir_all(&staged);
+        return Err(e.context(format!("the site bundle serial {} is refused", manifest.serial)));
     }
     if !persist {
         return Ok(Some((Current { dir: staged, serial: manifest.serial, _scratch: scratch }, etag, last_modified)));
