@@ -74,12 +74,6 @@ pub enum SiteCommand {
         #[arg(long)]
         serial: Option<u64>,
     },
-    /// Sign FILE with a key from `bootstrap site keygen`: writes FILE.minisig (release manifests).
-    Sign {
-        file: PathBuf,
-        #[arg(long, value_name = "FILE")]
-        key: PathBuf,
-    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -45,7 +45,6 @@ fn main() {
         Some(Command::Status) => status::show(opts),
         Some(Command::Site(SiteCommand::Keygen { dir })) => site_cmd::keygen(dir),
         Some(Command::Site(SiteCommand::Pack { dir, key, out, serial })) => site_cmd::pack(dir, key, out, *serial),
-        Some(Command::Site(SiteCommand::Sign { file, key })) => site_cmd::sign(file, key),
         Some(Command::SelfUpdate { to, rollback, allow_downgrade, release_url }) => {
             let req = self_update::Request {
                 to: to.clone(),

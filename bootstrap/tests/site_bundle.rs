@@ -226,7 +226,11 @@ fn a_node_follows_its_signed_bundle_and_keeps_the_last_good_one() {
             held.push(c);
         }
     });
+    // Signed by the right key, but the node's role can't compile from it: an unclosed block.
+    let broken = operator_dir("broken");
+    fs::write(broken.path().join("templates/name.hbs"), "{{#if settings.site_name}}open\n").unwrap();
     let cases: Vec<(&str, Option<Signed>, &str, &str)> = vec![
+        ("roles that don't compile", Some(pack(broken.path(), &key, 50)), &url, "serial 50 is refused"),
         ("tampered", Some((tampered, s3.clone())), &url, "does not match"),
         ("older serial", Some((old_b, old_s)), &url, "older (or replayed) bundle is refused"),
         ("another key", Some(pack(v3.path(), &other_key, 40)), &url, "another key"),
