@@ -1,5 +1,5 @@
-//! `bootstrap site keygen`, `site pack` and `site sign`: the operator's side of site bundles
-//! (and of release manifests), signed with minisign (the `minisign` crate).
+//! `bootstrap site keygen` and `bootstrap site pack`: the operator's side of site bundles,
+//! signed with minisign (the `minisign` crate).
 
 use std::io::Cursor;
 use std::path::Path;
@@ -34,33 +34,17 @@ pub fn pack(dir: &Path, key: &Path, out: &Path, serial: Option<u64>) -> Result<i
     let serial = serial.unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
     });
-    let bytes = format::pack(dir, serial)?;
-    let sig = signed(key, &bytes, &format!("bootstrap site bundle serial {serial}"))?;
-    write_plain(out, &bytes, 0o644)?;
-    let sig_path = format!("{}.minisig", out.display());
-    write_plain(Path::new(&sig_path), sig.as_bytes(), 0o644)?;
-    println!("{}: serial {serial}, {} bytes; signature {sig_path}", out.display(), bytes.len());
-    Ok(0)
-}
-
-/// Sign FILE into FILE.minisig.
-pub fn sign(file: &Path, key: &Path) -> Result<i32> {
-    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let name = file.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    let sig = signed(key, &bytes, &format!("bootstrap signed {name}"))?;
-    let sig_path = format!("{}.minisig", file.display());
-    write_plain(Path::new(&sig_path), sig.as_bytes(), 0o644)?;
-    println!("{}: signature {sig_path}", file.display());
-    Ok(0)
-}
-
-/// A minisign signature of `bytes` with the secret key in `key`, with a signed comment.
-fn signed(key: &Path, bytes: &[u8], comment: &str) -> Result<String> {
     let text = std::fs::read_to_string(key).with_context(|| format!("cannot read the key {}", key.display()))?;
     let sk = SecretKeyBox::from_string(&text)
         .and_then(|b| b.into_unencrypted_secret_key())
         .map_err(|e| anyhow!("{}: not an unencrypted minisign secret key ({e})", key.display()))?;
-    let sig =
-        minisign::sign(None, &sk, Cursor::new(bytes), Some(comment), None).map_err(|e| anyhow!("cannot sign: {e}"))?;
-    Ok(sig.into_string())
+    let bytes = format::pack(dir, serial)?;
+    let comment = format!("bootstrap site bundle serial {serial}");
+    let sig = minisign::sign(None, &sk, Cursor::new(&bytes), Some(&comment), None)
+        .map_err(|e| anyhow!("cannot sign: {e}"))?;
+    write_plain(out, &bytes, 0o644)?;
+    let sig_path = format!("{}.minisig", out.display());
+    write_plain(Path::new(&sig_path), sig.into_string().as_bytes(), 0o644)?;
+    println!("{}: serial {serial}, {} bytes; signature {sig_path}", out.display(), bytes.len());
+    Ok(0)
 }

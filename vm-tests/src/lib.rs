@@ -34,6 +34,7 @@ pub mod pebble;
 pub mod places;
 pub mod preconditions;
 pub mod pty;
+pub mod releases;
 pub mod repo;
 pub mod report;
 

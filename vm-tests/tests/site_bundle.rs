@@ -4,7 +4,8 @@
 //! host, and serves it over HTTP. Three fresh nodes are installed from the bundle; a new bundle
 //! (a firewall rule, another upstream port) reaches every node by its own schedule (cron, one
 //! minute here); a tampered bundle and a stopped server are refused with /etc and the nft
-//! ruleset unchanged; the example application survives drift. Every node ends converged.
+//! ruleset unchanged; the example application survives drift; `bootstrap_version` in the bundle
+//! moves every node to the next release and back. Every node ends converged.
 
 use std::path::Path;
 use std::process::Command;
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use vm_tests::cmd::wait_for;
 use vm_tests::operator::{download, serve_binary, INSTALLED};
+use vm_tests::releases::Releases;
 use vm_tests::report::{apply, check, parse, Status};
 use vm_tests::{bootstrap_bin, timed, HttpServer, Lab, Node, RunOpts};
 
@@ -242,6 +244,28 @@ fn three_nodes_follow_the_signed_bundle_and_keep_the_last_good_one() {
     assert!(pending.contains(&"shop-page".to_string()) && pending.contains(&"shop-service".to_string()), "{pending:?}");
     apply(shop1);
     assert!(page(&client, shop1).contains("<h1>shop on shop1</h1>"));
+
+    // The fleet's binary is one line of the bundle: up to the next release, then back, on
+    // every node by its own schedule.
+    let rel = Releases::from_env();
+    let releases = rel.serve(&http);
+    for (serial, pin) in [(3, &rel.next), (4, &rel.current)] {
+        let pinned =
+            format!("firewall_extra = [\"tcp/8443\"]\nrelease_url = \"{releases}\"\nbootstrap_version = \"{pin}\"\n");
+        repository(&repo, &site(8081, &pinned));
+        publish(&http, &repo, &key, serial);
+        let started = std::time::Instant::now();
+        for node in &nodes {
+            wait_for(&format!("bootstrap {pin} on {}", node.name()), Duration::from_secs(240), || {
+                let v = node.run(&[INSTALLED, "--version"]).stdout;
+                let r = node.read_file("/var/lib/bootstrap/last-run.json");
+                let rep: vm_tests::report::RunReport = serde_json::from_str(&r).ok()?;
+                (v.trim() == format!("bootstrap {pin}") && rep.site?.serial == Some(serial) && rep.failed == 0)
+                    .then_some(())
+            });
+        }
+        eprintln!("[figure] bootstrap_version {pin} on every node after {:.0} s", started.elapsed().as_secs_f64());
+    }
 
     // Converged everywhere: an unchanged bundle is a 304, a run changes nothing, --check is 0.
     for node in &nodes {
