@@ -22,6 +22,9 @@ pub fn check_secret(spec: &SecretSpec, value: &str) -> Result<()> {
     if value.chars().count() < spec.min_length {
         bail!("secret `{}` is shorter than {} characters", spec.name, spec.min_length);
     }
+    if let Some(max) = spec.max_length.filter(|m| value.chars().count() > *m) {
+        bail!("secret `{}` is longer than {max} characters (the protocol uses no more)", spec.name);
+    }
     if value.contains(['\n', '\r']) {
         bail!("secret `{}` must be one line", spec.name);
     }

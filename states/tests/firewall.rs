@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use states::engine::report::Status;
 use states::engine::runner::{Cmd, Output, Runner, SystemRunner};
 use states::kinds::firewall::guard;
-use states::kinds::firewall::rules::{parse_extra, spec, table};
+use states::kinds::firewall::rules::{parse_extra, spec, table, Entry, What};
 use states::kinds::firewall::{observe, BOOT_FILE, ENABLE_LINK, UNIT_FILE};
 use states::sys::nft::{self, Table, RESET};
 use states::Context;
@@ -84,6 +84,7 @@ fn rendered_rulesets_pass_the_real_nft_check() {
         "ssh_from = [\"2001:db8::/32\"]",
         "ssh_from = [\"10.0.0.0/8\", \"2001:db8::1\"]\nallow = [{ port = \"60000-61000\", proto = \"udp\", from = \"fe80::/10\" }]",
         "ssh_from = [\"192.0.2.7\"]\nextra = [\"udp/51820 from ::/0\"]",
+        "extra = [\"vrrp from 198.18.0.0/24, fd00::/8\", \"vrrp\"]",
     ] {
         let script = table_for(params, &[4422]).script();
         nft_check(&script);
@@ -145,12 +146,20 @@ fn bad_input_is_refused_clearly_before_anything_runs() {
 
 #[test]
 fn the_extra_grammar() {
+    let ports = |e: &Entry| match e.what {
+        What::Ports(p, r) => (p.name(), r),
+        What::Protocol(p) => (p, (0, 0)),
+    };
     let e = parse_extra("  udp/500-510   from 10.1.2.3/8,2001:DB8::1 ").unwrap();
-    assert_eq!((e.proto.name(), e.ports), ("udp", (500, 510)));
+    assert_eq!(ports(&e), ("udp", (500, 510)));
     let from: Vec<String> = e.from.unwrap().iter().map(ToString::to_string).collect();
     assert_eq!(from, ["10.0.0.0/8", "2001:db8::1/128"]);
     let e = parse_extra("8443").unwrap();
-    assert_eq!((e.proto.name(), e.ports, e.from.is_none()), ("tcp", (8443, 8443), true));
+    assert_eq!((ports(&e), e.from.is_none()), (("tcp", (8443, 8443)), true));
+    // VRRP (keepalived) has no ports; a port on it is an error.
+    let e = parse_extra("vrrp from 198.18.0.0/24").unwrap();
+    assert!(matches!(e.what, What::Protocol("vrrp")) && e.label == "vrrp", "{e:?}");
+    assert!(parse_extra("vrrp/112").unwrap_err().to_string().contains("unknown protocol `vrrp`"));
     // (A role drops list items that render empty; the grammar refuses them all the same.)
     assert!(parse_extra(" ").unwrap_err().to_string().starts_with("empty rule; expected"));
 }

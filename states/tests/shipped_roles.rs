@@ -33,6 +33,12 @@ health_path = "/healthz"
 db_hosts = ["198.18.0.20:5432"]
 db_name = "shop"
 db_user = "shopper"
+floating_ip = "198.18.0.100/24"
+floating_interface = "eth0"
+vrrp_router_id = 51
+floating_ip_hook = "/usr/local/bin/move-floating-ip"
+release_url = "https://releases.lab.test/bootstrap"
+bootstrap_version = "0.1.0"
 "#;
 
 const COMBINATIONS: &[&[&str]] = &[&["app"], &["db"], &["app", "db"]];
@@ -41,6 +47,7 @@ fn facts() -> Facts {
     Facts {
         hostname: "node1".into(),
         addresses: vec!["198.18.0.10".into(), "2001:db8::10".into()],
+        interfaces: [("198.18.0.10".to_string(), "eth0".to_string())].into(),
         os: Os {
             id: "debian".into(),
             version_id: "12".into(),
@@ -52,7 +59,10 @@ fn facts() -> Facts {
 }
 
 fn peers() -> serde_json::Value {
-    json!({ "db": [
+    json!({ "app": [
+        { "host": "node1.lab.test.", "name": "node1.lab.test", "address": "198.18.0.10", "port": 443, "priority": 0, "weight": 0 },
+        { "host": "app2.lab.test.", "name": "app2.lab.test", "address": "198.18.0.11", "port": 443, "priority": 0, "weight": 0 },
+    ], "db": [
         { "host": "db1.lab.test.", "name": "db1.lab.test", "address": "198.18.0.20", "port": 5432, "priority": 0, "weight": 0 },
         { "host": "db2.lab.test.", "name": "db2.lab.test", "address": "2001:db8::21", "port": 5432, "priority": 0, "weight": 0 },
     ] })
@@ -64,6 +74,7 @@ fn compile(source: &DirSource, roles: &[&str], site: &str) -> anyhow::Result<Vec
     let (mut cx, _) = fake::cx(tree.path(), |_| fake::ok());
     cx.facts = facts();
     cx.secrets.insert("db_password", "canary-db-password".into());
+    cx.secrets.insert("vrrp_password", "canaryvr".into());
     cx.secrets.insert("dns_tsig_key", "q8T0mUQ0m3CHsmp2cC1ItHzMmkzSePWCT7PyBoDGDd8=".into());
     let p = support::compile_roles(source, &mut cx, roles, site, peers())?;
     assert!(!p.nodes.is_empty(), "{roles:?} compiled to no states");

@@ -35,6 +35,8 @@ pub const PACKAGES: &[&str] = &[
     // the no-op benchmark on a node (bench/node)
     "hyperfine",
     "time",
+    // the floating IP (app role)
+    "keepalived",
 ];
 
 /// Path of the cached repository (a directory of .debs plus `Packages` and `Release`).

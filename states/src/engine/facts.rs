@@ -9,6 +9,8 @@ pub struct Facts {
     pub hostname: String,
     /// Non-loopback addresses, IPv4 first.
     pub addresses: Vec<String>,
+    /// The interface each of `addresses` is on.
+    pub interfaces: std::collections::BTreeMap<String, String>,
     pub os: Os,
     /// The major version of the distribution's PostgreSQL (its paths: /etc/postgresql/N/main).
     pub postgresql: u32,
@@ -27,33 +29,43 @@ impl Facts {
     pub fn gather(root: &Path) -> Facts {
         let hostname = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
         let os = Os::read(root);
-        Facts { hostname, addresses: addresses(), postgresql: os.postgresql_major(), os }
+        let (addresses, interfaces) = addresses();
+        Facts { hostname, addresses, interfaces, postgresql: os.postgresql_major(), os }
     }
 }
 
-fn addresses() -> Vec<String> {
+/// The addresses, and the interface of each.
+fn addresses() -> (Vec<String>, std::collections::BTreeMap<String, String>) {
     let mut v4 = Vec::new();
     let mut v6 = Vec::new();
+    let mut on = std::collections::BTreeMap::new();
     if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
         for a in addrs {
             let Some(sa) = a.address else { continue };
-            if let Some(s) = sa.as_sockaddr_in() {
+            let ip = if let Some(s) = sa.as_sockaddr_in() {
                 let ip = s.ip();
-                if !ip.is_loopback() {
-                    v4.push(ip.to_string());
+                if ip.is_loopback() {
+                    continue;
                 }
+                v4.push(ip.to_string());
+                ip.to_string()
             } else if let Some(s) = sa.as_sockaddr_in6() {
                 let ip = s.ip();
                 // Link-local addresses are useless to peers.
-                if !ip.is_loopback() && (ip.segments()[0] & 0xffc0) != 0xfe80 {
-                    v6.push(ip.to_string());
+                if ip.is_loopback() || (ip.segments()[0] & 0xffc0) == 0xfe80 {
+                    continue;
                 }
-            }
+                v6.push(ip.to_string());
+                ip.to_string()
+            } else {
+                continue;
+            };
+            on.entry(ip).or_insert(a.interface_name);
         }
     }
     v4.append(&mut v6);
     v4.dedup();
-    v4
+    (v4, on)
 }
 
 impl Os {

@@ -40,21 +40,38 @@ pub struct NodeData {
     pub private_address: Option<String>,
     /// `A` or `AAAA`, by the address's family.
     pub private_address_type: Option<&'static str>,
+    /// The interface the private address is on (where a floating IP goes).
+    pub private_interface: Option<String>,
+    /// This node's VRRP priority (1-254): from its private address, so it is stable and, in a
+    /// /24, distinct per node.
+    pub vrrp_priority: u8,
 }
 
 impl NodeData {
-    /// The first of `addresses` inside the `private_cidr` setting (none when unset).
-    pub fn from(addresses: &[String], values: &toml::Table) -> NodeData {
-        let net = values.get("private_cidr").and_then(|v| v.as_str()).and_then(|c| c.parse::<ipnet::IpNet>().ok());
+    /// The first of the node's addresses inside the `private_cidr` setting (none when unset),
+    /// never the fleet's floating IP (which the node may hold for now).
+    pub fn from(facts: &Facts, values: &toml::Table) -> NodeData {
+        let setting = |name| values.get(name).and_then(|v| v.as_str());
+        let net = setting("private_cidr").and_then(|c| c.parse::<ipnet::IpNet>().ok());
+        let floating = setting("floating_ip").and_then(|c| c.parse::<ipnet::IpNet>().ok()).map(|n| n.addr());
         let found = net.and_then(|net| {
-            addresses.iter().filter_map(|a| a.parse::<std::net::IpAddr>().ok()).find(|ip| net.contains(ip))
+            facts
+                .addresses
+                .iter()
+                .filter_map(|a| a.parse::<std::net::IpAddr>().ok())
+                .find(|ip| net.contains(ip) && Some(*ip) != floating)
         });
         match found {
             Some(ip) => NodeData {
                 private_address: Some(ip.to_string()),
                 private_address_type: Some(if ip.is_ipv4() { "A" } else { "AAAA" }),
+                private_interface: facts.interfaces.get(&ip.to_string()).cloned(),
+                vrrp_priority: match ip {
+                    std::net::IpAddr::V4(a) => a.octets()[3].clamp(1, 254),
+                    std::net::IpAddr::V6(a) => (a.segments()[7] % 254 + 1) as u8,
+                },
             },
-            None => NodeData::default(),
+            None => NodeData { vrrp_priority: 100, ..Default::default() },
         }
     }
 }

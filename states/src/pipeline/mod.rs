@@ -149,7 +149,7 @@ fn context(inputs: Inputs<'_>) -> Result<(Context, Templates, TemplateData, Role
     let mut data = TemplateData {
         facts: cx.facts.clone(),
         settings: settings::template_data(&set.settings, &values),
-        node: NodeData::from(&cx.facts.addresses, &values),
+        node: NodeData::from(&cx.facts, &values),
         roles,
         schedule: Schedule { cron: schedule_cron },
         role: known,

@@ -77,6 +77,10 @@ fn load_one(source: &dyn RoleSource, name: &str, set: &mut RoleSet, path: &mut V
                 }
                 have.generate |= s.generate;
                 have.min_length = have.min_length.max(s.min_length);
+                have.max_length = match (have.max_length, s.max_length) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
             }
             None => set.secrets.push(s),
         }

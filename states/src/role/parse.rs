@@ -41,6 +41,9 @@ pub struct SecretSpec {
     pub prompt: String,
     #[serde(default = "default_min_length")]
     pub min_length: usize,
+    /// For a protocol that uses only so many characters (VRRP's PASS: 8).
+    #[serde(default)]
+    pub max_length: Option<usize>,
     /// The operator may press enter to have one generated.
     #[serde(default)]
     pub generate: bool,

@@ -66,6 +66,11 @@ handlebars::handlebars_helper!(servername: |v: str| {
     v.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.:".contains(c) { c } else { '_' }).collect::<String>()
 });
 
+handlebars::handlebars_helper!(others: |peers: array, address: str| {
+    // The peers but this node (found by its own address): keepalived's unicast peers.
+    serde_json::Value::Array(peers.iter().filter(|p| p["address"].as_str() != Some(address)).cloned().collect())
+});
+
 impl Templates {
     pub fn new(secrets: &Secrets) -> Self {
         let mut hb = Handlebars::new();
@@ -74,6 +79,7 @@ impl Templates {
         hb.register_helper("hostport", Box::new(hostport));
         hb.register_helper("envquote", Box::new(envquote));
         hb.register_helper("servername", Box::new(servername));
+        hb.register_helper("others", Box::new(others));
         let used_secret = Arc::new(AtomicBool::new(false));
         hb.register_helper("secret", Box::new(SecretHelper { secrets: secrets.clone(), used: used_secret.clone() }));
         Templates { hb, used_secret }

@@ -84,6 +84,8 @@ pub enum Match {
     Saddr(Vec<IpNet>),
     /// Destination ports as inclusive ranges, sorted.
     Dport(Proto, Vec<(u16, u16)>),
+    /// A transport protocol without ports, by name (`meta l4proto vrrp`).
+    L4proto(String),
     /// An expression or statement the tool never writes, as compact JSON.
     Unknown(String),
 }
@@ -171,6 +173,7 @@ impl Match {
                 let one = |&(lo, hi): &(u16, u16)| if lo == hi { lo.to_string() } else { format!("{lo}-{hi}") };
                 format!("{} dport {}", p.name(), braced(ports.iter().map(one).collect(), ", "))
             }
+            Match::L4proto(p) => format!("meta l4proto {p}"),
             Match::Unknown(json) => format!("<{json}>"),
         }
     }
@@ -247,6 +250,9 @@ fn decode_match(m: &Value) -> Option<Match> {
     }
     if left["meta"]["key"] == "iifname" {
         return Some(Match::Iifname(right.as_str()?.to_string()));
+    }
+    if left["meta"]["key"] == "l4proto" {
+        return Some(Match::L4proto(right.as_str()?.to_string()));
     }
     let p = &left["payload"];
     match (p["protocol"].as_str()?, p["field"].as_str()?) {
@@ -325,7 +331,7 @@ impl Rule {
                 // Remote traffic never arrives on loopback.
                 Match::Iifname(n) if n == "lo" => return Reach::Never,
                 Match::Iifname(_) => reach = Reach::Some,
-                Match::IcmpType(_) | Match::Icmpv6Type(_) => return Reach::Never,
+                Match::IcmpType(_) | Match::Icmpv6Type(_) | Match::L4proto(_) => return Reach::Never,
                 Match::Saddr(n) if n.is_empty() => return Reach::Never,
                 Match::Saddr(_) => reach = Reach::Some,
                 Match::Dport(Proto::Tcp, r) if r.iter().any(|&(lo, hi)| lo <= port && port <= hi) => {}

@@ -31,7 +31,11 @@ const ICMPV6: &[&str] = &[
     "nd-neighbor-solicit",
     "nd-neighbor-advert",
 ];
-const USAGE: &str = "expected `[tcp|udp/]PORT[-PORT] [from CIDR[, CIDR…]]`, e.g. `tcp/8080 from 10.0.0.0/8`";
+const USAGE: &str =
+    "expected `[tcp|udp/]PORT[-PORT] [from CIDR[, CIDR…]]` or `vrrp [from CIDR…]`, e.g. `tcp/8080 from 10.0.0.0/8`";
+
+/// Protocols without ports a rule may name (keepalived's VRRP, IP protocol 112).
+const PORTLESS: &[&str] = &["vrrp"];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,12 +71,19 @@ struct Allow {
 /// One thing to let in.
 #[derive(Clone, Debug)]
 pub struct Entry {
-    pub proto: Proto,
-    pub ports: (u16, u16),
+    pub what: What,
     /// `None`: from anywhere.
     pub from: Option<Vec<IpNet>>,
     /// Where it came from (`allow[1]`, `extra[0]`), shown as the rule's comment.
     pub label: String,
+}
+
+/// What an entry lets in.
+#[derive(Clone, Debug)]
+pub enum What {
+    Ports(Proto, (u16, u16)),
+    /// A protocol without ports (one of `PORTLESS`).
+    Protocol(&'static str),
 }
 
 /// The parsed parameters.
@@ -130,7 +141,7 @@ fn allow(a: Allow, i: usize) -> Result<Entry> {
         }
         Some(other) => bail!("`from` must be a CIDR or a list of them, not {}", other.type_str()),
     };
-    Ok(Entry { proto, ports, from, label: format!("allow[{i}] {}", show(proto, ports)) })
+    Ok(Entry { what: What::Ports(proto, ports), from, label: format!("allow[{i}] {}", show(proto, ports)) })
 }
 
 fn show(proto: Proto, (lo, hi): (u16, u16)) -> String {
@@ -157,20 +168,24 @@ fn port_range(s: &str) -> Result<(u16, u16)> {
 pub fn parse_extra(s: &str) -> Result<Entry> {
     let words: Vec<&str> = s.split(|c: char| c.is_whitespace() || c == ',').filter(|w| !w.is_empty()).collect();
     let Some((head, rest)) = words.split_first() else { bail!("empty rule; {USAGE}") };
-    let (proto, port) = match head.split_once('/') {
-        Some(("tcp", p)) => (Proto::Tcp, p),
-        Some(("udp", p)) => (Proto::Udp, p),
+    let what = match head.split_once('/') {
+        _ if PORTLESS.contains(head) => What::Protocol(PORTLESS.iter().find(|p| *p == head).unwrap()),
+        Some(("tcp", p)) => What::Ports(Proto::Tcp, port_range(p).with_context(|| USAGE)?),
+        Some(("udp", p)) => What::Ports(Proto::Udp, port_range(p).with_context(|| USAGE)?),
         Some((other, _)) => bail!("unknown protocol `{other}` (tcp or udp); {USAGE}"),
-        None => (Proto::Tcp, *head),
+        None => What::Ports(Proto::Tcp, port_range(head).with_context(|| USAGE)?),
     };
-    let ports = port_range(port).with_context(|| USAGE)?;
     let from = match rest {
         [] => None,
         ["from"] => bail!("`from` needs at least one CIDR; {USAGE}"),
         ["from", nets @ ..] => Some(nets.iter().map(|n| parse_net(n)).collect::<Result<Vec<_>>>().with_context(|| USAGE)?),
         [other, ..] => bail!("unexpected `{other}`; {USAGE}"),
     };
-    Ok(Entry { proto, ports, from, label: show(proto, ports) })
+    let label = match &what {
+        What::Ports(proto, ports) => show(*proto, *ports),
+        What::Protocol(p) => p.to_string(),
+    };
+    Ok(Entry { what, from, label })
 }
 
 fn accept(matches: Vec<Match>, comment: &str) -> Rule {
@@ -179,7 +194,10 @@ fn accept(matches: Vec<Match>, comment: &str) -> Rule {
 
 /// The rules for `e`: one per address family it names (an nft set holds one family).
 fn rules_for(e: &Entry) -> Vec<Rule> {
-    let dport = Match::Dport(e.proto, vec![e.ports]);
+    let dport = match &e.what {
+        What::Ports(proto, ports) => Match::Dport(*proto, vec![*ports]),
+        What::Protocol(p) => Match::L4proto(p.to_string()),
+    };
     match &e.from {
         None => vec![accept(vec![dport], &e.label)],
         Some(nets) => {
@@ -208,7 +226,7 @@ pub fn table(spec: &Spec, ssh_ports: &[u16]) -> Result<Table> {
         ),
     ];
     for &p in ssh_ports {
-        let e = Entry { proto: Proto::Tcp, ports: (p, p), from: spec.ssh_from.clone(), label: "ssh".into() };
+        let e = Entry { what: What::Ports(Proto::Tcp, (p, p)), from: spec.ssh_from.clone(), label: "ssh".into() };
         rules.extend(rules_for(&e));
     }
     for e in &spec.entries {

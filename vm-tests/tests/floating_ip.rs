@@ -1,0 +1,193 @@
+//! The fleet's fixed entry point: three app nodes share a floating IP with keepalived (VRRP,
+//! unicast peers discovered from the fleet's SRV records, no preemption). A client loop against
+//! the address measures the outage when the master's haproxy stops and when the master's
+//! container dies; the master coming back does not take the address back; the VRRP password
+//! stays in the root-only config; every node ends converged.
+
+use std::time::{Duration, Instant};
+
+use vm_tests::cmd::{poll, wait_for};
+use vm_tests::operator::{download, serve_binary};
+use vm_tests::report::{apply, check};
+use vm_tests::{timed, Lab, Node, RunOpts, Zone};
+
+const VIP: &str = "198.18.0.100";
+const VRRP_PASSWORD: &str = "canaryvr";
+
+fn holds_vip(node: &Node) -> bool {
+    node.run(&["ip", "-4", "-o", "addr", "show"]).stdout.contains(&format!("inet {VIP}/"))
+}
+
+/// The one node that holds the address, once exactly one does.
+fn holder<'a>(nodes: &[&'a Node], within: Duration) -> &'a Node {
+    holder_but(nodes, "", within)
+}
+
+/// The one node that holds the address, once exactly one does and it is not `not`.
+fn holder_but<'a>(nodes: &[&'a Node], not: &str, within: Duration) -> &'a Node {
+    let found = poll(within, || {
+        let held: Vec<&Node> = nodes.iter().copied().filter(|n| holds_vip(n)).collect();
+        (held.len() == 1 && held[0].name() != not).then(|| held[0])
+    });
+    found.unwrap_or_else(|| {
+        let why: Vec<String> = nodes
+            .iter()
+            .map(|n| {
+                let s = n.sh("ip -4 -o addr show; systemctl is-active keepalived haproxy; journalctl -u keepalived --no-pager | tail -15");
+                format!("--- {}:\n{}{}", n.name(), s.stdout, s.stderr)
+            })
+            .collect();
+        panic!("not exactly one node holds {VIP} after {within:?}:\n{}", why.join("\n"))
+    })
+}
+
+/// The client's probe log: one line per request, `<unix time> <hostname or FAIL>`.
+const PROBE_LOG: &str = "/root/probe.log";
+
+/// The probe log so far (empty before its first line).
+fn probe_log(client: &Node) -> String {
+    client.sh(&format!("cat {PROBE_LOG} 2>/dev/null || true")).stdout
+}
+
+fn start_probe(client: &Node) {
+    let script = format!(
+        "while :; do h=$(curl -sk --max-time 1 https://{VIP}/ | sed -n 's:.*<h1>\\(.*\\)</h1>.*:\\1:p'); \
+         echo \"$(date +%s.%N) ${{h:-FAIL}}\" >> {PROBE_LOG}; sleep 0.1; done"
+    );
+    client.run(&["systemd-run", "--unit", "probe", "sh", "-c", &script]).assert_ok("start the probe");
+}
+
+/// Seconds without an answer through the address after `since` (unix time), and who answers after.
+fn outage(client: &Node, since: f64) -> (f64, String) {
+    let log = probe_log(client);
+    let lines: Vec<(f64, String)> = log
+        .lines()
+        .filter_map(|l| l.split_once(' ').and_then(|(t, h)| Some((t.parse::<f64>().ok()?, h.to_string()))))
+        .filter(|(t, _)| *t >= since)
+        .collect();
+    let first_fail = lines.iter().find(|(_, h)| h == "FAIL").map(|(t, _)| *t);
+    let Some(fail) = first_fail else { return (0.0, lines.last().map(|l| l.1.clone()).unwrap_or_default()) };
+    let back = lines.iter().find(|(t, h)| *t > fail && h != "FAIL").expect("the address answered again");
+    // From the last answer before the gap (or the fault itself) to the first one after it.
+    let before = lines.iter().rev().find(|(t, h)| *t < fail && h != "FAIL").map_or(since, |l| l.0);
+    (back.0 - before, back.1.clone())
+}
+
+fn now(client: &Node) -> f64 {
+    client.run(&["date", "+%s.%N"]).stdout.trim().parse().unwrap()
+}
+
+#[test]
+fn three_app_nodes_keep_the_floating_ip_answering() {
+    let lab = Lab::new("vip");
+    let knot = lab.start_knot(&[Zone::new("lab.test")]);
+    let key = knot.tsig_key().clone();
+    let http = lab.http_server(0);
+    serve_binary(&http);
+    let mut nodes: Vec<Node> = ["app1", "app2", "app3"].iter().map(|n| lab.boot(n)).collect();
+    let client = lab.boot("client");
+    client.sh("apt-get update -qq && apt-get install -y -qq curl >/dev/null").assert_ok("curl");
+    let site = format!(
+        "dns_zone = \"lab.test\"\ndns_server = \"198.18.0.1:53\"\ntsig_key_name = \"{}\"\n\
+         private_cidr = \"198.18.0.0/24\"\nfloating_ip = \"{VIP}/24\"\n",
+        key.name
+    );
+    let secrets = RunOpts::default()
+        .env("BOOTSTRAP_SECRET_DNS_TSIG_KEY", &key.secret)
+        .env("BOOTSTRAP_SECRET_DB_PASSWORD", "canary-db-Pw-0001")
+        .env("BOOTSTRAP_SECRET_VRRP_PASSWORD", VRRP_PASSWORD)
+        .timeout(Duration::from_secs(600));
+    for node in &nodes {
+        download(node, &http);
+        node.put_file("/root/site.toml", site.as_bytes(), 0o644);
+        let r = timed(&format!("./bootstrap app on {}", node.name()), || {
+            node.run_opts(&["/root/bootstrap", "--site", "/root/site.toml", "app"], &secrets)
+        });
+        assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    }
+    // Nodes installed earlier learn of the later ones on their next run.
+    for node in &nodes {
+        apply(node);
+        let cfg = node.read_file("/etc/keepalived/keepalived.conf");
+        let block = cfg.split("unicast_peer {").nth(1).and_then(|b| b.split('}').next()).unwrap_or_default();
+        let mut peers: Vec<&str> = block.split_whitespace().collect();
+        peers.sort();
+        let mut others: Vec<String> =
+            nodes.iter().filter(|n| n.name() != node.name()).map(|n| n.addr().to_string()).collect();
+        others.sort();
+        assert_eq!(peers, others, "{}: unicast peers:\n{cfg}", node.name());
+    }
+    let all: Vec<&Node> = nodes.iter().collect();
+    let first = holder(&all, Duration::from_secs(30)).name().to_string();
+    start_probe(&client);
+    wait_for("the address answers", Duration::from_secs(10), || {
+        probe_log(&client).lines().last().filter(|l| l.ends_with(&first)).map(|_| ())
+    });
+
+    // haproxy stops on the master: it gives the address up.
+    let master = nodes.iter().find(|n| n.name() == first).unwrap();
+    let t = now(&client);
+    master.run(&["systemctl", "stop", "haproxy"]).assert_ok("stop haproxy");
+    let second = holder_but(&all, &first, Duration::from_secs(30)).name().to_string();
+    std::thread::sleep(Duration::from_secs(2));
+    let (secs, by) = outage(&client, t);
+    assert_eq!(by, second);
+    eprintln!("[figure] floating IP: haproxy stopped on {first}: {secs:.1} s without an answer, then {second}");
+    // The next run heals haproxy there; the address stays where it is (no preemption).
+    assert_eq!(apply(master).changed, 1);
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(holder(&all, Duration::from_secs(5)).name(), second, "the healed node took the address back");
+
+    // The master's machine dies.
+    let t = now(&client);
+    let dead = nodes.iter().position(|n| n.name() == second).unwrap();
+    let killed = Instant::now();
+    nodes[dead].kill();
+    let alive: Vec<&Node> = nodes.iter().enumerate().filter(|(i, _)| *i != dead).map(|(_, n)| n).collect();
+    let third = holder(&alive, Duration::from_secs(30)).name().to_string();
+    eprintln!("[timing] address moved after the kill within {:.1} s", killed.elapsed().as_secs_f64());
+    std::thread::sleep(Duration::from_secs(2));
+    let (secs, by) = outage(&client, t);
+    assert_eq!(by, third);
+    eprintln!("[figure] floating IP: {second} killed: {secs:.1} s without an answer, then {third}");
+
+    // It comes back: keepalived starts there (enabled), and the address does not move.
+    nodes[dead].start();
+    let back = &nodes[dead];
+    poll(Duration::from_secs(30), || {
+        (back.run(&["systemctl", "is-active", "keepalived"]).stdout.trim() == "active").then_some(())
+    })
+    .expect("keepalived runs again on the returned node");
+    std::thread::sleep(Duration::from_secs(5));
+    let all: Vec<&Node> = nodes.iter().collect();
+    assert_eq!(holder(&all, Duration::from_secs(5)).name(), third, "the returned node took the address back");
+
+    // The VRRP password: only in the root-only config, nowhere in logs or process lists.
+    for node in &nodes {
+        let mode = node.run(&["stat", "-c", "%a %U", "/etc/keepalived/keepalived.conf"]).stdout;
+        assert_eq!(mode.trim(), "600 root", "{}", node.name());
+        // The pattern in a root-only file, so no command line (grep's, this script's) holds it.
+        node.put_file("/root/canary", format!("{VRRP_PASSWORD}\n").as_bytes(), 0o600);
+        let leaks = node.sh(
+            "journalctl --no-pager | grep -c -f /root/canary; \
+             grep -l -f /root/canary /proc/[0-9]*/cmdline 2>/dev/null | wc -l; \
+             grep -rl -f /root/canary /var/log /var/lib/bootstrap /etc /run 2>/dev/null | grep -v -e '^/etc/keepalived/keepalived.conf$' -e '^/etc/bootstrap/secrets.toml$' -e '^/var/lib/bootstrap/backup/' ; true",
+        );
+        assert_eq!(
+            leaks.stdout.split_whitespace().collect::<Vec<_>>(),
+            ["0", "0"],
+            "{}: {}",
+            node.name(),
+            leaks.stdout
+        );
+        let backups = node.sh("find /var/lib/bootstrap/backup -type f -perm /077 | wc -l").stdout;
+        assert_eq!(backups.trim(), "0", "{}: a backup readable by others", node.name());
+    }
+
+    // Converged: a run changes nothing and --check exits 0 on every node.
+    client.run(&["systemctl", "stop", "probe"]);
+    for node in &nodes {
+        assert_eq!(apply(node).changed, 0, "{} changed on a second run", node.name());
+        assert_eq!(check(node).0, 0, "{} --check", node.name());
+    }
+}
