@@ -175,6 +175,22 @@ fn names_default_to_the_hostname_and_are_checked() {
     assert!(bad(&role_acme(r#"["*.a.test"]"#, "")).contains("HTTP-01 can't validate a wildcard name"));
     assert!(bad(&role_acme(r#"["a.test"]"#, "").replace("https://acme.test", "http://acme.test"))
         .contains("must be an https:// URL"));
+    // DNS-01: the fleet's server and key, and names inside its zone.
+    let dns = |names: &str, extra: &str| {
+        role_acme(
+            names,
+            &format!("challenge = \"dns-01\"\ndns_server = \"198.18.0.1:53\"\ndns_zone = \"lab.test\"\n{extra}"),
+        )
+    };
+    let key = "tsig_key_name = \"bootstrap\"\ntsig_secret = \"dns_tsig_key\"\n";
+    assert!(bad(&dns(r#"["a.lab.test"]"#, "")).contains("needs `tsig_key_name`"));
+    assert!(bad(&dns(r#"["a.lab.test"]"#, "tsig_key_name = \"k\"\ntsig_secret = \"nope\"\n")).contains("secret `nope`"));
+    let mut cx = cx;
+    cx.secrets.insert("dns_tsig_key", "q8T0mUQ0m3CHsmp2cC1ItHzMmkzSePWCT7PyBoDGDd8=".into());
+    let bad = |r: &str| format!("{:#}", support::nodes(&cx, r, &[]).err().expect("accepted"));
+    assert!(bad(&dns(r#"["www.example.com"]"#, key)).contains("is not inside the zone lab.test."));
+    assert!(bad(&role_acme(r#"["a.test"]"#, "challenge = \"tls-alpn-01\"\n")).contains("must be `http-01` or `dns-01`"));
+    support::nodes(&cx, &dns(r#"["*.lab.test", "www.lab.test"]"#, key), &[]).expect("a wildcard by DNS-01");
 }
 
 #[test]

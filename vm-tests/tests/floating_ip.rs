@@ -1,8 +1,11 @@
 //! The fleet's fixed entry point: three app nodes share a floating IP with keepalived (VRRP,
-//! unicast peers discovered from the fleet's SRV records, no preemption). A client loop against
-//! the address measures the outage when the master's haproxy stops and when the master's
-//! container dies; the master coming back does not take the address back; the VRRP password
-//! stays in the root-only config; every node ends converged.
+//! unicast peers discovered from the fleet's SRV records, no preemption), and each holds a
+//! pebble-issued certificate for the shared name `www.lab.test` (and its own name), obtained by
+//! DNS-01 through knot with the fleet's TSIG key; no `_acme-challenge` record is left. A client
+//! loop against the address, verifying the chain for the shared name, measures the outage when
+//! the master's haproxy stops and when the master's container dies; the master coming back does
+//! not take the address back; the VRRP password stays in the root-only config; every node ends
+//! converged.
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +16,7 @@ use vm_tests::{timed, Lab, Node, RunOpts, Zone};
 
 const VIP: &str = "198.18.0.100";
 const VRRP_PASSWORD: &str = "canaryvr";
+const SHARED: &str = "www.lab.test";
 
 fn holds_vip(node: &Node) -> bool {
     node.run(&["ip", "-4", "-o", "addr", "show"]).stdout.contains(&format!("inet {VIP}/"))
@@ -51,7 +55,7 @@ fn probe_log(client: &Node) -> String {
 
 fn start_probe(client: &Node) {
     let script = format!(
-        "while :; do h=$(curl -sk --max-time 1 https://{VIP}/ | sed -n 's:.*<h1>\\(.*\\)</h1>.*:\\1:p'); \
+        "while :; do h=$(curl -s --cacert /root/root.pem --resolve {SHARED}:443:{VIP} --max-time 1 https://{SHARED}/ | sed -n 's:.*<h1>\\(.*\\)</h1>.*:\\1:p'); \
          echo \"$(date +%s.%N) ${{h:-FAIL}}\" >> {PROBE_LOG}; sleep 0.1; done"
     );
     client.run(&["systemd-run", "--unit", "probe", "sh", "-c", &script]).assert_ok("start the probe");
@@ -82,16 +86,23 @@ fn three_app_nodes_keep_the_floating_ip_answering() {
     let lab = Lab::new("vip");
     let knot = lab.start_knot(&[Zone::new("lab.test")]);
     let key = knot.tsig_key().clone();
+    let pebble = lab.start_pebble();
     let http = lab.http_server(0);
     serve_binary(&http);
     let mut nodes: Vec<Node> = ["app1", "app2", "app3"].iter().map(|n| lab.boot(n)).collect();
     let client = lab.boot("client");
     client.sh("apt-get update -qq && apt-get install -y -qq curl >/dev/null").assert_ok("curl");
-    let site = format!(
-        "dns_zone = \"lab.test\"\ndns_server = \"198.18.0.1:53\"\ntsig_key_name = \"{}\"\n\
-         private_cidr = \"198.18.0.0/24\"\nfloating_ip = \"{VIP}/24\"\n",
-        key.name
-    );
+    client.put_file("/root/root.pem", pebble.issuing_root().as_bytes(), 0o644);
+    let site = |node: &Node| {
+        format!(
+            "dns_zone = \"lab.test\"\ndns_server = \"198.18.0.1:53\"\ntsig_key_name = \"{}\"\n\
+             private_cidr = \"198.18.0.0/24\"\nfloating_ip = \"{VIP}/24\"\n\
+             domain = \"{}.lab.test\"\nshared_domain = \"{SHARED}\"\nacme_challenge = \"dns-01\"\n\
+             acme_directory = \"https://198.18.0.1:14000/dir\"\nacme_ca_file = \"/etc/bootstrap/acme-ca.pem\"\n",
+            key.name,
+            node.name()
+        )
+    };
     let secrets = RunOpts::default()
         .env("BOOTSTRAP_SECRET_DNS_TSIG_KEY", &key.secret)
         .env("BOOTSTRAP_SECRET_DB_PASSWORD", "canary-db-Pw-0001")
@@ -99,7 +110,8 @@ fn three_app_nodes_keep_the_floating_ip_answering() {
         .timeout(Duration::from_secs(600));
     for node in &nodes {
         download(node, &http);
-        node.put_file("/root/site.toml", site.as_bytes(), 0o644);
+        node.put_file("/root/site.toml", site(node).as_bytes(), 0o644);
+        node.put_file("/etc/bootstrap/acme-ca.pem", pebble.ca_pem().as_bytes(), 0o644);
         let r = timed(&format!("./bootstrap app on {}", node.name()), || {
             node.run_opts(&["/root/bootstrap", "--site", "/root/site.toml", "app"], &secrets)
         });
@@ -116,6 +128,20 @@ fn three_app_nodes_keep_the_floating_ip_answering() {
             nodes.iter().filter(|n| n.name() != node.name()).map(|n| n.addr().to_string()).collect();
         others.sort();
         assert_eq!(peers, others, "{}: unicast peers:\n{cfg}", node.name());
+    }
+    // Every node holds a CA certificate for the shared name and its own, by DNS-01; the
+    // challenge records are gone.
+    for node in &nodes {
+        let san = node.sh("openssl x509 -noout -ext subjectAltName -issuer < /etc/haproxy/certs/site.pem").stdout;
+        assert!(
+            san.contains(&format!("DNS:{SHARED}")) && san.contains(&format!("DNS:{}.lab.test", node.name())),
+            "{san}"
+        );
+        assert!(san.contains("Pebble"), "{}: not issued by the CA: {san}", node.name());
+    }
+    for name in [SHARED.to_string()].into_iter().chain(nodes.iter().map(|n| format!("{}.lab.test", n.name()))) {
+        let left = knot.query(&format!("_acme-challenge.{name}"), "TXT");
+        assert!(left.is_empty(), "challenge records left for {name}: {left:?}");
     }
     let all: Vec<&Node> = nodes.iter().collect();
     let first = holder(&all, Duration::from_secs(30)).name().to_string();

@@ -1,5 +1,6 @@
 //! One RFC 8555 issuance with instant-acme: account (from our stored key), order, HTTP-01
-//! challenges answered by the local responder, finalize with a fresh key, download the chain.
+//! challenges answered by the local responder or DNS-01 records published through RFC 2136
+//! (`dns_challenge`), finalize with a fresh key, download the chain.
 //! States are synchronous, instant-acme is async: a current-thread tokio runtime lives for the
 //! duration of the issuance only. HTTP goes through reqwest (rustls with ring, the system's
 //! roots plus an optional extra CA), so no second TLS stack is linked.
@@ -17,6 +18,7 @@ use instant_acme::{
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::sys::challenge::Responder;
+use crate::sys::dns_challenge::{DnsSolver, Published};
 use crate::sys::x509;
 
 /// The whole issuance, CA round trips and validation included, must end within this.
@@ -30,7 +32,21 @@ pub struct Issue<'a> {
     pub extra_ca: Option<&'a [u8]>,
     /// The account key, PKCS#8 DER (ECDSA P-256).
     pub account_key: &'a [u8],
-    pub challenge_port: u16,
+    pub solver: Solver<'a>,
+}
+
+/// How the CA's challenges are answered.
+pub enum Solver<'a> {
+    /// HTTP-01 by the local responder on this port (haproxy routes the challenge path there).
+    Http { port: u16 },
+    /// DNS-01 through the fleet's DNS server: any node can validate a shared name.
+    Dns(&'a DnsSolver),
+}
+
+/// The challenge answerer of one issuance.
+enum Answerer<'a> {
+    Http(Responder),
+    Dns(&'a DnsSolver, std::sync::Mutex<Vec<Published>>),
 }
 
 /// Obtain a certificate: returns the PEM bundle (chain, then the new private key), not yet
@@ -43,23 +59,38 @@ pub fn obtain(req: &Issue) -> Result<Vec<u8>> {
         http = http.tls_certs_merge(certs);
     }
     let http = http.build().context("cannot set up the HTTP client")?;
-    let responder = Responder::start(req.challenge_port)?;
-    responder.self_check(&req.names[0])?;
+    let answerer = match &req.solver {
+        Solver::Http { port } => {
+            let responder = Responder::start(*port)?;
+            responder.self_check(&req.names[0])?;
+            Answerer::Http(responder)
+        }
+        Solver::Dns(dns) => Answerer::Dns(dns, Default::default()),
+    };
     let key = x509::new_key()?;
     let csr = x509::csr(req.names, &key)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let chain = rt.block_on(async {
-        tokio::time::timeout(DEADLINE, issue(req, Box::new(Reqwest(http)), &responder, &csr))
+        tokio::time::timeout(DEADLINE, issue(req, Box::new(Reqwest(http)), &answerer, &csr))
             .await
             .map_err(|_| anyhow!("no certificate within {}s", DEADLINE.as_secs()))?
-    })?;
+    });
+    // The challenge records go, whatever happened.
+    if let Answerer::Dns(dns, published) = &answerer {
+        for p in published.lock().unwrap().drain(..) {
+            if let Err(e) = dns.withdraw(&p) {
+                tracing::warn!("{e:#}");
+            }
+        }
+    }
+    let chain = chain?;
     let mut bundle = chain.trim_end().to_string();
     bundle.push('\n');
     bundle.push_str(&key.serialize_pem());
     Ok(bundle.into_bytes())
 }
 
-async fn issue(req: &Issue<'_>, http: Box<dyn HttpClient>, responder: &Responder, csr: &[u8]) -> Result<String> {
+async fn issue(req: &Issue<'_>, http: Box<dyn HttpClient>, answerer: &Answerer<'_>, csr: &[u8]) -> Result<String> {
     let der = PrivatePkcs8KeyDer::from(req.account_key.to_vec());
     let key = Key::from_pkcs8_der(der.clone_key()).context("bad ACME account key")?;
     // newAccount with our key finds the account again or creates it: nothing to keep in sync
@@ -84,11 +115,24 @@ async fn issue(req: &Issue<'_>, http: Box<dyn HttpClient>, responder: &Responder
             other => bail!("authorization for {} is {other:?}", authz.identifier()),
         }
         let what = authz.identifier().to_string();
-        let mut challenge = authz
-            .challenge(ChallengeType::Http01)
-            .ok_or_else(|| anyhow!("the CA offers no HTTP-01 challenge for {what}"))?;
-        responder.answer(&challenge.token, challenge.key_authorization().as_str());
-        challenge.set_ready().await.with_context(|| format!("HTTP-01 challenge for {what}"))?;
+        let (kind, label) = match answerer {
+            Answerer::Http(_) => (ChallengeType::Http01, "HTTP-01"),
+            Answerer::Dns(..) => (ChallengeType::Dns01, "DNS-01"),
+        };
+        let mut challenge =
+            authz.challenge(kind).ok_or_else(|| anyhow!("the CA offers no {label} challenge for {what}"))?;
+        match answerer {
+            Answerer::Http(responder) => responder.answer(&challenge.token, challenge.key_authorization().as_str()),
+            Answerer::Dns(dns, published) => {
+                let name = dns.record_name(&what)?;
+                let value = challenge.key_authorization().dns_value();
+                // The DNS exchange runs its own runtime: on a thread of its own, not inside this one.
+                let p = std::thread::scope(|s| s.spawn(|| dns.publish(&name, &value)).join())
+                    .map_err(|_| anyhow!("publishing the DNS-01 record panicked"))??;
+                published.lock().unwrap().push(p);
+            }
+        }
+        challenge.set_ready().await.with_context(|| format!("{label} challenge for {what}"))?;
     }
 
     let status = order.poll_ready(&RetryPolicy::new().timeout(Duration::from_secs(90))).await?;

@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod acme_client;
 pub mod apt;
 pub mod challenge;
+pub mod dns_challenge;
 pub mod dns_client;
 pub mod dpkg_status;
 pub mod fetch;

@@ -1,5 +1,8 @@
 //! `acme`: the bundle at `path` holds a certificate for `names` from the ACME CA at
-//! `directory` (RFC 8555, HTTP-01), renewed `renew_days` before it expires.
+//! `directory` (RFC 8555), renewed `renew_days` before it expires. `challenge = "http-01"` (the
+//! default) answers through haproxy; `challenge = "dns-01"` publishes `_acme-challenge` TXT
+//! records through the fleet's RFC 2136 server (`dns_server`, `dns_zone`, `tsig_key_name`,
+//! `tsig_secret` as in `dns_record`), so every node can hold a certificate for a shared name.
 //!
 //! Plan: a missing, unreadable or self-signed bundle, one whose key does not match, that does
 //! not cover the names, or that this state obtained from another directory, is to be obtained;
@@ -20,11 +23,13 @@ pub mod backoff;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use serde::Deserialize;
 
 use backoff::{record_path, Issued, Record};
-use crate::sys::acme_client::{obtain, Issue};
+use crate::sys::acme_client::{obtain, Issue, Solver};
+use crate::sys::dns_challenge::DnsSolver;
+use crate::sys::dns_client;
 use crate::engine::atomic::{self, FileWrite};
 use crate::kinds::certificate::{current, defect, names_or_hostname, Current};
 use crate::engine::context::Context;
@@ -48,6 +53,25 @@ struct Params {
     challenge_port: u16,
     #[serde(default = "default_renew_days")]
     renew_days: u32,
+    #[serde(default = "default_challenge")]
+    challenge: String,
+    dns_server: Option<String>,
+    dns_zone: Option<String>,
+    tsig_key_name: Option<String>,
+    /// The NAME of the secret holding the TSIG key.
+    tsig_secret: Option<String>,
+}
+
+fn default_challenge() -> String {
+    "http-01".into()
+}
+
+/// Where DNS-01 records go; the key is read from the secrets when they are needed.
+struct DnsTarget {
+    server: std::net::SocketAddr,
+    zone: hickory_net::proto::rr::Name,
+    key_name: String,
+    secret_name: String,
 }
 
 fn default_directory() -> String {
@@ -64,9 +88,34 @@ pub fn build(t: toml::Table, b: &mut Builder) -> Result<Box<dyn State>> {
     let p: Params = params(t)?;
     let path = managed_path(&p.path)?;
     let names = names_or_hostname(p.names, &b.cx.facts.hostname)?;
-    if let Some(n) = names.iter().find(|n| n.starts_with("*.")) {
-        bail!("`names`: `{n}`: HTTP-01 can't validate a wildcard name");
-    }
+    let dns = match p.challenge.as_str() {
+        "http-01" => {
+            if let Some(n) = names.iter().find(|n| n.starts_with("*.")) {
+                bail!("`names`: `{n}`: HTTP-01 can't validate a wildcard name (`challenge = \"dns-01\"` can)");
+            }
+            None
+        }
+        "dns-01" => {
+            let need = |v: Option<String>, what: &str| {
+                v.filter(|s| !s.is_empty()).ok_or_else(|| anyhow!("`challenge = \"dns-01\"` needs `{what}`"))
+            };
+            let server = dns_client::parse_server(&need(p.dns_server, "dns_server")?)?;
+            let zone = dns_client::fqdn(&need(p.dns_zone, "dns_zone")?)?;
+            let key_name = need(p.tsig_key_name, "tsig_key_name")?;
+            let secret_name = need(p.tsig_secret, "tsig_secret")?;
+            // Checked now, so a bad key or a name outside the zone stops the run before anything changes.
+            let Some(secret) = b.cx.secrets.get(&secret_name) else {
+                bail!("secret `{secret_name}` (the TSIG key for `tsig_secret`) is not set");
+            };
+            let solver = DnsSolver { server, zone: zone.clone(), key_name: key_name.clone(), secret: secret.to_string() };
+            dns_client::signer(&key_name, secret)?;
+            for n in &names {
+                solver.record_name(n).context("`names`")?;
+            }
+            Some(DnsTarget { server, zone, key_name, secret_name })
+        }
+        other => bail!("`challenge` must be `http-01` or `dns-01`, not `{other}`"),
+    };
     if !p.directory.starts_with("https://") {
         bail!("`directory` must be an https:// URL, not `{}`", p.directory);
     }
@@ -85,6 +134,7 @@ pub fn build(t: toml::Table, b: &mut Builder) -> Result<Box<dyn State>> {
         ca_file,
         challenge_port: p.challenge_port,
         renew_days: p.renew_days,
+        dns,
     }))
 }
 
@@ -97,6 +147,7 @@ struct AcmeState {
     ca_file: Option<PathBuf>,
     challenge_port: u16,
     renew_days: u32,
+    dns: Option<DnsTarget>,
 }
 
 /// Order a certificate and install it.
@@ -140,13 +191,24 @@ impl AcmeState {
             None => None,
         };
         let account_key = account::load_or_create(cx)?;
+        let dns = match &self.dns {
+            Some(d) => {
+                let secret = cx.secrets.get(&d.secret_name).ok_or_else(|| anyhow!("secret `{}` is not set", d.secret_name))?;
+                Some(DnsSolver { server: d.server, zone: d.zone.clone(), key_name: d.key_name.clone(), secret: secret.to_string() })
+            }
+            None => None,
+        };
+        let solver = match &dns {
+            Some(d) => Solver::Dns(d),
+            None => Solver::Http { port: self.challenge_port },
+        };
         let bundle = obtain(&Issue {
             directory: &self.directory,
             names: &self.names,
             email: self.email.as_deref(),
             extra_ca: extra_ca.as_deref(),
             account_key: &account_key,
-            challenge_port: self.challenge_port,
+            solver,
         })?;
         // What the CA sent must be able to serve before it replaces anything.
         let b = x509::inspect(&bundle).context("the CA's certificate can't be read")?;
