@@ -35,6 +35,15 @@ fn check(dir: &Path, settings: Value, n: usize) -> String {
 }
 
 fn check_as(dir: &Path, settings: Value, n: usize, db_too: bool) -> String {
+    check_with(dir, settings, n, db_too, NodeData::default(), json!([]))
+}
+
+/// As `check_as`, for this node and these discovered app nodes; settings the roles default are
+/// filled in.
+fn check_with(dir: &Path, mut settings: Value, n: usize, db_too: bool, node: NodeData, apps: Value) -> String {
+    for (k, v) in [("admin_node", Value::Null), ("admin_paths", json!(["/admin"]))] {
+        settings.as_object_mut().unwrap().entry(k).or_insert(v);
+    }
     let mut t = Templates::new(&Secrets::default());
     t.add("haproxy.cfg.hbs", TEMPLATE).unwrap();
     let data = TemplateData {
@@ -42,9 +51,9 @@ fn check_as(dir: &Path, settings: Value, n: usize, db_too: bool) -> String {
         settings,
         roles: vec!["app".into()],
         schedule: Schedule { cron: "*/15 * * * *".into() },
-        node: NodeData::default(),
+        node,
         role: [("app".to_string(), true), ("db".to_string(), db_too)].into(),
-        peers: json!({ "db": peers(n) }),
+        peers: json!({ "db": peers(n), "app": apps }),
         firewall: Vec::new(),
     }
     .to_value();
@@ -144,4 +153,37 @@ fn server_names_stay_when_a_peer_leaves() {
     // The last peer leaves: the others' lines stay byte for byte, names included.
     assert_eq!(lines(2), three[..2]);
     assert!(three[2].trim_start().starts_with("server db2.lab.test "), "{three:?}");
+}
+
+#[test]
+fn admin_paths_go_to_the_authoritative_node() {
+    let dir = test_dir();
+    let settings = json!({
+        "upstreams": null, "health_path": "/", "acme_challenge_port": 8402,
+        "admin_node": "app1.lab.test", "admin_paths": ["/admin", "/uploads"],
+    });
+    let apps = json!([
+        { "host": "app1.lab.test.", "name": "app1.lab.test", "address": "198.18.0.10", "port": 443 },
+        { "host": "app2.lab.test.", "name": "app2.lab.test", "address": "198.18.0.11", "port": 443 },
+    ]);
+    let node = |address: &str, authoritative| NodeData {
+        private_address: Some(address.into()),
+        authoritative: Some(authoritative),
+        ..Default::default()
+    };
+    // Another node: the admin paths to app1's private port, health-checked, a clear 503.
+    let other = check_with(dir.path(), settings.clone(), 1, false, node("198.18.0.11", false), apps.clone());
+    assert!(
+        other.contains("acl admin_path path_beg /admin /uploads") && other.contains("use_backend admin if admin_path")
+    );
+    assert!(other.contains("server admin 198.18.0.10:8444 check inter 2s fall 2 rise 1"), "{other}");
+    assert!(other.contains("503: the admin node app1.lab.test is not available"), "{other}");
+    assert!(!other.contains("frontend admin_private"));
+    // The authoritative node: its own upstreams, and the private listener with only those paths.
+    let admin = check_with(dir.path(), settings.clone(), 1, false, node("198.18.0.10", true), apps.clone());
+    assert!(admin.contains("bind 198.18.0.10:8444") && admin.contains("deny_status 404 unless admin_path"), "{admin}");
+    assert!(!admin.contains("backend admin\n") && !admin.contains("use_backend admin"), "{admin}");
+    // The authoritative node not discovered (yet): a backend without a server, so a 503.
+    let alone = check_with(dir.path(), settings, 1, false, node("198.18.0.11", false), json!([]));
+    assert!(alone.contains("backend admin") && !alone.contains("server admin"), "{alone}");
 }

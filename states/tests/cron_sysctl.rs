@@ -74,6 +74,27 @@ fn cron_entry_is_written_escaped_and_healed() {
 }
 
 #[test]
+fn a_singleton_job_runs_on_the_authoritative_node_only() {
+    let root = tempfile::tempdir().unwrap();
+    let cx = cx(root.path());
+    let role = format!("{BACKUP}singleton = true\n");
+    let path = root.path().join("etc/cron.d/db-backup");
+    let here = nodes_as(&cx, &role, &[], serde_json::json!({ "authoritative": true })).unwrap();
+    apply(&cx, &here);
+    assert!(fs::read_to_string(&path).unwrap().contains("pg_dumpall"));
+    // Another node (or this one, once the site names another): the job is removed.
+    let elsewhere = nodes_as(&cx, &role, &[], serde_json::json!({ "authoritative": false })).unwrap();
+    let r = check(&cx, &elsewhere);
+    assert_eq!(r.pending, 1);
+    apply(&cx, &elsewhere);
+    assert!(!path.exists());
+    assert_eq!(check(&cx, &elsewhere).pending, 0);
+    // No authoritative node named: refused, never "everywhere".
+    let e = format!("{:#}", nodes(&cx, &role, &[]).err().expect("a singleton without admin_node"));
+    assert!(e.contains("set `admin_node`"), "{e}");
+}
+
+#[test]
 fn cron_keywords_and_default_user() {
     let root = tempfile::tempdir().unwrap();
     let cx = cx(root.path());

@@ -42,6 +42,7 @@ fn render(settings: Value, n: usize) -> String {
             private_address_type: Some("A"),
             private_interface: Some(IFACE.into()),
             vrrp_priority: 10,
+            authoritative: None,
         },
         role: [("app".to_string(), true)].into(),
         peers: json!({ "app": peers(n) }),

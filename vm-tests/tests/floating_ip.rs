@@ -4,8 +4,9 @@
 //! DNS-01 through knot with the fleet's TSIG key; no `_acme-challenge` record is left. A client
 //! loop against the address, verifying the chain for the shared name, measures the outage when
 //! the master's haproxy stops and when the master's container dies; the master coming back does
-//! not take the address back; the VRRP password stays in the root-only config; every node ends
-//! converged.
+//! not take the address back. `/admin` through any node reaches the authoritative node (app1),
+//! a clear 503 while it is down; a singleton cron job runs there only. The VRRP password stays in
+//! the root-only config; every node ends converged.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,40 @@ use vm_tests::{timed, Lab, Node, RunOpts, Zone};
 const VIP: &str = "198.18.0.100";
 const VRRP_PASSWORD: &str = "canaryvr";
 const SHARED: &str = "www.lab.test";
+
+/// The app role plus a job that must run once per fleet.
+const FRONT_ROLE: &str = r#"
+description = "App node with a fleet-wide job"
+includes = ["app"]
+
+[[state]]
+id = "stamp-job"
+type = "cron"
+name = "fleet-stamp"
+schedule = "* * * * *"
+command = "echo $(hostname) $(date +%s) >> /var/tmp/fleet-stamp.log"
+singleton = true
+"#;
+
+/// GET `path` of `node` by its own name, verified against the CA; the body or the status.
+fn fetch(client: &Node, node: &Node, path: &str) -> String {
+    let name = format!("{}.lab.test", node.name());
+    client
+        .run(&[
+            "curl",
+            "-s",
+            "--cacert",
+            "/root/root.pem",
+            "--max-time",
+            "3",
+            "--resolve",
+            &format!("{name}:443:{}", node.addr()),
+            "-w",
+            " %{http_code}",
+            &format!("https://{name}{path}"),
+        ])
+        .stdout
+}
 
 fn holds_vip(node: &Node) -> bool {
     node.run(&["ip", "-4", "-o", "addr", "show"]).stdout.contains(&format!("inet {VIP}/"))
@@ -98,7 +133,8 @@ fn three_app_nodes_keep_the_floating_ip_answering() {
             "dns_zone = \"lab.test\"\ndns_server = \"198.18.0.1:53\"\ntsig_key_name = \"{}\"\n\
              private_cidr = \"198.18.0.0/24\"\nfloating_ip = \"{VIP}/24\"\n\
              domain = \"{}.lab.test\"\nshared_domain = \"{SHARED}\"\nacme_challenge = \"dns-01\"\n\
-             acme_directory = \"https://198.18.0.1:14000/dir\"\nacme_ca_file = \"/etc/bootstrap/acme-ca.pem\"\n",
+             acme_directory = \"https://198.18.0.1:14000/dir\"\nacme_ca_file = \"/etc/bootstrap/acme-ca.pem\"\n\
+             admin_node = \"app1.lab.test\"\n",
             key.name,
             node.name()
         )
@@ -112,8 +148,12 @@ fn three_app_nodes_keep_the_floating_ip_answering() {
         download(node, &http);
         node.put_file("/root/site.toml", site(node).as_bytes(), 0o644);
         node.put_file("/etc/bootstrap/acme-ca.pem", pebble.ca_pem().as_bytes(), 0o644);
-        let r = timed(&format!("./bootstrap app on {}", node.name()), || {
-            node.run_opts(&["/root/bootstrap", "--site", "/root/site.toml", "app"], &secrets)
+        node.put_file("/root/roles/front.toml", FRONT_ROLE.as_bytes(), 0o644);
+        let r = timed(&format!("./bootstrap front on {}", node.name()), || {
+            node.run_opts(
+                &["/root/bootstrap", "--site", "/root/site.toml", "--roles", "/root/roles", "front"],
+                &secrets,
+            )
         });
         assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     }
@@ -143,6 +183,31 @@ fn three_app_nodes_keep_the_floating_ip_answering() {
         let left = knot.query(&format!("_acme-challenge.{name}"), "TXT");
         assert!(left.is_empty(), "challenge records left for {name}: {left:?}");
     }
+    // The admin paths go to the authoritative node from every node; a clear 503 while it is down,
+    // and back once its health check passes again.
+    let (app1, app2, app3) = (&nodes[0], &nodes[1], &nodes[2]);
+    for via in [app1, app2, app3] {
+        let body = fetch(&client, via, "/admin/orders");
+        assert!(body.contains("<h1>app1</h1>") && body.ends_with(" 200"), "/admin via {}: {body}", via.name());
+        assert!(fetch(&client, via, "/").contains(&format!("<h1>{}</h1>", via.name())), "/ via {}", via.name());
+    }
+    app1.run(&["systemctl", "stop", "haproxy"]).assert_ok("stop haproxy on app1");
+    wait_for("a 503 for /admin via app2", Duration::from_secs(10), || {
+        let body = fetch(&client, app2, "/admin");
+        (body.ends_with(" 503") && body.contains("the admin node app1.lab.test is not available")).then_some(())
+    });
+    assert!(fetch(&client, app3, "/").ends_with(" 200"), "the rest of app3 went down with the admin node");
+    app1.run(&["systemctl", "start", "haproxy"]).assert_ok("start haproxy on app1");
+    let back = Instant::now();
+    wait_for("/admin via app2 again", Duration::from_secs(10), || {
+        fetch(&client, app2, "/admin").contains("<h1>app1</h1>").then_some(())
+    });
+    eprintln!("[timing] /admin served again {:.1} s after the admin node returned", back.elapsed().as_secs_f64());
+    // The singleton job: on app1 only.
+    assert!(app1.exists("/etc/cron.d/fleet-stamp"));
+    assert!(!app2.exists("/etc/cron.d/fleet-stamp") && !app3.exists("/etc/cron.d/fleet-stamp"));
+    let installed = Instant::now();
+
     let all: Vec<&Node> = nodes.iter().collect();
     let first = holder(&all, Duration::from_secs(30)).name().to_string();
     start_probe(&client);
@@ -209,6 +274,14 @@ fn three_app_nodes_keep_the_floating_ip_answering() {
         let backups = node.sh("find /var/lib/bootstrap/backup -type f -perm /077 | wc -l").stdout;
         assert_eq!(backups.trim(), "0", "{}: a backup readable by others", node.name());
     }
+
+    // The singleton job ran (cron, every minute) on app1 alone.
+    std::thread::sleep(Duration::from_secs(65).saturating_sub(installed.elapsed()));
+    wait_for("the singleton job's first run", Duration::from_secs(60), || {
+        nodes[0].exists("/var/tmp/fleet-stamp.log").then_some(())
+    });
+    assert!(nodes[0].read_file("/var/tmp/fleet-stamp.log").lines().all(|l| l.starts_with("app1 ")));
+    assert!(!nodes[1].exists("/var/tmp/fleet-stamp.log") && !nodes[2].exists("/var/tmp/fleet-stamp.log"));
 
     // Converged: a run changes nothing and --check exits 0 on every node.
     client.run(&["systemctl", "stop", "probe"]);

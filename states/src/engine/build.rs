@@ -24,11 +24,14 @@ pub struct Builder<'a> {
     pub id: &'a str,
     pub cx: &'a Context,
     templates: &'a mut dyn Render,
+    /// Whether this node is the fleet's authoritative node (the site's `admin_node`); `None`
+    /// when the site names none. Singleton states run only there.
+    pub authoritative: Option<bool>,
 }
 
 impl<'a> Builder<'a> {
     pub fn new(id: &'a str, cx: &'a Context, templates: &'a mut dyn Render) -> Self {
-        Builder { id, cx, templates }
+        Builder { id, cx, templates, authoritative: None }
     }
 
     /// Render `templates/NAME` from the role source.

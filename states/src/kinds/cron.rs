@@ -4,6 +4,10 @@
 //! Everything is checked when the role is compiled, because cron itself fails silently: it
 //! skips files whose names hold a dot (run-parts rules), logs a bad schedule to syslog and
 //! ignores the line, and cuts a command at its first unescaped `%`.
+//!
+//! `singleton = true`: the job runs once per fleet, on the authoritative node (the site's
+//! `admin_node`) only; every other node keeps the file absent. Without etcd there is no lock
+//! that moves: while the authoritative node is down the job does not run anywhere (never twice).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,6 +16,7 @@ use anyhow::{anyhow, bail, Result};
 use serde::Deserialize;
 
 use crate::files::conf_file::ConfFile;
+use crate::kinds::absent::AbsentState;
 use crate::engine::context::Context;
 use crate::engine::contract::{Claim, Plan, State};
 use crate::engine::build::{params, Builder};
@@ -26,6 +31,10 @@ struct Params {
     command: String,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    /// Once per fleet: only on the authoritative node (the site's `admin_node`); removed on
+    /// every other node.
+    #[serde(default)]
+    singleton: bool,
 }
 
 fn root() -> String {
@@ -35,6 +44,18 @@ fn root() -> String {
 pub fn build(t: toml::Table, b: &mut Builder) -> Result<Box<dyn State>> {
     let p: Params = params(t)?;
     check_name(&p.name)?;
+    let path = PathBuf::from("/etc/cron.d").join(&p.name);
+    if p.singleton {
+        match b.authoritative {
+            None => bail!("`singleton = true` runs the job on the fleet's authoritative node: set `admin_node` in the site settings"),
+            Some(false) => {
+                let mut t = toml::Table::new();
+                t.insert("path".into(), toml::Value::String(path.display().to_string()));
+                return Ok(Box::new(AbsentState::build(t)?));
+            }
+            Some(true) => {}
+        }
+    }
     let schedule = schedule(&p.schedule)?;
     check_user(&p.user)?;
     let mut text = format!("# managed by bootstrap (state `{}`); local changes are overwritten\n", b.id);
@@ -42,7 +63,7 @@ pub fn build(t: toml::Table, b: &mut Builder) -> Result<Box<dyn State>> {
         text += &env_line(k, v)?;
     }
     text += &format!("{schedule} {} {}\n", p.user, command(&p.command)?);
-    let file = ConfFile { path: PathBuf::from("/etc/cron.d").join(&p.name), bytes: text.into_bytes() };
+    let file = ConfFile { path, bytes: text.into_bytes() };
     Ok(Box::new(CronState { file }))
 }
 

@@ -45,6 +45,9 @@ pub struct NodeData {
     /// This node's VRRP priority (1-254): from its private address, so it is stable and, in a
     /// /24, distinct per node.
     pub vrrp_priority: u8,
+    /// Whether this node is the site's `admin_node` (its hostname, or hostname.dns_zone);
+    /// `None` when the site names none.
+    pub authoritative: Option<bool>,
 }
 
 impl NodeData {
@@ -61,7 +64,12 @@ impl NodeData {
                 .filter_map(|a| a.parse::<std::net::IpAddr>().ok())
                 .find(|ip| net.contains(ip) && Some(*ip) != floating)
         });
-        match found {
+        let authoritative = setting("admin_node").filter(|a| !a.is_empty()).map(|a| {
+            let a = a.trim_end_matches('.');
+            let fqdn = setting("dns_zone").map(|z| format!("{}.{}", facts.hostname, z.trim_end_matches('.')));
+            a == facts.hostname || Some(a.to_string()) == fqdn
+        });
+        let node = match found {
             Some(ip) => NodeData {
                 private_address: Some(ip.to_string()),
                 private_address_type: Some(if ip.is_ipv4() { "A" } else { "AAAA" }),
@@ -70,9 +78,11 @@ impl NodeData {
                     std::net::IpAddr::V4(a) => a.octets()[3].clamp(1, 254),
                     std::net::IpAddr::V6(a) => (a.segments()[7] % 254 + 1) as u8,
                 },
+                authoritative: None,
             },
             None => NodeData { vrrp_priority: 100, ..Default::default() },
-        }
+        };
+        NodeData { authoritative, ..node }
     }
 }
 

@@ -91,7 +91,9 @@ pub fn compile(
                 cx.secrets.take_asked_missing();
             }
             let mut render = RoleTemplates { templates: &mut *templates, source, data };
-            let state = (k.build)(params, &mut Builder::new(&id, cx, &mut render));
+            let mut builder = Builder::new(&id, cx, &mut render);
+            builder.authoritative = data["node"]["authoritative"].as_bool();
+            let state = (k.build)(params, &mut builder);
             // A dry run without a secret this state needs: shown as pending, with the reason.
             let missing = if dry { cx.secrets.take_asked_missing() } else { Vec::new() };
             if !missing.is_empty() {

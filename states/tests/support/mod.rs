@@ -31,6 +31,16 @@ pub fn cx_with_secrets(root: &Path, secrets: &[(&str, &str)]) -> Context {
 
 /// Compile a role given as TOML text (plus templates) into nodes.
 pub fn nodes(cx: &Context, role: &str, templates: &[(&str, &str)]) -> anyhow::Result<Vec<Node>> {
+    nodes_as(cx, role, templates, serde_json::Value::Null)
+}
+
+/// As `nodes`, with this template data `node` (what the node is in the fleet).
+pub fn nodes_as(
+    cx: &Context,
+    role: &str,
+    templates: &[(&str, &str)],
+    node: serde_json::Value,
+) -> anyhow::Result<Vec<Node>> {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("test.toml"), role).unwrap();
     std::fs::create_dir(dir.path().join("templates")).unwrap();
@@ -39,7 +49,8 @@ pub fn nodes(cx: &Context, role: &str, templates: &[(&str, &str)]) -> anyhow::Re
     }
     let source = DirSource(dir.path().to_path_buf());
     let set = role::load(&source, &["test".to_string()])?;
-    let data = serde_json::json!({ "facts": cx.facts, "settings": { "greeting": "hello", "domain": null } });
+    let data =
+        serde_json::json!({ "facts": cx.facts, "settings": { "greeting": "hello", "domain": null }, "node": node });
     let mut t = Templates::new(&cx.secrets);
     Ok(role::compile(set, &source, cx, &mut t, &data)?.nodes)
 }
