@@ -34,6 +34,11 @@ pub enum Command {
     Secret(SecretCommand),
     /// Leave the fleet: remove this node's DNS records and its schedule.
     Decommission,
+    /// Take this app node out of service: give up the floating IP and its SRV record (existing
+    /// connections finish); it stays so across scheduled runs until `undrain`.
+    Drain,
+    /// Put a drained node back in service.
+    Undrain,
     /// The operator's side of site bundles: a signing key, and packing a bundle.
     #[command(subcommand)]
     Site(SiteCommand),

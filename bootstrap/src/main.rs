@@ -3,6 +3,7 @@
 mod cli;
 mod converge;
 mod decommission;
+mod drain;
 mod embedded;
 mod execute;
 mod inputs;
@@ -37,11 +38,20 @@ fn main() {
     let opts = &cli.opts;
     let result = match &cli.command {
         Some(Command::Apply { roles }) => converge::converge(opts, roles),
-        Some(Command::Secret(_) | Command::Status | Command::Site(_) | Command::SelfUpdate { .. }) if opts.check => {
+        Some(
+            Command::Secret(_)
+            | Command::Status
+            | Command::Site(_)
+            | Command::SelfUpdate { .. }
+            | Command::Drain
+            | Command::Undrain,
+        ) if opts.check => {
             Err(anyhow::anyhow!("--check is for converging (`bootstrap --check`); this command only acts or reports (`decommission --check` shows what it would remove)"))
         }
         Some(Command::Secret(SecretCommand::Set { name })) => secret_cmd::set(opts, name),
         Some(Command::Decommission) => decommission::run(opts),
+        Some(Command::Drain) => drain::set(opts, true),
+        Some(Command::Undrain) => drain::set(opts, false),
         Some(Command::Status) => status::show(opts),
         Some(Command::Site(SiteCommand::Keygen { dir })) => site_cmd::keygen(dir),
         Some(Command::Site(SiteCommand::Pack { dir, key, out, serial })) => site_cmd::pack(dir, key, out, *serial),

@@ -46,6 +46,13 @@ pub fn show(opts: &Opts) -> Result<i32> {
             code = 1;
         }
     }
+    if let Some(at) = crate::drain::since(root) {
+        let when = Local.timestamp_opt(at as i64, 0).single().map(|t| t.format("%Y-%m-%d %H:%M:%S %Z").to_string());
+        println!(
+            "service:  drained since {} (no floating IP, no SRV record); `bootstrap undrain` returns it",
+            when.unwrap_or_default()
+        );
+    }
     if let Some(at) = crate::decommission::since(root) {
         let when = Local.timestamp_opt(at as i64, 0).single().map(|t| t.format("%Y-%m-%d %H:%M:%S %Z").to_string());
         let left = if schedule::next_run(root).is_some() {

@@ -43,6 +43,7 @@ fn render(settings: Value, n: usize) -> String {
             private_interface: Some(IFACE.into()),
             vrrp_priority: 10,
             authoritative: None,
+            drained: false,
         },
         role: [("app".to_string(), true)].into(),
         peers: json!({ "app": peers(n) }),

@@ -5,7 +5,8 @@
 //! loop against the address, verifying the chain for the shared name, measures the outage when
 //! the master's haproxy stops and when the master's container dies; the master coming back does
 //! not take the address back. `/admin` through any node reaches the authoritative node (app1),
-//! a clear 503 while it is down; a singleton cron job runs there only. The VRRP password stays in
+//! a clear 503 while it is down; a singleton cron job runs there only. `bootstrap drain` hands
+//! the address to a peer and withdraws the node's SRV record until `undrain`. The VRRP password stays in
 //! the root-only config; every node ends converged.
 
 use std::time::{Duration, Instant};
@@ -134,7 +135,7 @@ fn three_app_nodes_keep_the_floating_ip_answering() {
              private_cidr = \"198.18.0.0/24\"\nfloating_ip = \"{VIP}/24\"\n\
              domain = \"{}.lab.test\"\nshared_domain = \"{SHARED}\"\nacme_challenge = \"dns-01\"\n\
              acme_directory = \"https://198.18.0.1:14000/dir\"\nacme_ca_file = \"/etc/bootstrap/acme-ca.pem\"\n\
-             admin_node = \"app1.lab.test\"\n",
+             admin_node = \"app1.lab.test\"\nfloating_ip_hook = \"/usr/bin/touch /var/tmp/took-the-address\"\n",
             key.name,
             node.name()
         )
@@ -219,7 +220,12 @@ fn three_app_nodes_keep_the_floating_ip_answering() {
     let master = nodes.iter().find(|n| n.name() == first).unwrap();
     let t = now(&client);
     master.run(&["systemctl", "stop", "haproxy"]).assert_ok("stop haproxy");
+    assert!(master.exists("/var/tmp/took-the-address"), "the hook did not run on {first}");
     let second = holder_but(&all, &first, Duration::from_secs(30)).name().to_string();
+    let second_node = nodes.iter().find(|n| n.name() == second).unwrap();
+    wait_for("the hook on the new master", Duration::from_secs(5), || {
+        second_node.exists("/var/tmp/took-the-address").then_some(())
+    });
     std::thread::sleep(Duration::from_secs(2));
     let (secs, by) = outage(&client, t);
     assert_eq!(by, second);
@@ -275,12 +281,43 @@ fn three_app_nodes_keep_the_floating_ip_answering() {
         assert_eq!(backups.trim(), "0", "{}: a backup readable by others", node.name());
     }
 
+    // Drain the holder: the address goes to a peer, its SRV record goes, and scheduled runs keep
+    // it so; undrain brings it back without taking the address.
+    let all: Vec<&Node> = nodes.iter().collect();
+    let drained = holder(&all, Duration::from_secs(10));
+    let srv = |n: &Node| format!("0 0 443 {}.lab.test.", n.name());
+    let r = drained.run(&["/usr/local/sbin/bootstrap", "drain"]);
+    assert_eq!(r.code, 0, "drain: {}{}", r.stdout, r.stderr);
+    let taker = holder_but(&all, drained.name(), Duration::from_secs(15)).name().to_string();
+    assert!(!knot.query("_https._tcp.lab.test", "SRV").contains(&srv(drained)), "the drained node's SRV record stayed");
+    assert_eq!(drained.run(&["systemctl", "is-active", "keepalived"]).stdout.trim(), "inactive");
+    assert_eq!(apply(drained).changed, 0, "a scheduled run undid the drain");
+    assert_eq!(check(drained).0, 0);
+    assert!(drained.run(&["/usr/local/sbin/bootstrap", "status"]).stdout.contains("drained since"));
+    let r = drained.run(&["/usr/local/sbin/bootstrap", "undrain"]);
+    assert_eq!(r.code, 0, "undrain: {}{}", r.stdout, r.stderr);
+    assert!(
+        knot.query("_https._tcp.lab.test", "SRV").contains(&srv(drained)),
+        "undrain did not restore the SRV record"
+    );
+    assert_eq!(drained.run(&["systemctl", "is-active", "keepalived"]).stdout.trim(), "active");
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(holder(&all, Duration::from_secs(5)).name(), taker, "the undrained node took the address back");
+    assert!(!drained.run(&["/usr/local/sbin/bootstrap", "status"]).stdout.contains("drained since"));
+
     // The singleton job ran (cron, every minute) on app1 alone.
     std::thread::sleep(Duration::from_secs(65).saturating_sub(installed.elapsed()));
     wait_for("the singleton job's first run", Duration::from_secs(60), || {
         nodes[0].exists("/var/tmp/fleet-stamp.log").then_some(())
     });
-    assert!(nodes[0].read_file("/var/tmp/fleet-stamp.log").lines().all(|l| l.starts_with("app1 ")));
+    let stamps = nodes[0].read_file("/var/tmp/fleet-stamp.log");
+    assert!(stamps.lines().all(|l| l.starts_with("app1 ")), "{stamps}");
+    // Once per interval: no minute twice.
+    let minutes: Vec<u64> =
+        stamps.lines().filter_map(|l| l.split(' ').nth(1)?.parse::<u64>().ok()).map(|t| t / 60).collect();
+    let mut unique = minutes.clone();
+    unique.dedup();
+    assert_eq!(minutes, unique, "the singleton ran twice in a minute: {stamps}");
     assert!(!nodes[1].exists("/var/tmp/fleet-stamp.log") && !nodes[2].exists("/var/tmp/fleet-stamp.log"));
 
     // Converged: a run changes nothing and --check exits 0 on every node.

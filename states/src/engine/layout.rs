@@ -81,6 +81,12 @@ impl Layout {
         self.state_dir().join("decommissioned")
     }
 
+    /// Written by `bootstrap drain`: the node gives up the floating IP and its SRV record until
+    /// `bootstrap undrain`.
+    pub fn drained(&self) -> PathBuf {
+        self.state_dir().join("drained")
+    }
+
     /// Reloads owed by an interrupted run.
     pub fn pending_notifications(&self) -> PathBuf {
         self.state_dir().join("pending-notifications.json")

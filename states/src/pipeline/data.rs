@@ -48,6 +48,8 @@ pub struct NodeData {
     /// Whether this node is the site's `admin_node` (its hostname, or hostname.dns_zone);
     /// `None` when the site names none.
     pub authoritative: Option<bool>,
+    /// Taken out of service by `bootstrap drain` (no floating IP, no SRV record) until undrained.
+    pub drained: bool,
 }
 
 impl NodeData {
@@ -79,6 +81,7 @@ impl NodeData {
                     std::net::IpAddr::V6(a) => (a.segments()[7] % 254 + 1) as u8,
                 },
                 authoritative: None,
+                drained: false,
             },
             None => NodeData { vrrp_priority: 100, ..Default::default() },
         };

@@ -149,7 +149,10 @@ fn context(inputs: Inputs<'_>) -> Result<(Context, Templates, TemplateData, Role
     let mut data = TemplateData {
         facts: cx.facts.clone(),
         settings: settings::template_data(&set.settings, &values),
-        node: NodeData::from(&cx.facts, &values),
+        node: NodeData {
+            drained: crate::engine::layout::Layout::new(&cx.root).drained().exists(),
+            ..NodeData::from(&cx.facts, &values)
+        },
         roles,
         schedule: Schedule { cron: schedule_cron },
         role: known,
