@@ -23,6 +23,7 @@ pub mod cache;
 pub mod cgroup;
 pub mod cleanup;
 pub mod cmd;
+pub mod front;
 pub mod http;
 pub mod image;
 pub mod knot;

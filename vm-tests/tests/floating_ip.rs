@@ -12,6 +12,7 @@
 use std::time::{Duration, Instant};
 
 use vm_tests::cmd::{poll, wait_for};
+use vm_tests::front::{holder, holder_but, now, outage, probe_log, start_probe};
 use vm_tests::operator::{download, serve_binary};
 use vm_tests::report::{apply, check};
 use vm_tests::{timed, Lab, Node, RunOpts, Zone};
@@ -52,69 +53,6 @@ fn fetch(client: &Node, node: &Node, path: &str) -> String {
             &format!("https://{name}{path}"),
         ])
         .stdout
-}
-
-fn holds_vip(node: &Node) -> bool {
-    node.run(&["ip", "-4", "-o", "addr", "show"]).stdout.contains(&format!("inet {VIP}/"))
-}
-
-/// The one node that holds the address, once exactly one does.
-fn holder<'a>(nodes: &[&'a Node], within: Duration) -> &'a Node {
-    holder_but(nodes, "", within)
-}
-
-/// The one node that holds the address, once exactly one does and it is not `not`.
-fn holder_but<'a>(nodes: &[&'a Node], not: &str, within: Duration) -> &'a Node {
-    let found = poll(within, || {
-        let held: Vec<&Node> = nodes.iter().copied().filter(|n| holds_vip(n)).collect();
-        (held.len() == 1 && held[0].name() != not).then(|| held[0])
-    });
-    found.unwrap_or_else(|| {
-        let why: Vec<String> = nodes
-            .iter()
-            .map(|n| {
-                let s = n.sh("ip -4 -o addr show; systemctl is-active keepalived haproxy; journalctl -u keepalived --no-pager | tail -15");
-                format!("--- {}:\n{}{}", n.name(), s.stdout, s.stderr)
-            })
-            .collect();
-        panic!("not exactly one node holds {VIP} after {within:?}:\n{}", why.join("\n"))
-    })
-}
-
-/// The client's probe log: one line per request, `<unix time> <hostname or FAIL>`.
-const PROBE_LOG: &str = "/root/probe.log";
-
-/// The probe log so far (empty before its first line).
-fn probe_log(client: &Node) -> String {
-    client.sh(&format!("cat {PROBE_LOG} 2>/dev/null || true")).stdout
-}
-
-fn start_probe(client: &Node) {
-    let script = format!(
-        "while :; do h=$(curl -s --cacert /root/root.pem --resolve {SHARED}:443:{VIP} --max-time 1 https://{SHARED}/ | sed -n 's:.*<h1>\\(.*\\)</h1>.*:\\1:p'); \
-         echo \"$(date +%s.%N) ${{h:-FAIL}}\" >> {PROBE_LOG}; sleep 0.1; done"
-    );
-    client.run(&["systemd-run", "--unit", "probe", "sh", "-c", &script]).assert_ok("start the probe");
-}
-
-/// Seconds without an answer through the address after `since` (unix time), and who answers after.
-fn outage(client: &Node, since: f64) -> (f64, String) {
-    let log = probe_log(client);
-    let lines: Vec<(f64, String)> = log
-        .lines()
-        .filter_map(|l| l.split_once(' ').and_then(|(t, h)| Some((t.parse::<f64>().ok()?, h.to_string()))))
-        .filter(|(t, _)| *t >= since)
-        .collect();
-    let first_fail = lines.iter().find(|(_, h)| h == "FAIL").map(|(t, _)| *t);
-    let Some(fail) = first_fail else { return (0.0, lines.last().map(|l| l.1.clone()).unwrap_or_default()) };
-    let back = lines.iter().find(|(t, h)| *t > fail && h != "FAIL").expect("the address answered again");
-    // From the last answer before the gap (or the fault itself) to the first one after it.
-    let before = lines.iter().rev().find(|(t, h)| *t < fail && h != "FAIL").map_or(since, |l| l.0);
-    (back.0 - before, back.1.clone())
-}
-
-fn now(client: &Node) -> f64 {
-    client.run(&["date", "+%s.%N"]).stdout.trim().parse().unwrap()
 }
 
 #[test]
@@ -210,8 +148,8 @@ fn three_app_nodes_keep_the_floating_ip_answering() {
     let installed = Instant::now();
 
     let all: Vec<&Node> = nodes.iter().collect();
-    let first = holder(&all, Duration::from_secs(30)).name().to_string();
-    start_probe(&client);
+    let first = holder(VIP, &all, Duration::from_secs(30)).name().to_string();
+    start_probe(&client, &format!("--cacert /root/root.pem --resolve {SHARED}:443:{VIP} https://{SHARED}/"));
     wait_for("the address answers", Duration::from_secs(10), || {
         probe_log(&client).lines().last().filter(|l| l.ends_with(&first)).map(|_| ())
     });
@@ -221,7 +159,7 @@ fn three_app_nodes_keep_the_floating_ip_answering() {
     let t = now(&client);
     master.run(&["systemctl", "stop", "haproxy"]).assert_ok("stop haproxy");
     assert!(master.exists("/var/tmp/took-the-address"), "the hook did not run on {first}");
-    let second = holder_but(&all, &first, Duration::from_secs(30)).name().to_string();
+    let second = holder_but(VIP, &all, &first, Duration::from_secs(30)).name().to_string();
     let second_node = nodes.iter().find(|n| n.name() == second).unwrap();
     wait_for("the hook on the new master", Duration::from_secs(5), || {
         second_node.exists("/var/tmp/took-the-address").then_some(())
@@ -233,7 +171,7 @@ fn three_app_nodes_keep_the_floating_ip_answering() {
     // The next run heals haproxy there; the address stays where it is (no preemption).
     assert_eq!(apply(master).changed, 1);
     std::thread::sleep(Duration::from_secs(4));
-    assert_eq!(holder(&all, Duration::from_secs(5)).name(), second, "the healed node took the address back");
+    assert_eq!(holder(VIP, &all, Duration::from_secs(5)).name(), second, "the healed node took the address back");
 
     // The master's machine dies.
     let t = now(&client);
@@ -241,7 +179,7 @@ fn three_app_nodes_keep_the_floating_ip_answering() {
     let killed = Instant::now();
     nodes[dead].kill();
     let alive: Vec<&Node> = nodes.iter().enumerate().filter(|(i, _)| *i != dead).map(|(_, n)| n).collect();
-    let third = holder(&alive, Duration::from_secs(30)).name().to_string();
+    let third = holder(VIP, &alive, Duration::from_secs(30)).name().to_string();
     eprintln!("[timing] address moved after the kill within {:.1} s", killed.elapsed().as_secs_f64());
     std::thread::sleep(Duration::from_secs(2));
     let (secs, by) = outage(&client, t);
@@ -257,7 +195,7 @@ fn three_app_nodes_keep_the_floating_ip_answering() {
     .expect("keepalived runs again on the returned node");
     std::thread::sleep(Duration::from_secs(5));
     let all: Vec<&Node> = nodes.iter().collect();
-    assert_eq!(holder(&all, Duration::from_secs(5)).name(), third, "the returned node took the address back");
+    assert_eq!(holder(VIP, &all, Duration::from_secs(5)).name(), third, "the returned node took the address back");
 
     // The VRRP password: only in the root-only config, nowhere in logs or process lists.
     for node in &nodes {
@@ -284,11 +222,11 @@ fn three_app_nodes_keep_the_floating_ip_answering() {
     // Drain the holder: the address goes to a peer, its SRV record goes, and scheduled runs keep
     // it so; undrain brings it back without taking the address.
     let all: Vec<&Node> = nodes.iter().collect();
-    let drained = holder(&all, Duration::from_secs(10));
+    let drained = holder(VIP, &all, Duration::from_secs(10));
     let srv = |n: &Node| format!("0 0 443 {}.lab.test.", n.name());
     let r = drained.run(&["/usr/local/sbin/bootstrap", "drain"]);
     assert_eq!(r.code, 0, "drain: {}{}", r.stdout, r.stderr);
-    let taker = holder_but(&all, drained.name(), Duration::from_secs(15)).name().to_string();
+    let taker = holder_but(VIP, &all, drained.name(), Duration::from_secs(15)).name().to_string();
     assert!(!knot.query("_https._tcp.lab.test", "SRV").contains(&srv(drained)), "the drained node's SRV record stayed");
     assert_eq!(drained.run(&["systemctl", "is-active", "keepalived"]).stdout.trim(), "inactive");
     assert_eq!(apply(drained).changed, 0, "a scheduled run undid the drain");
@@ -302,7 +240,7 @@ fn three_app_nodes_keep_the_floating_ip_answering() {
     );
     assert_eq!(drained.run(&["systemctl", "is-active", "keepalived"]).stdout.trim(), "active");
     std::thread::sleep(Duration::from_secs(4));
-    assert_eq!(holder(&all, Duration::from_secs(5)).name(), taker, "the undrained node took the address back");
+    assert_eq!(holder(VIP, &all, Duration::from_secs(5)).name(), taker, "the undrained node took the address back");
     assert!(!drained.run(&["/usr/local/sbin/bootstrap", "status"]).stdout.contains("drained since"));
 
     // The singleton job ran (cron, every minute) on app1 alone.

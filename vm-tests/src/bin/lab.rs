@@ -1,14 +1,17 @@
 //! The main job (`scripts/lab`): a throwaway lab with real peers (knot for DNS, pebble as the
-//! ACME CA) and two fresh Debian nodes bootstrapped the way an operator would: the operator
+//! ACME CA) and three fresh Debian nodes bootstrapped the way an operator would: the operator
 //! signs the fleet's settings as a site bundle and serves it; each node gets the binary with
-//! wget, `./bootstrap --check db`, `./bootstrap db --site URL --site-key KEY`, then the app node.
-//! Then the operator publishes a new bundle (a firewall rule, a new site name) and every node
-//! converges to it on its next run. Prints what each run did and what to look at. Teardown on
-//! Enter (at once without a terminal, or with `--no-wait`).
+//! wget, `./bootstrap --check db`, `./bootstrap db --site URL --site-key KEY`, then two app
+//! nodes sharing a floating IP (keepalived). Then the operator publishes a new bundle (a
+//! firewall rule, a new site name) and every node converges to it on its next run; haproxy
+//! stops on the node holding the floating IP and the other takes it, the outage measured from
+//! the db node. Prints what each run did and what to look at. Teardown on Enter (at once
+//! without a terminal, or with `--no-wait`).
 
 use std::io::IsTerminal;
 use std::time::Duration;
 
+use vm_tests::front::{holder, holder_but, now, outage, start_probe};
 use vm_tests::operator::{download, serve_binary, INSTALLED};
 use vm_tests::{timed, Lab, RunOpts, Zone};
 
@@ -26,15 +29,20 @@ fn main() {
     serve_binary(&http);
     let db = timed("boot db1", || lab.boot("db1"));
     let app = timed("boot app1", || lab.boot("app1"));
+    let app2 = timed("boot app2", || lab.boot("app2"));
+    const VIP: &str = "198.18.0.100";
 
     let fleet = format!(
-        "dns_zone = \"lab.test\"\ndns_server = \"198.18.0.1:53\"\ntsig_key_name = \"{}\"\nprivate_cidr = \"198.18.0.0/24\"\n",
+        "dns_zone = \"lab.test\"\ndns_server = \"198.18.0.1:53\"\ntsig_key_name = \"{}\"\nprivate_cidr = \"198.18.0.0/24\"\n\
+         floating_ip = \"{VIP}/24\"\n",
         key.name
     );
-    let app_site = format!(
-        "{fleet}domain = \"app1.lab.test\"\nacme_directory = \"{}\"\nacme_email = \"ops@lab.test\"\nacme_ca_file = \"/etc/bootstrap/acme-ca.pem\"\n",
-        pebble.directory_url()
-    );
+    let app_site = |name: &str| {
+        format!(
+            "domain = \"{name}.lab.test\"\nacme_directory = \"{}\"\nacme_email = \"ops@lab.test\"\nacme_ca_file = \"/etc/bootstrap/acme-ca.pem\"\n",
+            pebble.directory_url()
+        )
+    };
     // The operator's repository, signed and served: the fleet-wide settings.
     let repo = lab.dir().join("operator");
     std::fs::create_dir_all(&repo).unwrap();
@@ -69,14 +77,17 @@ fn main() {
     publish(&fleet, 1);
     let url = http.url("site.bundle");
     // Per-node values stay on the node and override the bundle's.
-    app.put_file("/etc/bootstrap/site.toml", app_site.replace(&fleet, "").as_bytes(), 0o644);
-    app.put_file("/etc/bootstrap/acme-ca.pem", pebble.ca_pem().as_bytes(), 0o644);
+    for a in [&app, &app2] {
+        a.put_file("/etc/bootstrap/site.toml", app_site(a.name()).as_bytes(), 0o644);
+        a.put_file("/etc/bootstrap/acme-ca.pem", pebble.ca_pem().as_bytes(), 0o644);
+    }
     let secrets = RunOpts::default()
         .env("BOOTSTRAP_SECRET_DNS_TSIG_KEY", &key.secret)
         .env("BOOTSTRAP_SECRET_DB_PASSWORD", "demo-password-change-me")
+        .env("BOOTSTRAP_SECRET_VRRP_PASSWORD", "demo-vrp")
         .timeout(Duration::from_secs(600));
 
-    for (node, role) in [(&db, "db"), (&app, "app")] {
+    for (node, role) in [(&db, "db"), (&app, "app"), (&app2, "app")] {
         download(node, &http);
         let args = ["/root/bootstrap", "--site", url.as_str(), "--site-key", pubkey.as_str()];
         show(
@@ -96,7 +107,7 @@ fn main() {
         &format!("{fleet}site_name = \"demo fleet, bundle 2\"\nfirewall_extra = [\"tcp/8443 from 198.18.0.0/24\"]\n"),
         2,
     );
-    for node in [&db, &app] {
+    for node in [&db, &app, &app2] {
         let r = node.run(&[INSTALLED, "apply"]);
         show(&format!("{}: bootstrap apply (what the schedule runs) after the new bundle", node.name()), &r);
         let rule = node.run(&["nft", "list", "table", "inet", "bootstrap"]).stdout.contains("8443");
@@ -106,6 +117,25 @@ fn main() {
             node.read_file("/etc/motd").lines().find(|l| !l.trim().is_empty()).unwrap_or("")
         );
     }
+
+    // The front survives the loss of haproxy on the node holding the floating IP.
+    println!("\n=== The floating IP {VIP}");
+    db.sh("apt-get update -qq && apt-get install -y -qq curl >/dev/null").assert_ok("curl on db1");
+    let fronts = [&app, &app2];
+    let master = holder(VIP, &fronts, Duration::from_secs(30));
+    println!("{} holds {VIP}; db1 asks https://{VIP}/ every 0.1 s", master.name());
+    start_probe(&db, &format!("-k https://{VIP}/"));
+    std::thread::sleep(Duration::from_secs(2));
+    let t = now(&db);
+    master.run(&["systemctl", "stop", "haproxy"]).assert_ok("stop haproxy");
+    println!("stopped haproxy on {}", master.name());
+    let other = holder_but(VIP, &fronts, master.name(), Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(2));
+    let (secs, by) = outage(&db, t);
+    println!("{} took {VIP}: {secs:.1} s without an answer, then answered by {by}", other.name());
+    db.run(&["systemctl", "stop", "probe"]);
+    let r = master.run(&[INSTALLED, "apply"]);
+    show(&format!("{}: bootstrap apply heals haproxy (the address stays with {})", master.name(), other.name()), &r);
 
     let root = lab.dir().join("pebble-root.pem");
     std::fs::write(&root, pebble.issuing_root()).unwrap();
@@ -129,12 +159,12 @@ fn main() {
         .map(|o| String::from_utf8_lossy(&o.stdout).lines().find(|l| l.contains("<h1>")).unwrap_or("").to_string())
         .unwrap_or_default();
     println!("https://app1.lab.test/ (verified against pebble's root): {}", page.trim());
-    for node in [&db, &app] {
+    for node in [&db, &app, &app2] {
         show(&format!("{}: bootstrap status", node.name()), &node.run(&[INSTALLED, "status"]));
     }
 
     println!("\nWhat to look at:");
-    for node in [&db, &app] {
+    for node in [&db, &app, &app2] {
         println!("  {} at {}: `nsenter -t {} -a bash`, then `bootstrap status`, `bootstrap --check`, `journalctl -t bootstrap`", node.name(), node.addr(), node.pid1());
     }
     println!(
@@ -142,6 +172,10 @@ fn main() {
         lab.name(),
         root.display(),
         app.addr()
+    );
+    println!(
+        "  the floating IP: `nsenter --net=/run/netns/{} curl -k https://{VIP}/` (stop haproxy on the node that holds it: `ip -4 addr` there)",
+        lab.name()
     );
     let wait = std::io::stdin().is_terminal() && !std::env::args().any(|a| a == "--no-wait");
     if wait {
