@@ -6,16 +6,20 @@ use states::pipeline::{self, Peers};
 
 use crate::cli::Opts;
 use crate::execute::{execute, mode, Record};
+use crate::inputs::Inputs;
 use crate::{decommission, run, self_update};
 
 /// The converge command: recorded (or given) roles, never prompting.
 pub fn converge(opts: &Opts, roles: &[String]) -> Result<i32> {
-    run::with_inputs(opts, roles, false, |inputs| {
-        if let Some(at) = decommission::since(&opts.root) {
-            return decommission::refuse_apply(opts, inputs, at);
-        }
-        let mut prepared = pipeline::prepare(inputs.pipeline(opts, Peers::Discover { persist: !opts.check })?)?;
-        prepared.nodes.extend(self_update::pin::node(&inputs.values));
-        execute(opts, prepared, mode(opts), Record::Yes)
-    })
+    run::with_inputs(opts, roles, false, |inputs| converge_inputs(opts, inputs))
+}
+
+/// Converge gathered inputs, under the lock the caller holds.
+pub fn converge_inputs(opts: &Opts, inputs: &mut Inputs) -> Result<i32> {
+    if let Some(at) = decommission::since(&opts.root) {
+        return decommission::refuse_apply(opts, inputs, at);
+    }
+    let mut prepared = pipeline::prepare(inputs.pipeline(opts, Peers::Discover { persist: !opts.check })?)?;
+    prepared.nodes.extend(self_update::pin::node(&inputs.values));
+    execute(opts, prepared, mode(opts), Record::Yes)
 }

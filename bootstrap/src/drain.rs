@@ -8,14 +8,24 @@ use anyhow::{Context as _, Result};
 use states::engine::layout::Layout;
 
 use crate::cli::Opts;
-use crate::converge;
+use crate::{converge, run};
 
 /// When the node was drained (seconds since the epoch), if it is.
 pub fn since(root: &std::path::Path) -> Option<u64> {
     std::fs::read_to_string(Layout::new(root).drained()).ok().and_then(|t| t.trim().parse().ok())
 }
 
+/// Mark (or unmark) the node, under the run lock, and converge at once: a scheduled run can't
+/// be half-way with the old value.
 pub fn set(opts: &Opts, drained: bool) -> Result<i32> {
+    run::with_inputs(opts, &[], false, |inputs| {
+        mark(opts, drained)?;
+        tracing::info!(drained, "node {}", if drained { "drained" } else { "back in service" });
+        converge::converge_inputs(opts, inputs)
+    })
+}
+
+fn mark(opts: &Opts, drained: bool) -> Result<()> {
     let path = Layout::new(&opts.root).drained();
     if drained && since(&opts.root).is_none() {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -29,6 +39,5 @@ pub fn set(opts: &Opts, drained: bool) -> Result<i32> {
             _ => {}
         }
     }
-    tracing::info!(drained, "node {}", if drained { "drained" } else { "back in service" });
-    converge::converge(opts, &[])
+    Ok(())
 }

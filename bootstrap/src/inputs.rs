@@ -91,11 +91,14 @@ type Followed = Option<((Current, SiteStatus), Origin)>;
 /// missing and generates the secrets a role allows to generate; other runs never prompt.
 pub fn gather(opts: &Opts, roles: &[String], install: bool) -> Result<Inputs> {
     // The site bundle first: its roles and settings are what the rest is made of. A newer one
-    // must compile for this node before it replaces the last good one; a first install
-    // compiles everything (with the answers to its prompts) before it changes anything.
+    // must compile for this node before it replaces the last good one; a first install (no
+    // good one yet) compiles everything with the answers to its prompts before it changes
+    // anything, and a bundle that fails there is replaced by the next one.
     let followed = match site_bundle::origin(opts)? {
         Some(o) => {
-            let accept = |c: &Candidate| if install { Ok(()) } else { compiles(opts, roles, &o, c) };
+            let first = install
+                && states::pipeline::bundle::last_good(&states::engine::layout::Layout::new(&opts.root)).is_none();
+            let accept = |c: &Candidate| if first { Ok(()) } else { compiles(opts, roles, &o, c) };
             Some((site_bundle::follow(opts, &o, &accept)?, o))
         }
         None => None,

@@ -47,6 +47,12 @@ pub fn command(opts: &Opts, req: &Request) -> Result<i32> {
     if req.rollback {
         let v = swap::rollback(&layout)?;
         println!("rolled back: {INSTALLED} is bootstrap {v} again ({current} is kept as {PREVIOUS})");
+        let pinned = inputs::gather(opts, &[], false).ok().and_then(|i| {
+            i.values.get("bootstrap_version").and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(str::to_string)
+        });
+        if let Some(p) = pinned.filter(|p| release::compare(p, &v).ok() != Some(Ordering::Equal)) {
+            eprintln!("note: the site pins bootstrap_version = {p}: the next run returns the node to it");
+        }
         return Ok(0);
     }
     // The node's settings say where releases are and which one the site pins.

@@ -3,24 +3,31 @@
 //! fsynced, run (`--version`, then a `--check` of the node), and only then renamed over the
 //! installed one, whose previous version is kept for `--rollback`.
 
-use std::io::Write;
+use std::io::{Read, Seek, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use states::engine::atomic::{sync_dir, write_plain};
 use states::engine::layout::Layout;
+use wait_timeout::ChildExt;
 
 /// Set for the staged binary's `--check`: the run that stages it holds the lock.
 pub const SELF_CHECK_ENV: &str = "BOOTSTRAP_SELF_CHECK";
+/// A dry run of a node takes well under a second; a staged binary that hangs must not hold the
+/// lock (and every scheduled run) for long.
+const SELF_CHECK_TIMEOUT: Duration = Duration::from_secs(120);
+const STAGED_PREFIX: &str = ".bootstrap.new.";
 
 /// Install `bytes`, verified as release `version`, as the node's binary.
 pub fn install(layout: &Layout, bytes: &[u8], version: &str) -> Result<()> {
     let installed = layout.installed();
     let dir = installed.parent().ok_or_else(|| anyhow!("{} has no directory", installed.display()))?;
+    sweep(dir);
     let mut staged = tempfile::Builder::new()
-        .prefix(".bootstrap.new.")
+        .prefix(STAGED_PREFIX)
         .tempfile_in(dir)
         .with_context(|| format!("cannot stage the new binary in {}", dir.display()))?;
     staged.write_all(bytes)?;
@@ -35,25 +42,49 @@ pub fn install(layout: &Layout, bytes: &[u8], version: &str) -> Result<()> {
     sync_dir(dir)
 }
 
+/// Remove what an update killed half-way left staged (we hold the lock: none is in use).
+fn sweep(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with(STAGED_PREFIX) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// The binary at `bin` must say it is `version`, and plan the node without an error.
 fn self_check(bin: &Path, root: &Path, version: &str) -> Result<()> {
     let said = version_of(bin)?;
     if said != version {
         bail!("the new binary says it is {said}, its signed manifest says {version}: not installed");
     }
-    let out = Command::new(bin)
+    // Its report is not needed, only whether it errs and why: stderr to a file (a pipe could
+    // fill up and stall it), and a bound, since the lock is held meanwhile.
+    let mut err_file = tempfile::tempfile()?;
+    let mut child = Command::new(bin)
         .arg("--check")
         .arg("--root")
         .arg(root)
         .args(["--color", "never"])
         .env(SELF_CHECK_ENV, "1")
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(err_file.try_clone()?)
+        .spawn()
         .with_context(|| format!("cannot run the new binary {}", bin.display()))?;
-    match out.status.code() {
+    let status = match child.wait_timeout(SELF_CHECK_TIMEOUT)? {
+        Some(status) => status,
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("the new binary's `--check` of this node took over {SELF_CHECK_TIMEOUT:?}; not installed");
+        }
+    };
+    let mut err = String::new();
+    err_file.seek(std::io::SeekFrom::Start(0))?;
+    err_file.read_to_string(&mut err)?;
+    match status.code() {
         Some(0 | 2) => Ok(()),
         code => {
-            let err = String::from_utf8_lossy(&out.stderr);
             let tail: Vec<&str> = err.lines().rev().take(3).collect::<Vec<_>>().into_iter().rev().collect();
             bail!(
                 "the new binary's `--check` of this node failed (exit {}): {}; not installed",

@@ -51,10 +51,23 @@ impl DnsSolver {
         dns_client::update(self.server, &self.zone, vec![record], signer)
     }
 
-    /// Add the record, then wait until the authoritative server answers it.
+    /// Add the record, then wait until the authoritative server answers it. On any error the
+    /// record is withdrawn again (an update whose answer was lost may have landed; removing
+    /// exactly this value is harmless when it did not).
     pub fn publish(&self, name: &Name, value: &str) -> Result<Published> {
-        self.send(Self::txt(name, value, TTL, DNSClass::IN)).with_context(|| format!("publishing {name} TXT"))?;
         let published = Published { name: name.clone(), value: value.to_string() };
+        let result = self.publish_and_wait(&published);
+        if result.is_err() {
+            if let Err(e) = self.withdraw(&published) {
+                tracing::warn!("{e:#}");
+            }
+        }
+        result.map(|()| published)
+    }
+
+    fn publish_and_wait(&self, p: &Published) -> Result<()> {
+        let (name, value) = (&p.name, p.value.as_str());
+        self.send(Self::txt(name, value, TTL, DNSClass::IN)).with_context(|| format!("publishing {name} TXT"))?;
         let start = Instant::now();
         loop {
             let answers = dns_client::query(self.server, name, RecordType::TXT)?;
@@ -63,11 +76,9 @@ impl DnsSolver {
                 _ => false,
             });
             if seen {
-                return Ok(published);
+                return Ok(());
             }
             if start.elapsed() > VISIBLE_WITHIN {
-                // Not left behind: the caller never saw it published.
-                let _ = self.withdraw(&published);
                 bail!("{} does not answer {name} TXT {VISIBLE_WITHIN:?} after the update", self.server);
             }
             std::thread::sleep(Duration::from_millis(200));
