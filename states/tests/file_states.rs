@@ -209,24 +209,40 @@ type = "file"
 path = "/etc/app/db.conf"
 template = "db.conf.hbs"
 "#;
-    let nodes = nodes(&cx, role, &[("db.conf.hbs", "user=app\npassword={{secret \"db_password\"}}\n")]).unwrap();
-    let r = check(&cx, &nodes);
+    let planned = nodes(&cx, role, &[("db.conf.hbs", "user=app\npassword={{secret \"db_password\"}}\n")]).unwrap();
+    let r = check(&cx, &planned);
     let json = serde_json::to_string(&r).unwrap();
     assert!(!json.contains(canary), "{json}");
     assert!(json.contains("<redacted: 2 lines, sha256"), "{json}");
-    apply(&cx, &nodes);
+    apply(&cx, &planned);
     let path = root.path().join("etc/app/db.conf");
     assert!(fs::read_to_string(&path).unwrap().contains(canary));
     assert_eq!(mode(&path), 0o600, "secret content defaults to 0600");
     fs::write(&path, "password=old\n").unwrap();
-    let json = serde_json::to_string(&check(&cx, &nodes)).unwrap();
+    let json = serde_json::to_string(&check(&cx, &planned)).unwrap();
     assert!(!json.contains(canary) && !json.contains("password=old"), "{json}");
     // A world-readable mode on the secret file is drift, healed to 0600.
     fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-    let r = check(&cx, &nodes);
+    let r = check(&cx, &planned);
     assert!(r.states[0].changes.iter().any(|c| c.summary == "mode 0644 -> 0600"), "{:?}", r.states[0].changes);
-    apply(&cx, &nodes);
+    apply(&cx, &planned);
     assert_eq!(mode(&path), 0o600);
+    // A role can't ask for a secret file every user may read: refused before anything runs,
+    // without the secret in the message.
+    let templates = [("db.conf.hbs", "user=app\npassword={{secret \"db_password\"}}\n")];
+    for wide in ["0644", "0604", "0666"] {
+        let e = format!("{:#}", nodes_err(&cx, &format!("{role}mode = \"{wide}\"\n"), &templates));
+        assert!(e.contains("holds a secret") && e.contains(wide) && !e.contains(canary), "{wide}: {e}");
+    }
+    // A group may read it (0640 for a service's group).
+    assert!(nodes(&cx, &format!("{role}mode = \"0640\"\n"), &templates).is_ok());
+}
+
+fn nodes_err(cx: &states::Context, role: &str, templates: &[(&str, &str)]) -> anyhow::Error {
+    match nodes(cx, role, templates) {
+        Ok(_) => panic!("accepted:\n{role}"),
+        Err(e) => e,
+    }
 }
 
 #[test]

@@ -98,6 +98,14 @@ impl FileState {
         // A file holding a secret is root-only unless the role says otherwise, also when an
         // existing file had a wider mode.
         let secret = matches!(&body, Body::Inline(c) if c.secret);
+        if let Some(m) = p.mode.filter(|m| secret && m.0 & 0o007 != 0) {
+            bail!(
+                "{} holds a secret, and `mode = \"{:04o}\"` lets every user of the node read or change it: \
+                 give 0600 (or 0640 with a group)",
+                display(&path),
+                m.0
+            );
+        }
         let mode = p.mode.or(secret.then_some(Mode(0o600)));
         let own = Ownership { owner: p.owner, group: p.group, mode };
         Ok(FileState { path, body, own, validate })
