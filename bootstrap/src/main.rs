@@ -32,7 +32,7 @@ use cli::{Cli, Command, SecretCommand, SiteCommand};
 
 fn main() {
     secret_sources::take_from_environment();
-    states::sys::fetch::install_tls_provider();
+    states::sys::http::install_tls_provider();
     logging::init();
     let cli = Cli::parse();
     let opts = &cli.opts;

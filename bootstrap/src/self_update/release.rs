@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 use states::engine::content::sha256_hex;
-use states::sys::http::{self, shown, Fetched};
+use states::sys::http::{self, shown};
 use states::sys::signature;
 
 /// This binary's version (`BOOTSTRAP_VERSION` at build, else the crate's).
@@ -60,13 +60,6 @@ fn base(url: &str) -> &str {
     url.trim_end_matches('/')
 }
 
-fn fetch(url: &str, timeout: Duration, cap: u64) -> Result<Vec<u8>> {
-    match http::get(url, None, timeout, cap)? {
-        Fetched::Body { bytes, .. } => Ok(bytes),
-        Fetched::NotModified => bail!("{} answered 304 to an unconditional request", shown(url)),
-    }
-}
-
 /// The verified manifest of release `version` (`None`: the latest) under `url`.
 pub fn manifest(url: &str, version: Option<&str>) -> Result<Manifest> {
     let key = release_key()?;
@@ -74,8 +67,8 @@ pub fn manifest(url: &str, version: Option<&str>) -> Result<Manifest> {
         parse(v)?;
     }
     let at = format!("{}/{}/manifest.toml", base(url), version.unwrap_or("latest"));
-    let bytes = fetch(&at, MANIFEST_TIMEOUT, MANIFEST_CAP)?;
-    let sig = fetch(&format!("{at}.minisig"), MANIFEST_TIMEOUT, SIGNATURE_CAP)?;
+    let bytes = http::get_body(&at, MANIFEST_TIMEOUT, MANIFEST_CAP)?;
+    let sig = http::get_body(&format!("{at}.minisig"), MANIFEST_TIMEOUT, SIGNATURE_CAP)?;
     let sig = String::from_utf8(sig).map_err(|_| anyhow!("the signature of {} is not text", shown(&at)))?;
     signature::verify(&key, &bytes, &sig).with_context(|| format!("the release manifest {}", shown(&at)))?;
     let text = std::str::from_utf8(&bytes).map_err(|_| anyhow!("the release manifest {} is not text", shown(&at)))?;
@@ -99,7 +92,7 @@ pub fn manifest(url: &str, version: Option<&str>) -> Result<Manifest> {
 /// The release's binary, exactly as its manifest describes it.
 pub fn binary(url: &str, m: &Manifest) -> Result<Vec<u8>> {
     let at = format!("{}/{}/bootstrap", base(url), m.version);
-    let bytes = fetch(&at, BINARY_TIMEOUT, m.size)?;
+    let bytes = http::get_body(&at, BINARY_TIMEOUT, m.size)?;
     if bytes.len() as u64 != m.size {
         bail!("{}: {} bytes, the signed manifest says {} (a truncated download?)", shown(&at), bytes.len(), m.size);
     }

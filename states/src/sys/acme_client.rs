@@ -52,7 +52,7 @@ enum Answerer<'a> {
 /// Obtain a certificate: returns the PEM bundle (chain, then the new private key), not yet
 /// checked nor written.
 pub fn obtain(req: &Issue) -> Result<Vec<u8>> {
-    crate::sys::fetch::install_tls_provider();
+    crate::sys::http::install_tls_provider();
     let mut http = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).timeout(Duration::from_secs(30));
     if let Some(pem) = req.extra_ca {
         let certs = reqwest::Certificate::from_pem_bundle(pem).context("cannot read the extra CA (`ca_file`)")?;

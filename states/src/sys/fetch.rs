@@ -6,12 +6,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 
-/// Make ring the process's TLS provider (idempotent). reqwest is built without one, so that no
-/// aws-lc-rs is linked: ring builds static with plain gcc.
-pub fn install_tls_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
 pub fn fetch(url: &str) -> Result<Vec<u8>> {
     if let Some(path) = url.strip_prefix("file://") {
         return std::fs::read(path).with_context(|| format!("cannot read {url}"));
@@ -19,10 +13,5 @@ pub fn fetch(url: &str) -> Result<Vec<u8>> {
     if !(url.starts_with("https://") || url.starts_with("http://")) {
         bail!("unsupported URL scheme in `{url}` (https, http or file)");
     }
-    match crate::sys::http::get(url, None, Duration::from_secs(300), u64::MAX)? {
-        crate::sys::http::Fetched::Body { bytes, .. } => Ok(bytes),
-        crate::sys::http::Fetched::NotModified => {
-            bail!("{} answered 304 to a plain request", crate::sys::http::shown(url))
-        }
-    }
+    crate::sys::http::get_body(url, Duration::from_secs(300), u64::MAX)
 }

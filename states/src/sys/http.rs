@@ -29,6 +29,20 @@ pub struct Validators {
     pub last_modified: Option<String>,
 }
 
+/// Make ring the process's TLS provider (idempotent). reqwest is built without one, so that no
+/// aws-lc-rs is linked: ring builds static with plain gcc.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// An unconditional GET: the body (at most `cap` bytes, within `timeout`).
+pub fn get_body(url: &str, timeout: Duration, cap: u64) -> Result<Vec<u8>> {
+    match get(url, None, timeout, cap)? {
+        Fetched::Body { bytes, .. } => Ok(bytes),
+        Fetched::NotModified => bail!("{} answered 304 to an unconditional request", shown(url)),
+    }
+}
+
 /// `url` without credentials, for messages.
 pub fn shown(url: &str) -> String {
     match url::Url::parse(url) {
@@ -48,7 +62,7 @@ pub fn get(url: &str, have: Option<&Validators>, timeout: Duration, cap: u64) ->
     if !matches!(parsed.scheme(), "https" | "http") {
         bail!("`{show}`: only https:// (or http:// to a server you name) is fetched");
     }
-    crate::sys::fetch::install_tls_provider();
+    install_tls_provider();
     let mut builder = Client::builder();
     if parsed.scheme() == "http" {
         // No TLS here: spare loading the system's trust store (most of a request's cost).

@@ -193,10 +193,8 @@ fn fetch_verified(
         Fetched::Body { bytes, etag, last_modified } => (bytes, etag, last_modified),
     };
     let sig_url = format!("{}.minisig", origin.url);
-    let sig = match http::get(&sig_url, None, FETCH_TIMEOUT, SIGNATURE_CAP)? {
-        Fetched::Body { bytes, .. } => String::from_utf8(bytes).map_err(|_| anyhow!("the signature is not text"))?,
-        Fetched::NotModified => bail!("the signature's server answered 304 to an unconditional request"),
-    };
+    let sig = String::from_utf8(http::get_body(&sig_url, FETCH_TIMEOUT, SIGNATURE_CAP)?)
+        .map_err(|_| anyhow!("the signature is not text"))?;
     signature::verify(&key, &bytes, &sig).context("the site bundle's signature")?;
     // Verified: unpack beside the current one (or in scratch for a dry run), then check the serial.
     let (scratch, base) = if persist {
