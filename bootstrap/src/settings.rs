@@ -18,8 +18,7 @@ pub fn load(root: &Path, site: Option<&str>, pin: Option<&str>) -> Result<(toml:
             if pin.is_none() {
                 bail!("--site {shown}: settings from a server need --site-sha256 HEX (a one-off install) or a signed site bundle with --site-key");
             }
-            let got = states::sys::http::get(url, None, std::time::Duration::from_secs(30), 1 << 20)?;
-            let states::sys::http::Fetched::Body { bytes, .. } = got else { bail!("{shown} answered 304") };
+            let bytes = states::sys::http::get_body(url, std::time::Duration::from_secs(30), 1 << 20)?;
             (String::from_utf8(bytes).with_context(|| format!("{shown} is not UTF-8 text"))?, shown)
         }
         Some(p) => (std::fs::read_to_string(p).with_context(|| format!("cannot read {p}"))?, p.to_string()),
