@@ -47,19 +47,14 @@ pub fn command(opts: &Opts, req: &Request) -> Result<i32> {
     if req.rollback {
         let v = swap::rollback(&layout)?;
         println!("rolled back: {INSTALLED} is bootstrap {v} again ({current} is kept as {PREVIOUS})");
-        let pinned = inputs::gather(opts, &[], false).ok().and_then(|i| {
-            i.values.get("bootstrap_version").and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(str::to_string)
-        });
-        if let Some(p) = pinned.filter(|p| release::compare(p, &v).ok() != Some(Ordering::Equal)) {
-            eprintln!("note: the site pins bootstrap_version = {p}: the next run returns the node to it");
-        }
+        let values = inputs::gather(opts, &[], false).map(|i| i.values).unwrap_or_default();
+        warn_if_pinned_elsewhere(setting(&values, "bootstrap_version"), &v);
         return Ok(0);
     }
     // The node's settings say where releases are and which one the site pins.
     let values = inputs::gather(opts, &[], false)?.values;
-    let setting = |name: &str| values.get(name).and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(str::to_string);
-    let pinned = setting("bootstrap_version");
-    let Some(url) = req.release_url.clone().or_else(|| setting("release_url")) else {
+    let pinned = setting(&values, "bootstrap_version");
+    let Some(url) = req.release_url.clone().or_else(|| setting(&values, "release_url")) else {
         bail!("where are the releases? give --release-url URL or set `release_url` in the site settings");
     };
     let wanted = req.to.clone().or_else(|| pinned.clone());
@@ -81,8 +76,18 @@ pub fn command(opts: &Opts, req: &Request) -> Result<i32> {
     let bytes = release::binary(&url, &m)?;
     swap::install(&layout, &bytes, &m.version)?;
     println!("updated: {INSTALLED} is bootstrap {} (was {current}, kept as {PREVIOUS})", m.version);
-    if let Some(p) = pinned.filter(|p| release::compare(p, &m.version).ok() != Some(Ordering::Equal)) {
+    warn_if_pinned_elsewhere(pinned, &m.version);
+    Ok(0)
+}
+
+/// A string setting that is set (not empty).
+pub fn setting(values: &toml::Table, name: &str) -> Option<String> {
+    values.get(name).and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(str::to_string)
+}
+
+/// The site's pin undoes what the operator just did by hand: say so.
+fn warn_if_pinned_elsewhere(pinned: Option<String>, installed: &str) {
+    if let Some(p) = pinned.filter(|p| release::compare(p, installed).ok() != Some(Ordering::Equal)) {
         eprintln!("note: the site pins bootstrap_version = {p}: the next run returns the node to it");
     }
-    Ok(0)
 }

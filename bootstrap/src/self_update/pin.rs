@@ -13,7 +13,7 @@ use states::engine::run::Node;
 use states::sys::http::shown;
 
 use super::release::{self, Manifest};
-use super::{installed_version, swap};
+use super::{installed_version, setting, swap};
 
 pub const ID: &str = "bootstrap-version";
 
@@ -24,12 +24,11 @@ struct Pinned {
 
 /// The state for the site's pin, when there is one.
 pub fn node(values: &toml::Table) -> Option<Node> {
-    let setting = |name: &str| values.get(name).and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(str::to_string);
-    let version = setting("bootstrap_version")?;
+    let version = setting(values, "bootstrap_version")?;
     Some(Node {
         id: ID.into(),
         kind: "binary",
-        state: Box::new(Pinned { version, url: setting("release_url") }),
+        state: Box::new(Pinned { version, url: setting(values, "release_url") }),
         requires: Vec::new(),
         notify: Vec::new(),
     })
