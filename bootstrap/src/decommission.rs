@@ -5,14 +5,14 @@
 //! states, so `--check` shows what it would remove. From then on `apply` only finishes leaving
 //! and refuses to rejoin; `bootstrap ROLE…` installs the node again. Services and data stay.
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 use states::engine::layout::Layout;
 use states::pipeline::{self, Peers};
 
 use crate::cli::Opts;
 use crate::execute::{execute, mode, Record};
 use crate::inputs::Inputs;
-use crate::run;
+use crate::{mark, run};
 
 pub fn run(opts: &Opts) -> Result<i32> {
     run::with_inputs(opts, &[], false, |inputs| {
@@ -36,25 +36,16 @@ pub fn leave(opts: &Opts, inputs: &mut Inputs) -> Result<i32> {
 
 /// When the node was decommissioned (seconds since the epoch), if it was.
 pub fn since(root: &std::path::Path) -> Option<u64> {
-    std::fs::read_to_string(Layout::new(root).decommissioned()).ok().and_then(|t| t.trim().parse().ok())
+    mark::since(&Layout::new(root).decommissioned())
 }
 
 fn record(root: &std::path::Path) -> Result<()> {
-    if since(root).is_some() {
-        return Ok(());
-    }
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let path = Layout::new(root).decommissioned();
-    states::engine::atomic::write_plain(&path, format!("{now}\n").as_bytes(), 0o644)
-        .with_context(|| format!("cannot record the decommission in {}", path.display()))
+    mark::set(&Layout::new(root).decommissioned(), "decommission")
 }
 
 /// Forget a decommission: the node is being installed again.
 pub fn forget(root: &std::path::Path) -> Result<()> {
-    match std::fs::remove_file(Layout::new(root).decommissioned()) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-        _ => Ok(()),
-    }
+    mark::clear(&Layout::new(root).decommissioned())
 }
 
 /// `apply` on a decommissioned node: finish leaving (a removal may have failed), then refuse.

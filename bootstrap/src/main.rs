@@ -10,6 +10,7 @@ mod inputs;
 mod install;
 mod lock;
 mod logging;
+mod mark;
 mod node;
 mod output;
 mod preflight;
