@@ -66,15 +66,7 @@ impl Releases {
         let tmp = tempfile::tempdir().unwrap();
         let m = tmp.path().join("manifest.toml");
         std::fs::write(&m, manifest).unwrap();
-        let o = Command::new("minisign")
-            .args(["-S", "-s"])
-            .arg(key.unwrap_or(&self.key))
-            .arg("-m")
-            .arg(&m)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("minisign (scripts/setup installs it)");
-        assert!(o.status.success(), "minisign -S: {}", String::from_utf8_lossy(&o.stderr));
+        minisign(&["-S".as_ref(), "-s".as_ref(), key.unwrap_or(&self.key).as_os_str(), "-m".as_ref(), m.as_os_str()]);
         http.put(&format!("releases/{version}/manifest.toml"), manifest);
         http.put(
             &format!("releases/{version}/manifest.toml.minisig"),
@@ -96,14 +88,16 @@ pub fn manifest(version: &str, binary: &[u8]) -> String {
 /// A throwaway key pair that is not the release key: `DIR/other.key`.
 pub fn other_key(dir: &Path) -> PathBuf {
     let (sk, pk) = (dir.join("other.key"), dir.join("other.pub"));
+    minisign(&["-G".as_ref(), "-W".as_ref(), "-p".as_ref(), pk.as_os_str(), "-s".as_ref(), sk.as_os_str()]);
+    sk
+}
+
+/// The reference minisign tool, which must succeed.
+fn minisign(args: &[&std::ffi::OsStr]) {
     let o = Command::new("minisign")
-        .args(["-G", "-W", "-p"])
-        .arg(&pk)
-        .arg("-s")
-        .arg(&sk)
+        .args(args)
         .stdin(std::process::Stdio::null())
         .output()
-        .expect("minisign");
-    assert!(o.status.success(), "minisign -G: {}", String::from_utf8_lossy(&o.stderr));
-    sk
+        .expect("minisign (scripts/setup installs it)");
+    assert!(o.status.success(), "minisign {args:?}: {}", String::from_utf8_lossy(&o.stderr));
 }
