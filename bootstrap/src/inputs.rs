@@ -10,7 +10,7 @@ use states::engine::secrets::Secrets;
 use states::pipeline::bundle::{Candidate, Current, Origin};
 use states::pipeline::{self, Peers};
 use states::role::settings;
-use states::role::{self, DirSource, EmbeddedSource, Layered, RoleSet, RoleSource};
+use states::role::{self, DirSource, EmbeddedSource, Layered, RoleSet, RoleSource, SecretSpec};
 
 use crate::cli::Opts;
 use crate::{embedded, node, prompt, schedule, secret_sources, settings as site, site_bundle};
@@ -27,6 +27,9 @@ pub struct Inputs {
     pub secret_values: BTreeMap<String, String>,
     /// Secrets a dry run was not given.
     pub missing_secrets: Vec<String>,
+    /// Secrets derived from others (never stored): computed whenever the secrets are used,
+    /// so a rotated fleet secret changes them all.
+    pub derived: Vec<SecretSpec>,
     /// The site bundle in use (kept: a dry run's may live in a scratch directory).
     _bundle: Option<Current>,
     /// What the report says of the bundle.
@@ -51,7 +54,9 @@ impl Inputs {
     }
 
     pub fn secrets(&self) -> Secrets {
-        Secrets::new(self.secret_values.clone()).with_missing(self.missing_secrets.iter().cloned())
+        let mut values = self.secret_values.clone();
+        let missing = crate::derived_secrets::add(&self.derived, &mut values);
+        Secrets::new(values).with_missing(self.missing_secrets.iter().cloned().chain(missing))
     }
 }
 
@@ -171,10 +176,14 @@ fn assemble(opts: &Opts, roles: &[String], install: bool, followed: Followed) ->
     // Secrets the settings make unnecessary (`when`) are neither asked for nor required.
     let t = states::role::template::Templates::new(&Secrets::default());
     let settings_data = settings::template_data(&set.settings, &resolved.values);
-    let mut needed = Vec::new();
+    let (mut needed, mut derived) = (Vec::new(), Vec::new());
     for spec in &set.secrets {
         if spec.needed(&t, &settings_data)? {
-            needed.push(spec.clone());
+            if spec.derive.is_some() {
+                derived.push(spec.clone())
+            } else {
+                needed.push(spec.clone())
+            }
         }
     }
     let (mut secret_values, missing) = secret_sources::available(&opts.root, opts.secrets_file.as_deref(), &needed)?;
@@ -209,6 +218,7 @@ fn assemble(opts: &Opts, roles: &[String], install: bool, followed: Followed) ->
         values: resolved.values,
         secret_values,
         missing_secrets,
+        derived,
         _bundle: bundle,
         site_status,
         site_origin,

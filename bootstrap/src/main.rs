@@ -3,6 +3,7 @@
 mod cli;
 mod converge;
 mod decommission;
+mod derived_secrets;
 mod drain;
 mod embedded;
 mod execute;

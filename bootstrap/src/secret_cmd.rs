@@ -16,6 +16,9 @@ pub fn set(opts: &Opts, name: &str) -> Result<i32> {
             let names: Vec<&str> = inputs.set.secrets.iter().map(|s| s.name.as_str()).collect();
             bail!("the roles of this node declare no secret `{name}` (they declare: {})", names.join(", "));
         };
+        if let Some(d) = &spec.derive {
+            bail!("secret `{name}` is derived from `{}` (label `{}`): set that one instead", d.from, d.label);
+        }
         let given = secret_sources::explicit(std::slice::from_ref(&spec)).remove(name);
         let value = match given {
             Some(v) => v,

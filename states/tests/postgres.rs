@@ -59,6 +59,8 @@ struct FakePg {
     seen: Vec<(Cmd, String)>,
     /// The server is down: every psql fails.
     down: bool,
+    /// A replica (in recovery): read-only.
+    replica: bool,
 }
 
 type Pg = Arc<Mutex<FakePg>>;
@@ -86,11 +88,14 @@ fn respond(pg: &Pg, cmd: &Cmd) -> Output {
         let roles: serde_json::Map<String, serde_json::Value> = pg
             .roles
             .iter()
-            .map(|(n, (login, pw))| (n.clone(), serde_json::json!({ "login": login, "password": pw })))
+            .map(|(n, (login, pw))| {
+                (n.clone(), serde_json::json!({ "login": login, "replication": false, "password": pw }))
+            })
             .collect();
-        let out = serde_json::json!({ "roles": roles, "databases": pg.databases });
+        let out = serde_json::json!({ "in_recovery": pg.replica, "roles": roles, "databases": pg.databases });
         return Output { code: Some(0), stdout: format!("{out}\n"), stderr: String::new() };
     }
+    assert!(!pg.replica, "a statement was sent to a replica: {sql}");
     for stmt in sql.lines().filter(|l| !l.starts_with("SET ")) {
         let words: Vec<&str> = stmt.trim_end_matches(';').split(' ').collect();
         let name = |i: usize| words[i].trim_matches('"').to_string();
@@ -203,6 +208,18 @@ fn with_server(secret: &str, roles: &[(&str, bool, Option<&str>)], dbs: &[(&str,
         }
     }
     (cx, pg)
+}
+
+#[test]
+fn a_replica_plans_nothing_the_leader_does_it() {
+    let (cx, pg) = pg_cx(SECRET);
+    pg.lock().unwrap().replica = true;
+    let nodes = support::nodes(&cx, ROLE, &[]).unwrap();
+    let plan = support::check(&cx, &nodes);
+    assert!(summaries(&plan, "db-user").is_empty(), "{:?}", summaries(&plan, "db-user"));
+    assert!(summaries(&plan, "db").is_empty());
+    assert_eq!(support::status_of(&plan, "db"), Status::Unchanged);
+    assert_eq!(psql_runs(&pg), 1);
 }
 
 #[test]

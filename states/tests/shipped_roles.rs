@@ -43,6 +43,9 @@ vrrp_router_id = 51
 floating_ip_hook = "/usr/local/bin/move-floating-ip"
 release_url = "https://releases.lab.test/bootstrap"
 bootstrap_version = "0.1.0"
+db_ha = true
+db_cluster_name = "shop"
+db_synchronous = true
 "#;
 
 const COMBINATIONS: &[&[&str]] = &[&["app"], &["db"], &["app", "db"]];
@@ -59,6 +62,7 @@ fn facts() -> Facts {
             pretty_name: "Debian 12".into(),
         },
         postgresql: 15,
+        postgresql_main_cluster: false,
     }
 }
 
@@ -69,6 +73,8 @@ fn peers() -> serde_json::Value {
     ], "db": [
         { "host": "db1.lab.test.", "name": "db1.lab.test", "address": "198.18.0.20", "port": 5432, "priority": 0, "weight": 0 },
         { "host": "db2.lab.test.", "name": "db2.lab.test", "address": "2001:db8::21", "port": 5432, "priority": 0, "weight": 0 },
+    ], "etcd": [
+        { "host": "db1.lab.test.", "name": "db1.lab.test", "address": "198.18.0.20", "port": 2379, "priority": 0, "weight": 0 },
     ] })
 }
 
@@ -79,6 +85,9 @@ fn compile(source: &DirSource, roles: &[&str], site: &str) -> anyhow::Result<Vec
     cx.facts = facts();
     cx.secrets.insert("db_password", "canary-db-password".into());
     cx.secrets.insert("vrrp_password", "canaryvr".into());
+    for name in ["db_cluster_secret", "db_superuser_password", "db_replication_password", "patroni_api_password"] {
+        cx.secrets.insert(name, format!("canary-{name}-0001"));
+    }
     cx.secrets.insert("dns_tsig_key", "q8T0mUQ0m3CHsmp2cC1ItHzMmkzSePWCT7PyBoDGDd8=".into());
     let p = support::compile_roles(source, &mut cx, roles, site, peers())?;
     assert!(!p.nodes.is_empty(), "{roles:?} compiled to no states");
@@ -132,7 +141,7 @@ fn a_template_naming_missing_data_fails_the_compile() {
     let e = format!("{:#}", compile(&source, &["app"], "").unwrap_err());
     assert!(e.contains("motd.hbs") && e.contains("site_nmae"), "{e}");
     let (_dir, source) =
-        edited("templates/haproxy.cfg.hbs", |t| t.replacen("{{#each peers.db}}", "{{#each peers.dbs}}", 1));
+        edited("templates/haproxy.cfg.hbs", |t| t.replace("{{#each peers.db}}", "{{#each peers.dbs}}"));
     let e = format!("{:#}", compile(&source, &["app"], FLEET).unwrap_err());
     assert!(e.contains("haproxy.cfg.hbs"), "{e}");
 }

@@ -30,6 +30,13 @@ pub trait State: Send + Sync {
     fn service_unit(&self) -> Option<&str> {
         None
     }
+
+    /// Whether carrying out `plan` started that unit: it then read its configuration afresh,
+    /// so its queued reloads are done without being sent (a reload right after a start can
+    /// reach a daemon before it handles the signal: SIGHUP then ends it).
+    fn starts_unit(&self, _plan: &Plan) -> bool {
+        false
+    }
 }
 
 /// The changes one state needs; empty when the system already matches.

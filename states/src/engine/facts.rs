@@ -14,6 +14,9 @@ pub struct Facts {
     pub os: Os,
     /// The major version of the distribution's PostgreSQL (its paths: /etc/postgresql/N/main).
     pub postgresql: u32,
+    /// Debian's own `main` cluster of that version exists (`/etc/postgresql/N/main`): a db
+    /// node Patroni takes over rather than initialises.
+    pub postgresql_main_cluster: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -30,7 +33,9 @@ impl Facts {
         let hostname = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
         let os = Os::read(root);
         let (addresses, interfaces) = addresses();
-        Facts { hostname, addresses, interfaces, postgresql: os.postgresql_major(), os }
+        let postgresql = os.postgresql_major();
+        let postgresql_main_cluster = root.join(format!("etc/postgresql/{postgresql}/main/postgresql.conf")).is_file();
+        Facts { hostname, addresses, interfaces, postgresql, postgresql_main_cluster, os }
     }
 }
 

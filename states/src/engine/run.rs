@@ -81,6 +81,11 @@ pub fn run(
                 Ok((status, plan)) => {
                     report.status = status;
                     report.changes = describe(cx, &plan);
+                    if status == Status::Changed && st.starts_unit(&plan) {
+                        if let Some(unit) = st.service_unit() {
+                            early.extend(satisfied_by_start(cx, &mut queue, unit));
+                        }
+                    }
                 }
                 Err((e, _)) if mode == Mode::Check && node.requires.iter().any(|r| pending.contains(r.as_str())) => {
                     let after: Vec<&str> =
@@ -195,9 +200,8 @@ fn run_notifications(
     unit: Option<&str>,
 ) -> Vec<NotificationReport> {
     let mut out = Vec::new();
-    let same = |service: &str, unit: &str| service.trim_end_matches(".service") == unit.trim_end_matches(".service");
     for n in queue.items().to_vec() {
-        if unit.is_some_and(|u| !same(&n.service, u)) {
+        if unit.is_some_and(|u| !same_unit(&n.service, u)) {
             continue;
         }
         let result = notifier.notify(cx, &n).and_then(|()| queue.done(&n));
@@ -211,6 +215,31 @@ fn run_notifications(
         });
     }
     out
+}
+
+/// The queued reloads of `unit`, which this run just started: done without being sent. A
+/// queued restart is done too (the start read the same configuration a restart would).
+fn satisfied_by_start(cx: &Context, queue: &mut PendingQueue, unit: &str) -> Vec<NotificationReport> {
+    let mut out = Vec::new();
+    for n in queue.items().to_vec().into_iter().filter(|n| same_unit(&n.service, unit)) {
+        out.push(match queue.done(&n) {
+            Ok(()) => NotificationReport {
+                notification: format!("{n} (not needed: the unit was just started)"),
+                status: Status::Changed,
+                error: None,
+            },
+            Err(e) => NotificationReport {
+                notification: n.to_string(),
+                status: Status::Failed,
+                error: Some(cx.secrets.scrub(&format!("{e:#}"))),
+            },
+        });
+    }
+    out
+}
+
+fn same_unit(service: &str, unit: &str) -> bool {
+    service.trim_end_matches(".service") == unit.trim_end_matches(".service")
 }
 
 /// Diffs of secret content are redacted by the modules; scrubbing here also catches a secret

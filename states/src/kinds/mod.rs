@@ -34,6 +34,8 @@ kinds! {
     acme => ["acme": build],
     dns_record => ["dns_record": build],
     postgres => ["pg_role": build_role, "pg_database": build_database],
+    etcd_member => ["etcd_member": build],
+    patroni => ["patroni": build],
 }
 
 /// The kind named `name`.

@@ -105,6 +105,10 @@ impl State for ServiceState {
         Some(&self.unit)
     }
 
+    fn starts_unit(&self, plan: &Plan) -> bool {
+        plan.ops::<Op>().any(|op| *op == Op::Start)
+    }
+
     fn target(&self) -> String {
         self.unit.clone()
     }

@@ -38,15 +38,40 @@ struct RoleTemplates<'a> {
     data: &'a serde_json::Value,
 }
 
+impl RoleTemplates<'_> {
+    /// Loads `name` and every template it includes as a partial (`{{> other.hbs}}`).
+    fn load(&mut self, name: &str, depth: usize) -> Result<()> {
+        if self.templates.has(name) {
+            return Ok(());
+        }
+        if depth > 8 {
+            bail!("template `{name}`: partials nested too deep (do they include each other?)");
+        }
+        let file = format!("templates/{name}");
+        let Some(text) = self.source.read(&file) else {
+            bail!("template `{name}` not found (looked for {})", self.source.label(&file));
+        };
+        self.templates.add(name, &text)?;
+        for partial in partials(&text) {
+            self.load(partial, depth + 1)?;
+        }
+        Ok(())
+    }
+}
+
+/// The names a template includes: `{{> NAME}}` (also `{{~> NAME}}`).
+fn partials(text: &str) -> Vec<&str> {
+    text.match_indices("{{")
+        .filter_map(|(i, _)| {
+            let rest = text[i + 2..].trim_start_matches('~').strip_prefix('>')?;
+            rest.trim_start().split(|c: char| c.is_whitespace() || c == '}').next().filter(|n| !n.is_empty())
+        })
+        .collect()
+}
+
 impl Render for RoleTemplates<'_> {
     fn render(&mut self, name: &str) -> Result<Content> {
-        if !self.templates.has(name) {
-            let file = format!("templates/{name}");
-            let Some(text) = self.source.read(&file) else {
-                bail!("template `{name}` not found (looked for {})", self.source.label(&file));
-            };
-            self.templates.add(name, &text)?;
-        }
+        self.load(name, 0)?;
         self.templates.render(name, self.data)
     }
 }

@@ -36,7 +36,29 @@ pub fn load(source: &dyn RoleSource, names: &[String]) -> Result<RoleSet> {
             bail!("{}: state id `{}` is already defined at {first}", s.origin, s.id);
         }
     }
+    check_derived(&set.secrets)?;
     Ok(set)
+}
+
+/// A derived secret names a declared secret that is itself given, and a label no other
+/// derived secret uses (two purposes must never share one value).
+fn check_derived(secrets: &[SecretSpec]) -> Result<()> {
+    let mut labels: HashMap<(&str, &str), &str> = HashMap::new();
+    for s in secrets {
+        let Some(d) = &s.derive else { continue };
+        match secrets.iter().find(|o| o.name == d.from) {
+            None => bail!("secret `{}` is derived from `{}`, which no role declares", s.name, d.from),
+            Some(o) if o.derive.is_some() => bail!("secret `{}` is derived from `{}`, itself derived", s.name, d.from),
+            Some(_) => {}
+        }
+        if s.generate {
+            bail!("secret `{}` is derived: it can't also be `generate`d", s.name);
+        }
+        if let Some(other) = labels.insert((&d.from, &d.label), &s.name) {
+            bail!("secrets `{other}` and `{}` are derived with the same label `{}`", s.name, d.label);
+        }
+    }
+    Ok(())
 }
 
 fn load_one(source: &dyn RoleSource, name: &str, set: &mut RoleSet, path: &mut Vec<String>) -> Result<()> {

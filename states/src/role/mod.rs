@@ -14,5 +14,5 @@ pub mod template;
 pub use compile::{compile, Compiled, Fingerprints};
 pub use load::{known_settings, load, RoleSet};
 pub use params::resolve_params;
-pub use parse::{Origin, SecretSpec, StateSpec};
+pub use parse::{Derive, Origin, SecretSpec, StateSpec};
 pub use source::{DirSource, EmbeddedSource, Layered, RoleSource};

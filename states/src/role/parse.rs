@@ -49,6 +49,18 @@ pub struct SecretSpec {
     pub generate: bool,
     /// Needed only when this renders truthy with the settings (e.g. `"{{settings.dns_server}}"`).
     pub when: Option<String>,
+    /// Never asked for nor stored: derived from another secret each run (one fleet secret
+    /// for several purposes, each with its own label).
+    #[serde(default)]
+    pub derive: Option<Derive>,
+}
+
+/// `derive = { from = "db_cluster_secret", label = "patroni replication" }`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Derive {
+    pub from: String,
+    pub label: String,
 }
 
 impl SecretSpec {

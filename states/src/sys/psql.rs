@@ -15,7 +15,8 @@ use crate::engine::runner::Cmd;
 
 /// Every role and database, as JSON in one row.
 pub const OBSERVE: &str = "SELECT json_build_object(\
-'roles', (SELECT coalesce(json_object_agg(rolname, json_build_object('login', rolcanlogin, 'password', rolpassword)), '{}') FROM pg_authid), \
+'in_recovery', pg_is_in_recovery(), \
+'roles', (SELECT coalesce(json_object_agg(rolname, json_build_object('login', rolcanlogin, 'replication', rolreplication, 'password', rolpassword)), '{}') FROM pg_authid), \
 'databases', (SELECT coalesce(json_object_agg(datname, pg_get_userbyid(datdba)), '{}') FROM pg_database));\n";
 
 /// Before any statement that carries a password verifier: keep the statement out of the
@@ -26,6 +27,7 @@ pub const QUIET: &str =
 #[derive(Clone, Debug, Deserialize)]
 pub struct RoleRow {
     pub login: bool,
+    pub replication: bool,
     /// `rolpassword`: a SCRAM verifier, an MD5 hash, or none.
     pub password: Option<String>,
 }
@@ -33,6 +35,8 @@ pub struct RoleRow {
 /// What the server holds, as one query answered it.
 #[derive(Debug, Deserialize)]
 pub struct Snapshot {
+    /// A replica (Patroni's, or any standby): read-only; the leader makes every change.
+    pub in_recovery: bool,
     pub roles: HashMap<String, RoleRow>,
     /// Database name -> owner's role name.
     pub databases: HashMap<String, String>,

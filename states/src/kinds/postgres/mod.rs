@@ -5,6 +5,9 @@
 //! iteration count and checked against the stored SCRAM verifier, so a converged run changes
 //! nothing and a rotated secret is seen. A new password is sent as a verifier computed here,
 //! never as cleartext. Nothing is ever dropped: these states only create and alter.
+//!
+//! On a replica (a standby in recovery, e.g. a Patroni replica) they plan nothing: the server
+//! is read-only and what the leader does reaches it by replication.
 
 use anyhow::{anyhow, bail, Result};
 use serde::Deserialize;
@@ -23,6 +26,9 @@ struct RoleParams {
     password_secret: Option<String>,
     #[serde(default = "yes")]
     login: bool,
+    /// May start streaming replication (a replica's user).
+    #[serde(default)]
+    replication: bool,
 }
 
 fn yes() -> bool {
@@ -40,18 +46,20 @@ pub fn build_role(t: toml::Table, b: &mut Builder) -> Result<Box<dyn State>> {
     }
     // No digest of the password: fingerprints are shown in reports, and an unkeyed hash of an
     // operator's password could be guessed offline.
-    Ok(Box::new(RoleState { name: p.name, secret: p.password_secret, login: p.login }))
+    Ok(Box::new(RoleState { name: p.name, secret: p.password_secret, login: p.login, replication: p.replication }))
 }
 
 struct RoleState {
     name: String,
     secret: Option<String>,
     login: bool,
+    replication: bool,
 }
 
 enum RoleOp {
     Create,
     Login(bool),
+    Replication(bool),
     Password,
 }
 
@@ -81,11 +89,18 @@ impl State for RoleState {
     fn plan(&self, cx: &Context) -> Result<Plan> {
         cx.require_live("PostgreSQL roles")?;
         let snap = psql::snapshot(cx)?;
+        if snap.in_recovery {
+            return Ok(Plan::default());
+        }
         let password = self.password(cx)?;
         let from = self.secret.as_deref().map_or(String::new(), |s| format!(" from secret `{s}`"));
         let mut plan = Plan::default();
         let Some(have) = snap.roles.get(&self.name) else {
-            let what = if self.login { "login" } else { "nologin" };
+            let what = match (self.login, self.replication) {
+                (true, true) => "login, replication",
+                (true, false) => "login",
+                (false, _) => "nologin",
+            };
             let pw = if password.is_some() { format!(", password{from}") } else { String::new() };
             plan.push(Change::new(format!("create role {} ({what}{pw})", self.name), RoleOp::Create));
             return Ok(plan);
@@ -93,6 +108,10 @@ impl State for RoleState {
         if have.login != self.login {
             let verb = if self.login { "allow login" } else { "forbid login" };
             plan.push(Change::new(verb, RoleOp::Login(self.login)));
+        }
+        if have.replication != self.replication {
+            let verb = if self.replication { "allow replication" } else { "forbid replication" };
+            plan.push(Change::new(verb, RoleOp::Replication(self.replication)));
         }
         if let Some(pw) = &password {
             let why = match have.password.as_deref() {
@@ -118,11 +137,15 @@ impl State for RoleState {
                 RoleOp::Create => {
                     create = true;
                     options.push(login(self.login));
+                    if self.replication {
+                        options.push("REPLICATION".into());
+                    }
                     if self.secret.is_some() {
                         options.push(self.password_clause(cx)?);
                     }
                 }
                 RoleOp::Login(l) => options.push(login(*l)),
+                RoleOp::Replication(r) => options.push(if *r { "REPLICATION" } else { "NOREPLICATION" }.into()),
                 RoleOp::Password => options.push(self.password_clause(cx)?),
             }
         }
@@ -168,6 +191,9 @@ impl State for DatabaseState {
     fn plan(&self, cx: &Context) -> Result<Plan> {
         cx.require_live("PostgreSQL databases")?;
         let snap = psql::snapshot(cx)?;
+        if snap.in_recovery {
+            return Ok(Plan::default());
+        }
         // Said while planning, so a dry run shows it pending on the role state that makes it.
         if !snap.roles.contains_key(&self.owner) {
             bail!("owner role `{}` does not exist", self.owner);

@@ -1,0 +1,54 @@
+//! Secrets derived from another secret: one fleet secret typed once per node stands for
+//! several (a replication password, a superuser password, REST API credentials), each its own
+//! value. HKDF-SHA256 (RFC 5869) with the secret's label as `info`: knowing one derived value
+//! tells nothing of the fleet secret or of another label's value.
+
+use std::collections::BTreeMap;
+
+use hkdf::Hkdf;
+use sha2::Sha256;
+use states::role::SecretSpec;
+
+/// Salt of the extraction step: fixed, so every node derives the same values.
+const SALT: &[u8] = b"bootstrap derived secrets v1";
+
+/// One derived value: 24 bytes as 48 lowercase hex digits (printable, fits every protocol
+/// that takes a password: PostgreSQL, HTTP basic authentication, YAML without quoting).
+pub fn derive(fleet_secret: &str, label: &str) -> String {
+    let hk = Hkdf::<Sha256>::new(Some(SALT), fleet_secret.as_bytes());
+    let mut out = [0u8; 24];
+    hk.expand(label.as_bytes(), &mut out).expect("24 bytes is a valid HKDF-SHA256 length");
+    out.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Adds every derived secret of `specs` whose source is in `values`. Returns the names of
+/// those whose source is missing (a dry run without it shows them pending).
+pub fn add(specs: &[SecretSpec], values: &mut BTreeMap<String, String>) -> Vec<String> {
+    let mut missing = Vec::new();
+    for spec in specs {
+        let Some(d) = &spec.derive else { continue };
+        match values.get(&d.from) {
+            Some(from) => {
+                let v = derive(from, &d.label);
+                values.insert(spec.name.clone(), v);
+            }
+            None => missing.push(spec.name.clone()),
+        }
+    }
+    missing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_give_unrelated_values_and_nodes_agree() {
+        let a = derive("fleet-secret-0001", "replication");
+        assert_eq!(a, derive("fleet-secret-0001", "replication"));
+        assert_ne!(a, derive("fleet-secret-0001", "superuser"));
+        assert_ne!(a, derive("fleet-secret-0002", "replication"));
+        assert_eq!(a.len(), 48);
+        assert!(!a.contains("fleet"));
+    }
+}

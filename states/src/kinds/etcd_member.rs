@@ -1,0 +1,255 @@
+//! `etcd_member`: this node is a member of the fleet's etcd cluster. It observes before it
+//! acts: a node with member data is left alone (etcd itself is a `service` state); a node
+//! without asks the members registered in DNS (`peers`), then forms a new cluster only when
+//! none is registered, joins a running one (member add, then start with state `existing`),
+//! or replaces its own former self (a node rebuilt under the same name: remove, add, join).
+//!
+//! It writes the unit's initial-cluster file (`file`, read by a drop-in that also makes it a
+//! start condition, so the package can't start etcd before this state decided how) and starts
+//! the unit itself: an added member counts towards the quorum at once, so it must start right
+//! after. A data directory without member data is moved aside, never reused for a join.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Result};
+use serde::Deserialize;
+
+use crate::engine::atomic::{write_file, FileWrite};
+use crate::engine::build::{managed_path, params, Builder};
+use crate::engine::context::Context;
+use crate::engine::contract::{Change, Claim, Plan, State};
+use crate::engine::runner::Cmd;
+use crate::sys::etcd::{self, Member};
+use crate::sys::systemd;
+
+/// How long a started member may take to say it is healthy (a joining one catches up first).
+const START_WAIT: Duration = Duration::from_secs(90);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    /// The member's name (`ETCD_NAME`): the node's host name.
+    name: String,
+    /// This member's peer URL (`http://ADDRESS:2380`).
+    peer_url: String,
+    /// This member's client URL (`http://ADDRESS:2379`), asked whether it is healthy.
+    client_url: String,
+    /// Client URLs of the members registered in DNS, separated by spaces (this node's own is
+    /// ignored). Empty: no other member exists, so a new cluster is formed.
+    #[serde(default)]
+    peers: String,
+    #[serde(default = "default_data_dir")]
+    data_dir: String,
+    /// The initial-cluster environment file this state writes.
+    file: String,
+    #[serde(default = "default_unit")]
+    unit: String,
+}
+
+fn default_data_dir() -> String {
+    "/var/lib/etcd/default".into()
+}
+
+fn default_unit() -> String {
+    "etcd.service".into()
+}
+
+pub fn build(t: toml::Table, b: &mut Builder) -> Result<Box<dyn State>> {
+    let p: Params = params(t)?;
+    for (what, url) in [("peer_url", &p.peer_url), ("client_url", &p.client_url)] {
+        check_url(what, url)?;
+    }
+    let peers: Vec<String> = p.peers.split_whitespace().map(str::to_string).collect();
+    for url in &peers {
+        check_url("peers", url)?;
+    }
+    if p.name.is_empty() || !p.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
+        bail!("`name` `{}` is not a host name", p.name);
+    }
+    let others = peers.into_iter().filter(|u| *u != p.client_url).collect();
+    systemd::register(b.cx, &p.unit);
+    Ok(Box::new(EtcdMember {
+        name: p.name,
+        peer_url: p.peer_url,
+        client_url: p.client_url,
+        others,
+        data_dir: managed_path(Path::new(&p.data_dir))?,
+        file: managed_path(Path::new(&p.file))?,
+        unit: p.unit,
+    }))
+}
+
+fn check_url(what: &str, url: &str) -> Result<()> {
+    let ok = url.strip_prefix("http://").is_some_and(|rest| {
+        !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric() || ".:-[]".contains(c))
+    });
+    if !ok {
+        bail!("`{what}`: `{url}` is not an http://HOST:PORT URL");
+    }
+    Ok(())
+}
+
+struct EtcdMember {
+    name: String,
+    peer_url: String,
+    client_url: String,
+    others: Vec<String>,
+    data_dir: PathBuf,
+    file: PathBuf,
+    unit: String,
+}
+
+enum Op {
+    /// Only the file is missing (member data exists): it says `existing`, and etcd ignores it.
+    File,
+    New,
+    Join { via: String, replace: Option<String>, added: bool },
+}
+
+impl EtcdMember {
+    fn has_member_data(&self, cx: &Context) -> bool {
+        cx.path(&self.data_dir).join("member").is_dir()
+    }
+
+    fn write(&self, cx: &Context, state: &str, cluster: &str) -> Result<()> {
+        let text = format!(
+            "# Written by bootstrap (etcd_member): how this member first started. etcd reads it only\n\
+             # while its data directory is empty.\nETCD_INITIAL_CLUSTER={cluster}\nETCD_INITIAL_CLUSTER_STATE={state}\n"
+        );
+        write_file(cx, &self.file, text.as_bytes(), &FileWrite { uid: Some(0), gid: Some(0), mode: 0o644, validate: None })
+    }
+
+    /// A data directory without member data (a failed first start) is moved aside.
+    fn set_aside_data(&self, cx: &Context) -> Result<()> {
+        let dir = cx.path(&self.data_dir);
+        let empty = std::fs::read_dir(&dir).map(|mut d| d.next().is_none()).unwrap_or(true);
+        if !empty {
+            let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            let aside = dir.with_extension(format!("set-aside-{secs}"));
+            std::fs::rename(&dir, &aside).map_err(|e| anyhow!("cannot move {} aside: {e}", dir.display()))?;
+            tracing::warn!("moved {} aside to {} (never reused for a join)", dir.display(), aside.display());
+        }
+        Ok(())
+    }
+
+    fn start(&self, cx: &Context) -> Result<()> {
+        cx.runner.check(&Cmd::new("systemctl").args(["start", self.unit.as_str()]))?;
+        systemd::invalidate(cx);
+        let c = etcd::client()?;
+        let t = Instant::now();
+        while t.elapsed() < START_WAIT {
+            if etcd::healthy(&c, &self.client_url) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        bail!("etcd started but did not report healthy at {} within {}s", self.client_url, START_WAIT.as_secs())
+    }
+
+    /// `NAME=PEER_URL,...` for a member joining `members` (this node named, other members that
+    /// never started left out: etcd lists them without a name).
+    fn initial_cluster(&self, members: &[Member]) -> String {
+        let mut parts: Vec<String> = members
+            .iter()
+            .filter_map(|m| {
+                let url = m.peer_urls.first()?;
+                if *url == self.peer_url {
+                    Some(format!("{}={url}", self.name))
+                } else if !m.name.is_empty() {
+                    Some(format!("{}={url}", m.name))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        if !parts.iter().any(|p| p.ends_with(&format!("={}", self.peer_url))) {
+            parts.push(format!("{}={}", self.name, self.peer_url));
+        }
+        parts.join(",")
+    }
+}
+
+impl State for EtcdMember {
+    fn claims(&self) -> Vec<Claim> {
+        vec![Claim::path(&self.file), Claim::path(&self.data_dir)]
+    }
+
+    fn target(&self) -> String {
+        format!("{} ({})", self.name, self.peer_url)
+    }
+
+    /// The unit this state starts: its queued restarts (a new etcd-config) are then done.
+    fn service_unit(&self) -> Option<&str> {
+        Some(&self.unit)
+    }
+
+    fn starts_unit(&self, plan: &Plan) -> bool {
+        plan.ops::<Op>().any(|op| !matches!(op, Op::File))
+    }
+
+    fn plan(&self, cx: &Context) -> Result<Plan> {
+        let mut plan = Plan::default();
+        if self.has_member_data(cx) {
+            if !cx.path(&self.file).is_file() {
+                plan.push(Change::new(format!("write {} (member data exists)", self.file.display()), Op::File));
+            }
+            return Ok(plan);
+        }
+        let c = etcd::client()?;
+        let found = etcd::first_answer(&c, &self.others).map_err(|e| {
+            anyhow!(
+                "{e:#}. Other members are registered in DNS, so this node will not form a cluster of its own: \
+                 start one of them, or delete their _etcd-client._tcp records if they are gone for good"
+            )
+        })?;
+        let Some((via, members)) = found else {
+            plan.push(Change::new("form a new etcd cluster (no other member is registered in DNS)", Op::New));
+            return Ok(plan);
+        };
+        let mine = members.iter().find(|m| m.peer_urls.contains(&self.peer_url) || m.name == self.name);
+        let n = members.len();
+        let change = match mine {
+            Some(m) if m.name.is_empty() && m.peer_urls.contains(&self.peer_url) => Change::new(
+                format!("join the etcd cluster through {via} (already added as member {})", m.id),
+                Op::Join { via, replace: None, added: true },
+            ),
+            Some(m) => Change::new(
+                format!("replace member {} ({}): this node's etcd data is gone; remove it, add this node, join", m.name, m.id),
+                Op::Join { via, replace: Some(m.id.clone()), added: false },
+            ),
+            None => Change::new(
+                format!("join the etcd cluster of {n} through {via} (member add, then start)"),
+                Op::Join { via, replace: None, added: false },
+            ),
+        };
+        plan.push(change);
+        Ok(plan)
+    }
+
+    fn apply(&self, cx: &Context, plan: &Plan) -> Result<()> {
+        cx.require_live("etcd membership")?;
+        for op in plan.ops::<Op>() {
+            match op {
+                Op::File => self.write(cx, "existing", &format!("{}={}", self.name, self.peer_url))?,
+                Op::New => {
+                    self.set_aside_data(cx)?;
+                    self.write(cx, "new", &format!("{}={}", self.name, self.peer_url))?;
+                    self.start(cx)?;
+                }
+                Op::Join { via, replace, added } => {
+                    let c = etcd::client()?;
+                    if let Some(id) = replace {
+                        etcd::member_remove(&c, via, id)?;
+                    }
+                    let members =
+                        if *added { etcd::member_list(&c, via)? } else { etcd::member_add(&c, via, &self.peer_url)? };
+                    self.set_aside_data(cx)?;
+                    self.write(cx, "existing", &self.initial_cluster(&members))?;
+                    self.start(cx)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,236 @@
+//! The high-availability database on fresh nodes with knot for DNS: a single db node of the
+//! previous kind (Debian's own cluster) holding 1,000 rows is converted in place by setting
+//! `db_ha = true`, then two more db nodes join with nothing but `./bootstrap db` and the same
+//! secrets: one etcd cluster, one Patroni cluster (a leader, two replicas streaming, one of
+//! them synchronous). The app node's pools follow the leader (`:5432` writes, `:5433` reads).
+//! Failover: a writer loops inserts through the app node's pool while the leader's container
+//! is killed (SIGKILL of its PID 1): printed are the seconds until writes resumed, and every
+//! insert the writer saw acknowledged is counted on the new leader. The killed node boots
+//! again and rejoins as a replica with no manual step. Every node converged at the end (a run
+//! changes nothing, `--check` exits 0), and no canary secret appears in any output.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use vm_tests::operator::{download, serve_binary, INSTALLED};
+use vm_tests::report::{applied, pending};
+use vm_tests::{timed, Lab, Node, RunOpts, RunResult, Zone};
+
+const DB_PASSWORD: &str = "canary-db-Pw-0001";
+const CLUSTER_SECRET: &str = "canary-cluster-secret-0001";
+
+fn psql_local(node: &Node, sql: &str) -> RunResult {
+    node.run(&["runuser", "-u", "postgres", "--", "psql", "-X", "-A", "-t", "-d", "app", "-c", sql])
+}
+
+/// psql on the app node through its pool on `port`.
+fn app_sql(app: &Node, port: u16, sql: &str) -> RunResult {
+    app.run(&[
+        "sh",
+        "-c",
+        &format!("set -a; . /etc/bootstrap/app/database.env; PGPORT={port} psql -X -A -t -c \"{sql}\""),
+    ])
+}
+
+/// `patronictl list` as JSON on `node`: (name, role, state) of every member.
+fn members(node: &Node) -> Vec<(String, String, String)> {
+    let r = node.run(&["patronictl", "-c", "/etc/patroni/config.yml", "list", "-f", "json"]);
+    if r.code != 0 {
+        return Vec::new();
+    }
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_default();
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|m| {
+                    let s = |k: &str| m[k].as_str().unwrap_or("").to_string();
+                    (s("Member"), s("Role"), s("State"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn leader(node: &Node) -> Option<String> {
+    members(node).into_iter().find(|(_, role, state)| role == "Leader" && state == "running").map(|(n, _, _)| n)
+}
+
+/// Waits until `node` sees `n` members running, one of them the leader.
+fn wait_cluster(node: &Node, n: usize, limit: Duration) -> Vec<(String, String, String)> {
+    let t = Instant::now();
+    loop {
+        let m = members(node);
+        let running = m.iter().filter(|(_, _, s)| s == "running" || s == "streaming").count();
+        if running == n && m.iter().any(|(_, r, _)| r == "Leader") {
+            return m;
+        }
+        assert!(t.elapsed() < limit, "{} does not see {n} running members: {m:?}", node.name());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn install(node: &Node, opts: &RunOpts) {
+    let what = format!("./bootstrap db on {}", node.name());
+    let r = timed(&what, || node.run_opts(&["/root/bootstrap", "--site", "/root/site.toml", "db"], opts));
+    assert_eq!(r.code, 0, "{what}:\n{}\n{}\n{}", r.stdout, r.stderr, node.journal(&["-u", "patroni", "-n", "60"]));
+    assert_no_canary(&r);
+}
+
+fn assert_no_canary(r: &RunResult) {
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(!all.contains("canary-"), "a secret leaked:\n{all}");
+}
+
+fn converged(node: &Node) {
+    let r = node.run(vm_tests::report::APPLY);
+    assert_no_canary(&r);
+    let report = applied(&r);
+    assert_eq!(report.changed, 0, "{} changed on a second run: {report:?}", node.name());
+    assert_eq!(pending(node), Vec::<String>::new(), "{} --check", node.name());
+}
+
+#[test]
+fn a_single_db_node_becomes_a_cluster_of_three_that_survives_its_leader() {
+    let lab = Lab::new("db_cluster");
+    let knot = lab.start_knot(&[Zone::new("lab.test")]);
+    let key = knot.tsig_key().clone();
+    let http = lab.http_server(0);
+    serve_binary(&http);
+    let mut dbs: Vec<Node> = ["db1", "db2", "db3"].iter().map(|n| lab.boot(n)).collect();
+    let app = lab.boot("app1");
+    let site = |ha: bool| {
+        format!(
+            "dns_zone = \"lab.test\"\ndns_server = \"198.18.0.1:53\"\ntsig_key_name = \"{}\"\nprivate_cidr = \"198.18.0.0/24\"\ndb_ha = {ha}\n",
+            key.name
+        )
+    };
+    for node in dbs.iter().chain([&app]) {
+        download(node, &http);
+        node.put_file("/root/site.toml", site(true).as_bytes(), 0o644);
+    }
+    let secrets = RunOpts::default()
+        .env("BOOTSTRAP_SECRET_DNS_TSIG_KEY", &key.secret)
+        .env("BOOTSTRAP_SECRET_DB_PASSWORD", DB_PASSWORD)
+        .env("BOOTSTRAP_SECRET_DB_CLUSTER_SECRET", CLUSTER_SECRET)
+        .timeout(Duration::from_secs(900));
+
+    // db1 as it is today: Debian's cluster, 1,000 rows.
+    dbs[0].put_file("/root/site.toml", site(false).as_bytes(), 0o644);
+    install(&dbs[0], &secrets);
+    psql_local(&dbs[0], "create table rows (n int primary key); insert into rows select generate_series(1, 1000)")
+        .assert_ok("rows");
+
+    // Converted in place: the same node, db_ha on.
+    dbs[0].put_file("/root/site.toml", site(true).as_bytes(), 0o644);
+    let r = timed("convert db1", || dbs[0].run_opts(&[INSTALLED, "--site", "/root/site.toml", "apply"], &secrets));
+    assert_eq!(
+        r.code,
+        0,
+        "conversion:\n{}\n{}\n{}",
+        r.stdout,
+        r.stderr,
+        dbs[0].journal(&["-u", "patroni", "-n", "60"])
+    );
+    assert_eq!(psql_local(&dbs[0], "select count(*) from rows").assert_ok("count").stdout.trim(), "1000");
+    assert_eq!(wait_cluster(&dbs[0], 1, Duration::from_secs(60)).len(), 1);
+
+    // Two more join.
+    install(&dbs[1], &secrets);
+    install(&dbs[2], &secrets);
+    let m = wait_cluster(&dbs[0], 3, Duration::from_secs(120));
+    eprintln!("[db_cluster] patronictl list: {m:?}");
+    assert_eq!(leader(&dbs[0]).as_deref(), Some("db1"));
+    let etcd = dbs[2].run(&["etcdctl", "--endpoints=http://127.0.0.1:2379", "member", "list"]).assert_ok("etcdctl");
+    assert_eq!(etcd.stdout.lines().filter(|l| l.contains("started")).count(), 3, "{}", etcd.stdout);
+    let streaming = "select count(*), count(*) filter (where sync_state = 'sync') from pg_stat_replication where state = 'streaming'";
+    let repl = vm_tests::cmd::poll(Duration::from_secs(60), || {
+        Some(psql_local(&dbs[0], streaming).stdout.trim().to_string()).filter(|s| s == "2|1")
+    });
+    assert_eq!(repl.as_deref(), Some("2|1"), "two replicas streaming, one synchronous");
+    for db in &dbs[1..] {
+        assert_eq!(psql_local(db, "select count(*) from rows").assert_ok("replica count").stdout.trim(), "1000");
+    }
+
+    // The app node follows the leader.
+    app.sh("apt-get update -qq && apt-get install -y -qq postgresql-client >/dev/null").assert_ok("psql client");
+    let r =
+        timed("./bootstrap app", || app.run_opts(&["/root/bootstrap", "--site", "/root/site.toml", "app"], &secrets));
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let cfg = app.read_file("/etc/haproxy/haproxy.cfg");
+    assert!(cfg.contains("option httpchk GET /primary") && cfg.contains("check port 8008"), "{cfg}");
+    app_sql(&app, 5432, "create table acks (n int primary key)").assert_ok("write through :5432");
+    let r = app_sql(&app, 5433, "select pg_is_in_recovery()").assert_ok("read through :5433");
+    assert_eq!(r.stdout.trim(), "t", "5433 reaches a replica");
+    let r = app_sql(&app, 5433, "insert into acks values (0)");
+    assert_ne!(r.code, 0, "a replica took a write");
+
+    // Failover under a writer.
+    app.put_file(
+        "/root/writer.sh",
+        b"#!/bin/sh\nset -a; . /etc/bootstrap/app/database.env; PGCONNECT_TIMEOUT=2\ni=1\nwhile true; do\n  if psql -X -q -c \"insert into acks values ($i)\" >/dev/null 2>&1; then echo \"$i $(date +%s.%N)\" >> /root/acked; i=$((i+1)); fi\n  sleep 0.02\ndone\n",
+        0o755,
+    );
+    app.run(&["systemd-run", "--unit", "writer", "/root/writer.sh"]).assert_ok("writer");
+    let acked = |app: &Node| -> Vec<(u64, f64)> {
+        app.read_file("/root/acked")
+            .lines()
+            .filter_map(|l| {
+                let (n, t) = l.split_once(' ')?;
+                Some((n.parse().ok()?, t.parse().ok()?))
+            })
+            .collect()
+    };
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(acked(&app).len() > 10, "the writer does not write");
+    let killed_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    dbs[0].kill();
+    let t = Instant::now();
+    let resumed = loop {
+        let after: Vec<_> = acked(&app).into_iter().filter(|(_, at)| *at > killed_at).collect();
+        if let Some((_, at)) = after.first() {
+            break *at - killed_at;
+        }
+        assert!(t.elapsed() < Duration::from_secs(120), "writes did not resume within 120 s");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    app.run(&["systemctl", "stop", "writer"]).assert_ok("stop writer");
+    let seen: BTreeSet<u64> = acked(&app).into_iter().map(|(n, _)| n).collect();
+    let new_leader = leader(&dbs[1]).expect("a new leader");
+    let on = dbs.iter().find(|d| d.name() == new_leader).unwrap();
+    let stored: BTreeSet<u64> = psql_local(on, "select n from acks")
+        .assert_ok("acks")
+        .stdout
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    let lost: Vec<_> = seen.difference(&stored).collect();
+    println!(
+        "[db_cluster] leader killed: writes resumed after {resumed:.1} s on {new_leader}; {} acknowledged inserts, {} lost",
+        seen.len(),
+        lost.len()
+    );
+    assert!(lost.is_empty(), "acknowledged inserts lost: {lost:?}");
+
+    // The killed node boots again and rejoins as a replica by itself.
+    let t = Instant::now();
+    dbs[0].start();
+    let m = wait_cluster(&dbs[1], 3, Duration::from_secs(180));
+    println!("[db_cluster] db1 rejoined as a replica {:.1} s after its boot: {m:?}", t.elapsed().as_secs_f64());
+    assert!(m.iter().any(|(n, r, _)| n == "db1" && r != "Leader"), "{m:?}");
+    assert_eq!(psql_local(&dbs[0], "select count(*) from rows").assert_ok("db1 rows").stdout.trim(), "1000");
+
+    for node in dbs.iter().chain([&app]) {
+        converged(node);
+    }
+    // The no-op run on a member (median of 20; printed for BENCHMARKS.md, not asserted).
+    let mut ms: Vec<f64> = (0..20)
+        .map(|_| {
+            let t = Instant::now();
+            dbs[1].run(&[INSTALLED, "apply"]).assert_ok("no-op");
+            t.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!("[db_cluster] no-op apply on a member, median of 20 (with systemd-run overhead): {:.0} ms", ms[10]);
+}
