@@ -2,6 +2,7 @@
 
 mod cli;
 mod converge;
+mod db_status;
 mod decommission;
 mod derived_secrets;
 mod drain;

@@ -65,6 +65,9 @@ pub fn show(opts: &Opts) -> Result<i32> {
             when.unwrap_or_default()
         );
     }
+    for line in crate::db_status::lines(root) {
+        println!("{line}");
+    }
     match report_file::load(root) {
         None => println!("last run: none"),
         Some(r) => {
