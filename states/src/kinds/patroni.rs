@@ -98,7 +98,7 @@ impl PatroniConfig {
         let have = patroni::config(c, &self.api).map_err(|e| anyhow!("reading the dynamic configuration: {e:#}"))?;
         let mut names = Vec::new();
         let patch = differences(&self.desired, &have, "", &mut names);
-        Ok((!patch.is_empty()).then(|| (names, Value::Object(patch))))
+        Ok((!patch.is_empty()).then_some((names, Value::Object(patch))))
     }
 }
 
