@@ -45,6 +45,10 @@ struct Params {
     file: String,
     #[serde(default = "default_unit")]
     unit: String,
+    /// Leave instead (`bootstrap decommission`): remove this member from the cluster, stop
+    /// etcd, set its data aside (a removed member's data can never start again).
+    #[serde(default)]
+    leave: bool,
 }
 
 fn default_data_dir() -> String {
@@ -77,6 +81,7 @@ pub fn build(t: toml::Table, b: &mut Builder) -> Result<Box<dyn State>> {
         data_dir: managed_path(Path::new(&p.data_dir))?,
         file: managed_path(Path::new(&p.file))?,
         unit: p.unit,
+        leave: p.leave,
     }))
 }
 
@@ -98,9 +103,12 @@ struct EtcdMember {
     data_dir: PathBuf,
     file: PathBuf,
     unit: String,
+    leave: bool,
 }
 
 enum Op {
+    /// Remove this member (through `via`) unless it is the last one; then stop and set aside.
+    Leave { via: Option<String>, id: Option<String> },
     /// Only the file is missing (member data exists): it says `existing`, and etcd ignores it.
     File,
     New,
@@ -147,6 +155,22 @@ impl EtcdMember {
         bail!("etcd started but did not report healthy at {} within {}s", self.client_url, START_WAIT.as_secs())
     }
 
+    /// Leaving: through any member that answers (this one first), remove this one, unless it
+    /// is the last (then it is only stopped: there is no cluster left to leave).
+    fn plan_leave(&self) -> Result<Change> {
+        let c = etcd::client()?;
+        let urls: Vec<String> = std::iter::once(self.client_url.clone()).chain(self.others.iter().cloned()).collect();
+        let (via, members) = etcd::first_answer(&c, &urls)?.ok_or_else(|| anyhow!("no etcd member to ask"))?;
+        let me = members.iter().find(|m| m.name == self.name || m.peer_urls.contains(&self.peer_url));
+        Ok(match me {
+            Some(m) if members.len() > 1 => Change::new(
+                format!("leave the etcd cluster of {} (member remove {}), stop etcd, set its data aside", members.len(), m.id),
+                Op::Leave { via: Some(via), id: Some(m.id.clone()) },
+            ),
+            _ => Change::new("stop etcd and set its data aside (the last member: no cluster left)", Op::Leave { via: None, id: None }),
+        })
+    }
+
     /// `NAME=PEER_URL,...` for a member joining `members` (this node named, other members that
     /// never started left out: etcd lists them without a name).
     fn initial_cluster(&self, members: &[Member]) -> String {
@@ -185,11 +209,17 @@ impl State for EtcdMember {
     }
 
     fn starts_unit(&self, plan: &Plan) -> bool {
-        plan.ops::<Op>().any(|op| !matches!(op, Op::File))
+        plan.ops::<Op>().any(|op| matches!(op, Op::New | Op::Join { .. }))
     }
 
     fn plan(&self, cx: &Context) -> Result<Plan> {
         let mut plan = Plan::default();
+        if self.leave {
+            if self.has_member_data(cx) {
+                plan.push(self.plan_leave()?);
+            }
+            return Ok(plan);
+        }
         if self.has_member_data(cx) {
             if !cx.path(&self.file).is_file() {
                 plan.push(Change::new(format!("write {} (member data exists)", self.file.display()), Op::File));
@@ -231,6 +261,18 @@ impl State for EtcdMember {
         cx.require_live("etcd membership")?;
         for op in plan.ops::<Op>() {
             match op {
+                Op::Leave { via, id } => {
+                    if let (Some(via), Some(id)) = (via, id) {
+                        etcd::member_remove(&etcd::client()?, via, id)?;
+                    }
+                    cx.runner.check(&Cmd::new("systemctl").args(["disable", "--now", self.unit.as_str()]))?;
+                    systemd::invalidate(cx);
+                    self.set_aside_data(cx)?;
+                    match std::fs::remove_file(cx.path(&self.file)) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                        _ => {}
+                    }
+                }
                 Op::File => self.write(cx, "existing", &format!("{}={}", self.name, self.peer_url))?,
                 Op::New => {
                     self.set_aside_data(cx)?;

@@ -31,6 +31,16 @@ struct Params {
     /// The REST API's user and the secret holding its password (changes need them).
     user: String,
     password_secret: String,
+    /// Leave instead (`bootstrap decommission`): hand the leadership over if this member has
+    /// it, then stop Patroni (and with it PostgreSQL) for good.
+    #[serde(default)]
+    leave: bool,
+    #[serde(default = "default_unit")]
+    unit: String,
+}
+
+fn default_unit() -> String {
+    "patroni.service".into()
 }
 
 pub fn build(t: toml::Table, b: &mut Builder) -> Result<Box<dyn State>> {
@@ -48,7 +58,16 @@ pub fn build(t: toml::Table, b: &mut Builder) -> Result<Box<dyn State>> {
     if b.cx.secrets.get(&p.password_secret).is_none() {
         bail!("`password_secret`: secret `{}` is not set", p.password_secret);
     }
-    Ok(Box::new(PatroniConfig { api: p.api, desired, user: p.user, secret: p.password_secret }))
+    crate::sys::systemd::register(b.cx, &p.unit);
+    Ok(Box::new(PatroniConfig {
+        api: p.api,
+        desired,
+        user: p.user,
+        secret: p.password_secret,
+        leave: p.leave,
+        unit: p.unit,
+        name: b.cx.facts.hostname.clone(),
+    }))
 }
 
 struct PatroniConfig {
@@ -56,6 +75,10 @@ struct PatroniConfig {
     desired: Map<String, Value>,
     user: String,
     secret: String,
+    leave: bool,
+    unit: String,
+    /// This member's name (Patroni's `name`: the host name).
+    name: String,
 }
 
 enum Op {
@@ -63,6 +86,8 @@ enum Op {
     Patch(Value),
     /// Wait until the member runs, then patch what differs.
     Settle,
+    /// Switch over first when this member leads, then stop Patroni for good.
+    Leave { switchover: bool },
 }
 
 /// `desired` keys that differ from `have`, recursing into objects; the dotted names changed.
@@ -121,9 +146,25 @@ impl State for PatroniConfig {
         format!("{}/config", self.api)
     }
 
-    fn plan(&self, _cx: &Context) -> Result<Plan> {
+    fn plan(&self, cx: &Context) -> Result<Plan> {
         let c = patroni::client()?;
         let mut plan = Plan::default();
+        if self.leave {
+            let unit = crate::sys::systemd::status(cx, &self.unit)?;
+            if unit.active_state == "active" || unit.unit_file_state == "enabled" {
+                let members = patroni::cluster(&c, &self.api).unwrap_or_default();
+                let leads = members.iter().any(|m| m.name == self.name && m.role == "leader");
+                let other = members.iter().any(|m| m.name != self.name && (m.state == "running" || m.state == "streaming"));
+                let switchover = leads && other;
+                let what = if switchover {
+                    "hand the leadership to a replica (switchover), then stop Patroni and PostgreSQL here"
+                } else {
+                    "stop Patroni and PostgreSQL here"
+                };
+                plan.push(Change::new(what, Op::Leave { switchover }));
+            }
+            return Ok(plan);
+        }
         match patroni::member_state(&c, &self.api) {
             Ok(s) if s == "running" => {}
             Ok(s) => {
@@ -146,6 +187,15 @@ impl State for PatroniConfig {
         let c = patroni::client()?;
         for op in plan.ops::<Op>() {
             let patch = match op {
+                Op::Leave { switchover } => {
+                    if *switchover {
+                        patroni::switchover(&self.api, &self.name, (&self.user, password))?;
+                        patroni::wait_leader_elsewhere(&c, &self.api, &self.name, SETTLE)?;
+                    }
+                    cx.runner.check(&crate::engine::runner::Cmd::new("systemctl").args(["disable", "--now", self.unit.as_str()]))?;
+                    crate::sys::systemd::invalidate(cx);
+                    None
+                }
                 Op::Patch(p) => Some(p.clone()),
                 Op::Settle => {
                     patroni::wait_running(&c, &self.api, SETTLE)?;

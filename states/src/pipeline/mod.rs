@@ -102,13 +102,19 @@ pub fn prepare(mut inputs: Inputs<'_>) -> Result<Prepared> {
 /// `dns_record` states turned into the record's removal, newest first, then the schedule
 /// removed once every record is gone: a removal that fails (DNS down) leaves the schedule,
 /// which retries it. Services and data stay.
+/// The kinds that take part in leaving, and the parameter that turns them around: DNS records
+/// are removed; a Patroni member hands its leadership over and stops; an etcd member leaves.
+/// Newest first: the database stops serving before its records go, etcd leaves last.
+const LEAVING: &[(&str, &str)] = &[("dns_record", "absent"), ("patroni", "leave"), ("etcd_member", "leave")];
+
 pub fn decommission(mut inputs: Inputs<'_>) -> Result<Prepared> {
     let states = std::mem::take(&mut inputs.set.states);
     let mut leaving: Vec<StateSpec> = states
         .into_iter()
-        .filter(|s| s.kind == "dns_record")
+        .filter(|s| LEAVING.iter().any(|(k, _)| *k == s.kind))
         .map(|mut s| {
-            s.params.insert("absent".into(), toml::Value::Boolean(true));
+            let (_, how) = LEAVING.iter().find(|(k, _)| *k == s.kind).expect("filtered");
+            s.params.insert((*how).into(), toml::Value::Boolean(true));
             s.requires.clear();
             s.notify.clear();
             s

@@ -86,3 +86,17 @@ pub fn switchover(api: &str, leader: &str, auth: (&str, &str)) -> Result<()> {
     rest::call_ok(&slow, "POST", &format!("{api}/switchover"), Some(&json!({ "leader": leader })), Some(auth))?;
     Ok(())
 }
+
+/// Waits until a member other than `me` leads (after a switchover).
+pub fn wait_leader_elsewhere(c: &Client, api: &str, me: &str, limit: Duration) -> Result<()> {
+    let t = std::time::Instant::now();
+    while t.elapsed() < limit {
+        if let Ok(ms) = cluster(c, api) {
+            if ms.iter().any(|m| m.name != me && m.role == "leader" && m.state == "running") {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    bail!("no other member took the leadership within {}s", limit.as_secs())
+}
