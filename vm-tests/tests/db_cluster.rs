@@ -258,6 +258,10 @@ fn a_single_db_node_becomes_a_cluster_of_three_that_survives_its_leader() {
         ])
         .assert_ok("hyperfine");
     let h: serde_json::Value = serde_json::from_str(&dbs[1].read_file("/tmp/noop.json")).unwrap();
+    let mut slow = applied(&dbs[1].run(vm_tests::report::APPLY)).states;
+    slow.sort_by(|a, b| b.duration_ms.partial_cmp(&a.duration_ms).unwrap());
+    let slow: Vec<String> = slow.iter().take(6).map(|s| format!("{} {:.1} ms", s.id, s.duration_ms)).collect();
+    println!("[db_cluster] slowest states of a no-op run: {}", slow.join(", "));
     println!(
         "[db_cluster] no-op apply on a replica: median {:.1} ms (hyperfine, 20 runs)",
         h["results"][0]["median"].as_f64().unwrap() * 1000.0

@@ -165,16 +165,11 @@ impl State for PatroniConfig {
             }
             return Ok(plan);
         }
-        match patroni::member_state(&c, &self.api) {
-            Ok(s) if s == "running" => {}
-            Ok(s) => {
-                plan.push(Change::new(format!("wait until Patroni runs PostgreSQL here (now: {s})"), Op::Settle));
-                return Ok(plan);
-            }
-            Err(e) => {
-                plan.push(Change::new(format!("wait until Patroni's REST API answers (now: {e:#})"), Op::Settle));
-                return Ok(plan);
-            }
+        // Running: PostgreSQL answers on its socket (the run's shared observation, which the
+        // pg states use too). Patroni's own /patroni endpoint queries PostgreSQL each time.
+        if let Err(e) = crate::sys::psql::snapshot(cx) {
+            plan.push(Change::new(format!("wait until Patroni runs PostgreSQL here (now: {e:#})"), Op::Settle));
+            return Ok(plan);
         }
         if let Some((names, patch)) = self.patch(&c)? {
             plan.push(Change::new(format!("set {}", names.join(", ")), Op::Patch(patch)));
@@ -199,6 +194,7 @@ impl State for PatroniConfig {
                 Op::Patch(p) => Some(p.clone()),
                 Op::Settle => {
                     patroni::wait_running(&c, &self.api, SETTLE)?;
+                    cx.shared.invalidate::<crate::sys::psql::Snapshot>();
                     self.patch(&c)?.map(|(_, p)| p)
                 }
             };
