@@ -23,6 +23,7 @@ pub mod cache;
 pub mod cgroup;
 pub mod cleanup;
 pub mod cmd;
+pub mod db_cluster;
 pub mod front;
 pub mod http;
 pub mod image;

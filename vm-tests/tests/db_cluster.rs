@@ -9,19 +9,15 @@
 //! again and rejoins as a replica with no manual step. Every node converged at the end (a run
 //! changes nothing, `--check` exits 0), and no canary secret appears in any output.
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use vm_tests::db_cluster::{leader, lost, members, now, psql_local, start_writer, wait_cluster, writes_resumed};
 use vm_tests::operator::{download, serve_binary, INSTALLED};
 use vm_tests::report::{applied, pending};
 use vm_tests::{timed, Lab, Node, RunOpts, RunResult, Zone};
 
 const DB_PASSWORD: &str = "canary-db-Pw-0001";
 const CLUSTER_SECRET: &str = "canary-cluster-secret-0001";
-
-fn psql_local(node: &Node, sql: &str) -> RunResult {
-    node.run(&["runuser", "-u", "postgres", "--", "psql", "-X", "-A", "-t", "-d", "app", "-c", sql])
-}
 
 /// psql on the app node through its pool on `port`.
 fn app_sql(app: &Node, port: u16, sql: &str) -> RunResult {
@@ -30,43 +26,6 @@ fn app_sql(app: &Node, port: u16, sql: &str) -> RunResult {
         "-c",
         &format!("set -a; . /etc/bootstrap/app/database.env; PGPORT={port} psql -X -A -t -c \"{sql}\""),
     ])
-}
-
-/// `patronictl list` as JSON on `node`: (name, role, state) of every member.
-fn members(node: &Node) -> Vec<(String, String, String)> {
-    let r = node.run(&["patronictl", "-c", "/etc/patroni/config.yml", "list", "-f", "json"]);
-    if r.code != 0 {
-        return Vec::new();
-    }
-    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_default();
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .map(|m| {
-                    let s = |k: &str| m[k].as_str().unwrap_or("").to_string();
-                    (s("Member"), s("Role"), s("State"))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn leader(node: &Node) -> Option<String> {
-    members(node).into_iter().find(|(_, role, state)| role == "Leader" && state == "running").map(|(n, _, _)| n)
-}
-
-/// Waits until `node` sees `n` members running, one of them the leader.
-fn wait_cluster(node: &Node, n: usize, limit: Duration) -> Vec<(String, String, String)> {
-    let t = Instant::now();
-    loop {
-        let m = members(node);
-        let running = m.iter().filter(|(_, _, s)| s == "running" || s == "streaming").count();
-        if running == n && m.iter().any(|(_, r, _)| r == "Leader") {
-            return m;
-        }
-        assert!(t.elapsed() < limit, "{} does not see {n} running members: {m:?}", node.name());
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 fn install(node: &Node, opts: &RunOpts) {
@@ -182,47 +141,16 @@ fn a_single_db_node_becomes_a_cluster_of_three_that_survives_its_leader() {
     assert_ne!(r.code, 0, "a replica took a write");
 
     // Failover under a writer.
-    app.put_file(
-        "/root/writer.sh",
-        b"#!/bin/sh\nset -a; . /etc/bootstrap/app/database.env; PGCONNECT_TIMEOUT=2\ni=1\nwhile true; do\n  if psql -X -q -c \"insert into acks values ($i)\" >/dev/null 2>&1; then echo \"$i $(date +%s.%N)\" >> /root/acked; i=$((i+1)); fi\n  sleep 0.02\ndone\n",
-        0o755,
-    );
-    app.run(&["systemd-run", "--unit", "writer", "/root/writer.sh"]).assert_ok("writer");
-    let acked = |app: &Node| -> Vec<(u64, f64)> {
-        app.read_file("/root/acked")
-            .lines()
-            .filter_map(|l| {
-                let (n, t) = l.split_once(' ')?;
-                Some((n.parse().ok()?, t.parse().ok()?))
-            })
-            .collect()
-    };
+    start_writer(&app);
     std::thread::sleep(Duration::from_secs(5));
-    assert!(acked(&app).len() > 10, "the writer does not write");
-    let killed_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!(vm_tests::db_cluster::acked(&app).len() > 10, "the writer does not write");
+    let killed_at = now();
     dbs[0].kill();
-    let t = Instant::now();
-    // Resumed: an insert acknowledged well after the kill (one in flight at the kill is
-    // answered within milliseconds, or never).
-    while !acked(&app).iter().any(|(_, at)| *at > killed_at + 2.0) {
-        assert!(t.elapsed() < Duration::from_secs(120), "writes did not resume within 120 s");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    std::thread::sleep(Duration::from_secs(3));
-    app.run(&["systemctl", "stop", "writer"]).assert_ok("stop writer");
-    let all = acked(&app);
-    let resumed = all.iter().map(|(_, at)| *at).find(|at| *at > killed_at + 2.0).unwrap() - killed_at;
-    let seen: BTreeSet<u64> = all.into_iter().map(|(n, _)| n).collect();
+    let (resumed, seen) = writes_resumed(&app, killed_at, Duration::from_secs(120));
     let new_leader =
         vm_tests::cmd::poll(Duration::from_secs(60), || leader(&dbs[1]).filter(|l| l != "db1")).expect("a new leader");
     let on = dbs.iter().find(|d| d.name() == new_leader).unwrap();
-    let stored: BTreeSet<u64> = psql_local(on, "select n from acks")
-        .assert_ok("acks")
-        .stdout
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect();
-    let lost: Vec<_> = seen.difference(&stored).collect();
+    let lost = lost(on, &seen);
     println!(
         "[db_cluster] leader killed: writes resumed after {resumed:.1} s on {new_leader}; {} acknowledged inserts, {} lost",
         seen.len(),

@@ -1,16 +1,19 @@
 //! The main job (`scripts/lab`): a throwaway lab with real peers (knot for DNS, pebble as the
-//! ACME CA) and three fresh Debian nodes bootstrapped the way an operator would: the operator
+//! ACME CA) and five fresh Debian nodes bootstrapped the way an operator would: the operator
 //! signs the fleet's settings as a site bundle and serves it; each node gets the binary with
-//! wget, `./bootstrap --check db`, `./bootstrap db --site URL --site-key KEY`, then two app
-//! nodes sharing a floating IP (keepalived). Then the operator publishes a new bundle (a
-//! firewall rule, a new site name) and every node converges to it on its next run; haproxy
-//! stops on the node holding the floating IP and the other takes it, the outage measured from
-//! the db node. Prints what each run did and what to look at. Teardown on Enter (at once
-//! without a terminal, or with `--no-wait`).
+//! wget, `./bootstrap --check ROLE`, `./bootstrap ROLE --site URL --site-key KEY`: three db
+//! nodes forming one database cluster (Patroni on etcd, `db_ha`), then two app nodes sharing a
+//! floating IP (keepalived). Then the operator publishes a new bundle (a firewall rule, a new
+//! site name) and every node converges to it on its next run; haproxy stops on the node
+//! holding the floating IP and the other takes it, the outage measured from a db node; the db
+//! leader is killed under a writer on an app node, the seconds without writes and the inserts
+//! lost printed, and the killed node boots and rejoins. Prints what each run did and what to
+//! look at. Teardown on Enter (at once without a terminal, or with `--no-wait`).
 
 use std::io::IsTerminal;
 use std::time::Duration;
 
+use vm_tests::db_cluster::{leader, lost, now as db_now, start_writer, wait_cluster, writes_resumed};
 use vm_tests::front::{holder, holder_but, now, outage, start_probe};
 use vm_tests::operator::{download, serve_binary, INSTALLED};
 use vm_tests::{timed, Lab, RunOpts, Zone};
@@ -27,14 +30,14 @@ fn main() {
     let key = knot.tsig_key().clone();
     let http = lab.http_server(0);
     serve_binary(&http);
-    let db = timed("boot db1", || lab.boot("db1"));
+    let mut dbs: Vec<_> = ["db1", "db2", "db3"].iter().map(|n| timed(&format!("boot {n}"), || lab.boot(n))).collect();
     let app = timed("boot app1", || lab.boot("app1"));
     let app2 = timed("boot app2", || lab.boot("app2"));
     const VIP: &str = "198.18.0.100";
 
     let fleet = format!(
         "dns_zone = \"lab.test\"\ndns_server = \"198.18.0.1:53\"\ntsig_key_name = \"{}\"\nprivate_cidr = \"198.18.0.0/24\"\n\
-         floating_ip = \"{VIP}/24\"\n",
+         floating_ip = \"{VIP}/24\"\ndb_ha = true\n",
         key.name
     );
     let app_site = |name: &str| {
@@ -85,9 +88,10 @@ fn main() {
         .env("BOOTSTRAP_SECRET_DNS_TSIG_KEY", &key.secret)
         .env("BOOTSTRAP_SECRET_DB_PASSWORD", "demo-password-change-me")
         .env("BOOTSTRAP_SECRET_VRRP_PASSWORD", "demo-vrp")
+        .env("BOOTSTRAP_SECRET_DB_CLUSTER_SECRET", "demo-cluster-secret-change-me")
         .timeout(Duration::from_secs(600));
 
-    for (node, role) in [(&db, "db"), (&app, "app"), (&app2, "app")] {
+    for (node, role) in [(&dbs[0], "db"), (&dbs[1], "db"), (&dbs[2], "db"), (&app, "app"), (&app2, "app")] {
         download(node, &http);
         let args = ["/root/bootstrap", "--site", url.as_str(), "--site-key", pubkey.as_str()];
         show(
@@ -107,7 +111,7 @@ fn main() {
         &format!("{fleet}site_name = \"demo fleet, bundle 2\"\nfirewall_extra = [\"tcp/8443 from 198.18.0.0/24\"]\n"),
         2,
     );
-    for node in [&db, &app, &app2] {
+    for node in [&dbs[0], &dbs[1], &dbs[2], &app, &app2] {
         let r = node.run(&[INSTALLED, "apply"]);
         show(&format!("{}: bootstrap apply (what the schedule runs) after the new bundle", node.name()), &r);
         let rule = node.run(&["nft", "list", "table", "inet", "bootstrap"]).stdout.contains("8443");
@@ -120,22 +124,54 @@ fn main() {
 
     // The front survives the loss of haproxy on the node holding the floating IP.
     println!("\n=== The floating IP {VIP}");
+    let db = &dbs[0];
     db.sh("apt-get update -qq && apt-get install -y -qq curl >/dev/null").assert_ok("curl on db1");
     let fronts = [&app, &app2];
     let master = holder(VIP, &fronts, Duration::from_secs(30));
     println!("{} holds {VIP}; db1 asks https://{VIP}/ every 0.1 s", master.name());
-    start_probe(&db, &format!("-k https://{VIP}/"));
+    start_probe(db, &format!("-k https://{VIP}/"));
     std::thread::sleep(Duration::from_secs(2));
-    let t = now(&db);
+    let t = now(db);
     master.run(&["systemctl", "stop", "haproxy"]).assert_ok("stop haproxy");
     println!("stopped haproxy on {}", master.name());
     let other = holder_but(VIP, &fronts, master.name(), Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(2));
-    let (secs, by) = outage(&db, t);
+    let (secs, by) = outage(db, t);
     println!("{} took {VIP}: {secs:.1} s without an answer, then answered by {by}", other.name());
     db.run(&["systemctl", "stop", "probe"]);
     let r = master.run(&[INSTALLED, "apply"]);
     show(&format!("{}: bootstrap apply heals haproxy (the address stays with {})", master.name(), other.name()), &r);
+
+    // The database survives the loss of its leader (Patroni on etcd, synchronous replication).
+    println!("\n=== The database cluster");
+    show("db1: patronictl list", &dbs[0].run(&["patronictl", "-c", "/etc/patroni/config.yml", "list"]));
+    app.sh("apt-get install -y -qq postgresql-client >/dev/null").assert_ok("psql on app1");
+    app.sh("set -a; . /etc/bootstrap/app/database.env; psql -X -q -c 'create table acks (n int primary key)'")
+        .assert_ok("table");
+    start_writer(&app);
+    std::thread::sleep(Duration::from_secs(3));
+    let leading = leader(&dbs[0]).expect("a leader");
+    let i = dbs.iter().position(|d| d.name() == leading).unwrap();
+    println!("app1 inserts a row every ~20 ms through its pool (127.0.0.1:5432); killing the leader {leading}");
+    let at = db_now();
+    dbs[i].kill();
+    let (resumed, seen) = writes_resumed(&app, at, Duration::from_secs(120));
+    let o = (i + 1) % dbs.len();
+    let new =
+        vm_tests::cmd::poll(Duration::from_secs(60), || leader(&dbs[o]).filter(|l| *l != leading)).expect("leader");
+    let on = dbs.iter().find(|d| d.name() == new).unwrap();
+    let missing = lost(on, &seen);
+    println!(
+        "writes resumed after {resumed:.1} s on the new leader {new}; {} inserts acknowledged, {} lost",
+        seen.len(),
+        missing.len()
+    );
+    dbs[i].start();
+    wait_cluster(other, 3, Duration::from_secs(180));
+    show(
+        &format!("{leading} booted again: patronictl list"),
+        &other.run(&["patronictl", "-c", "/etc/patroni/config.yml", "list"]),
+    );
 
     let root = lab.dir().join("pebble-root.pem");
     std::fs::write(&root, pebble.issuing_root()).unwrap();
@@ -159,12 +195,12 @@ fn main() {
         .map(|o| String::from_utf8_lossy(&o.stdout).lines().find(|l| l.contains("<h1>")).unwrap_or("").to_string())
         .unwrap_or_default();
     println!("https://app1.lab.test/ (verified against pebble's root): {}", page.trim());
-    for node in [&db, &app, &app2] {
+    for node in [&dbs[0], &app, &app2] {
         show(&format!("{}: bootstrap status", node.name()), &node.run(&[INSTALLED, "status"]));
     }
 
     println!("\nWhat to look at:");
-    for node in [&db, &app, &app2] {
+    for node in [&dbs[0], &dbs[1], &dbs[2], &app, &app2] {
         println!("  {} at {}: `nsenter -t {} -a bash`, then `bootstrap status`, `bootstrap --check`, `journalctl -t bootstrap`", node.name(), node.addr(), node.pid1());
     }
     println!(
