@@ -3,7 +3,9 @@
 //! state of its roles, newest first) and, once they are gone, the schedule: a removal that
 //! fails (DNS down) is retried by the schedule until it succeeds. Run by the engine like any
 //! states, so `--check` shows what it would remove. From then on `apply` only finishes leaving
-//! and refuses to rejoin; `bootstrap ROLE…` installs the node again. Services and data stay.
+//! and refuses to rejoin; `bootstrap ROLE…` installs the node again. A db node with `db_ha`
+//! also hands its Patroni leadership over, stops Patroni and leaves etcd (see
+//! `pipeline::decommission`); other services and the data stay.
 
 use anyhow::{bail, Result};
 use states::engine::layout::Layout;

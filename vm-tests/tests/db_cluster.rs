@@ -236,4 +236,35 @@ fn a_single_db_node_becomes_a_cluster_of_three_that_survives_its_leader() {
     for node in dbs.iter().chain([&app]) {
         converged(node);
     }
+
+    // Canaries: the fleet secret and the passwords derived from it (read from Patroni's 0600
+    // configuration) are nowhere else: not in the journal, the report, etcd's keys, or any
+    // world-readable file under /etc and /var.
+    let cfg = dbs[0].read_file("/etc/patroni/config.yml");
+    let json: String = cfg.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n");
+    let v: serde_json::Value = serde_json::from_str(&json).expect("config.yml is JSON");
+    let auth = &v["postgresql"]["authentication"];
+    let mut needles: Vec<String> =
+        [&v["restapi"]["authentication"]["password"], &auth["superuser"]["password"], &auth["replication"]["password"]]
+            .iter()
+            .map(|p| p.as_str().expect("a password").to_string())
+            .collect();
+    assert!(needles.iter().all(|n| n.len() == 48), "derived passwords: 48 hex digits");
+    needles.push(CLUSTER_SECRET.to_string());
+    needles.push(DB_PASSWORD.to_string());
+    for node in &dbs {
+        node.put_file("/root/needles", needles.join("\n").as_bytes(), 0o600);
+        let hay = format!(
+            "{}{}{}",
+            node.journal(&[]),
+            node.read_file("/var/lib/bootstrap/last-run.json"),
+            node.run(&["etcdctl", "--endpoints=http://127.0.0.1:2379", "get", "--prefix", ""]).stdout
+        );
+        for n in &needles {
+            assert!(!hay.contains(n.as_str()), "a secret is in {}'s journal, report or etcd", node.name());
+        }
+        let found =
+            node.sh("find /etc /var -xdev -type f -perm -o+r -exec grep -l -F -f /root/needles {} + 2>/dev/null");
+        assert_eq!(found.stdout.trim(), "", "world-readable files on {} hold a secret", node.name());
+    }
 }

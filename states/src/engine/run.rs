@@ -217,11 +217,13 @@ fn run_notifications(
     out
 }
 
-/// The queued reloads of `unit`, which this run just started: done without being sent. A
-/// queued restart is done too (the start read the same configuration a restart would).
+/// The queued reloads of `unit`, which this run just started: done without being sent (it read
+/// its configuration at the start). Restarts stay queued: a unit file may need a daemon-reload
+/// first, and an umbrella unit's start restarts nothing.
 fn satisfied_by_start(cx: &Context, queue: &mut PendingQueue, unit: &str) -> Vec<NotificationReport> {
     let mut out = Vec::new();
-    for n in queue.items().to_vec().into_iter().filter(|n| same_unit(&n.service, unit)) {
+    let reloads = |n: &Notification| same_unit(&n.service, unit) && n.action == crate::engine::notify::Action::Reload;
+    for n in queue.items().to_vec().into_iter().filter(reloads) {
         out.push(match queue.done(&n) {
             Ok(()) => NotificationReport {
                 notification: format!("{n} (not needed: the unit was just started)"),

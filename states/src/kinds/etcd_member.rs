@@ -20,7 +20,9 @@ use crate::engine::build::{managed_path, params, Builder};
 use crate::engine::context::Context;
 use crate::engine::contract::{Change, Claim, Plan, State};
 use crate::engine::runner::Cmd;
+use crate::sys::dns_client;
 use crate::sys::etcd::{self, Member};
+use hickory_resolver::proto::rr::{RData, RecordType};
 use crate::sys::systemd;
 
 /// How long a started member may take to say it is healthy (a joining one catches up first).
@@ -43,6 +45,11 @@ struct Params {
     data_dir: String,
     /// The initial-cluster environment file this state writes.
     file: String,
+    /// The fleet's DNS server (`HOST:PORT`, authoritative) and the SRV name members register
+    /// (`_etcd-client._tcp.ZONE`): before forming a new cluster, an authoritative answer must
+    /// say that no other member is registered. A failed lookup never forms one.
+    registry_server: String,
+    registry_name: String,
     #[serde(default = "default_unit")]
     unit: String,
     /// Leave instead (`bootstrap decommission`): remove this member from the cluster, stop
@@ -72,6 +79,9 @@ pub fn build(t: toml::Table, b: &mut Builder) -> Result<Box<dyn State>> {
         bail!("`name` `{}` is not a host name", p.name);
     }
     let others = peers.into_iter().filter(|u| *u != p.client_url).collect();
+    let registry_server = dns_client::parse_server(&p.registry_server)
+        .map_err(|e| anyhow!("`registry_server` (db_ha needs `dns_server` and `dns_zone`): {e:#}"))?;
+    let registry_name = dns_client::fqdn(&p.registry_name).map_err(|e| anyhow!("`registry_name`: {e:#}"))?;
     systemd::register(b.cx, &p.unit);
     Ok(Box::new(EtcdMember {
         name: p.name,
@@ -82,6 +92,8 @@ pub fn build(t: toml::Table, b: &mut Builder) -> Result<Box<dyn State>> {
         file: managed_path(Path::new(&p.file))?,
         unit: p.unit,
         leave: p.leave,
+        registry_server,
+        registry_name,
     }))
 }
 
@@ -104,6 +116,8 @@ struct EtcdMember {
     file: PathBuf,
     unit: String,
     leave: bool,
+    registry_server: std::net::SocketAddr,
+    registry_name: hickory_resolver::proto::rr::Name,
 }
 
 enum Op {
@@ -116,8 +130,45 @@ enum Op {
 }
 
 impl EtcdMember {
+    /// What etcd itself checks (`wal.Exist`): a WAL file. A failed first start leaves
+    /// `member/snap` behind but no WAL, and such a directory is set aside, not reused.
     fn has_member_data(&self, cx: &Context) -> bool {
-        cx.path(&self.data_dir).join("member").is_dir()
+        std::fs::read_dir(cx.path(&self.data_dir).join("member/wal"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".wal"))
+    }
+
+    /// A positive answer that no other member exists: the fleet's DNS server, asked directly
+    /// and authoritatively, lists no `_etcd-client` record but this node's. Discovery alone
+    /// can't tell "none" from "lookup failed on a first install".
+    fn none_registered(&self) -> Result<()> {
+        let records = dns_client::query(self.registry_server, &self.registry_name, RecordType::SRV).map_err(|e| {
+            anyhow!("can't tell whether an etcd cluster exists ({e:#}): not forming a new one; retry when DNS answers")
+        })?;
+        let mine = format!("{}.", self.name);
+        let others: Vec<String> = records
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::SRV(srv) => Some(srv.target.to_string()),
+                _ => None,
+            })
+            .filter(|t| !t.starts_with(&mine))
+            .collect();
+        if !others.is_empty() {
+            bail!(
+                "etcd members are registered in DNS ({}) but discovery gave none this run: not forming a second cluster; retry",
+                others.join(", ")
+            );
+        }
+        Ok(())
+    }
+
+    /// Said in the plan: a leftover data directory (without member data) is moved aside.
+    fn aside_note(&self, cx: &Context) -> &'static str {
+        let empty = std::fs::read_dir(cx.path(&self.data_dir)).map(|mut d| d.next().is_none()).unwrap_or(true);
+        if empty { "" } else { "; the leftover data directory is moved aside first" }
     }
 
     fn write(&self, cx: &Context, state: &str, cluster: &str) -> Result<()> {
@@ -233,23 +284,25 @@ impl State for EtcdMember {
                  start one of them, or delete their _etcd-client._tcp records if they are gone for good"
             )
         })?;
+        let aside = self.aside_note(cx);
         let Some((via, members)) = found else {
-            plan.push(Change::new("form a new etcd cluster (no other member is registered in DNS)", Op::New));
+            self.none_registered()?;
+            plan.push(Change::new(format!("form a new etcd cluster (no other member is registered in DNS){aside}"), Op::New));
             return Ok(plan);
         };
         let mine = members.iter().find(|m| m.peer_urls.contains(&self.peer_url) || m.name == self.name);
         let n = members.len();
         let change = match mine {
             Some(m) if m.name.is_empty() && m.peer_urls.contains(&self.peer_url) => Change::new(
-                format!("join the etcd cluster through {via} (already added as member {})", m.id),
+                format!("join the etcd cluster through {via} (already added as member {}){aside}", m.id),
                 Op::Join { via, replace: None, added: true },
             ),
             Some(m) => Change::new(
-                format!("replace member {} ({}): this node's etcd data is gone; remove it, add this node, join", m.name, m.id),
+                format!("replace member {} ({}): this node's etcd data is gone; remove it, add this node, join{aside}", m.name, m.id),
                 Op::Join { via, replace: Some(m.id.clone()), added: false },
             ),
             None => Change::new(
-                format!("join the etcd cluster of {n} through {via} (member add, then start)"),
+                format!("join the etcd cluster of {n} through {via} (member add, then start){aside}"),
                 Op::Join { via, replace: None, added: false },
             ),
         };

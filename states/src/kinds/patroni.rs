@@ -152,7 +152,9 @@ impl State for PatroniConfig {
         if self.leave {
             let unit = crate::sys::systemd::status(cx, &self.unit)?;
             if unit.active_state == "active" || unit.unit_file_state == "enabled" {
-                let members = patroni::cluster(&c, &self.api).unwrap_or_default();
+                let members = patroni::cluster(&c, &self.api).map_err(|e| {
+                    anyhow!("Patroni runs here but its cluster view can't be read ({e:#}): not leaving without knowing whether this node leads")
+                })?;
                 let leads = members.iter().any(|m| m.name == self.name && m.role == "leader");
                 let other = members.iter().any(|m| m.name != self.name && (m.state == "running" || m.state == "streaming"));
                 let switchover = leads && other;

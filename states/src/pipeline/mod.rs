@@ -98,15 +98,15 @@ pub fn prepare(mut inputs: Inputs<'_>) -> Result<Prepared> {
     Ok(Prepared { cx, nodes: compiled.nodes, fingerprints: compiled.fingerprints, data, templates, site })
 }
 
-/// The states that take the node out of the fleet (`bootstrap decommission`): each of its
-/// `dns_record` states turned into the record's removal, newest first, then the schedule
-/// removed once every record is gone: a removal that fails (DNS down) leaves the schedule,
-/// which retries it. Services and data stay.
 /// The kinds that take part in leaving, and the parameter that turns them around: DNS records
 /// are removed; a Patroni member hands its leadership over and stops; an etcd member leaves.
-/// Newest first: the database stops serving before its records go, etcd leaves last.
 const LEAVING: &[(&str, &str)] = &[("dns_record", "absent"), ("patroni", "leave"), ("etcd_member", "leave")];
 
+/// The states that take the node out of the fleet (`bootstrap decommission`): its `dns_record`,
+/// `patroni` and `etcd_member` states turned around (see `LEAVING`), newest first (so the
+/// `_postgresql` record goes, then Patroni hands over and stops, then etcd is left once Patroni
+/// stopped), then the schedule removed once all of them succeeded: a removal that fails (DNS
+/// down) leaves the schedule, which retries it. Other services and the data stay.
 pub fn decommission(mut inputs: Inputs<'_>) -> Result<Prepared> {
     let states = std::mem::take(&mut inputs.set.states);
     let mut leaving: Vec<StateSpec> = states
@@ -121,6 +121,11 @@ pub fn decommission(mut inputs: Inputs<'_>) -> Result<Prepared> {
         })
         .collect();
     leaving.reverse();
+    // etcd is left only once Patroni here stopped: a leader must not lose its DCS first.
+    let patroni: Vec<String> = leaving.iter().filter(|s| s.kind == "patroni").map(|s| s.id.clone()).collect();
+    for s in leaving.iter_mut().filter(|s| s.kind == "etcd_member") {
+        s.requires = patroni.clone();
+    }
     let records: Vec<String> = leaving.iter().map(|s| s.id.clone()).collect();
     let mut params = toml::Table::new();
     params.insert("path".into(), toml::Value::String(CRON_FILE.into()));

@@ -20,7 +20,6 @@ pub struct Member {
     /// Empty for a member added but never started.
     pub name: String,
     pub peer_urls: Vec<String>,
-    pub client_urls: Vec<String>,
 }
 
 pub fn client() -> Result<Client> {
@@ -39,7 +38,6 @@ fn members(v: &Value) -> Vec<Member> {
                     id: m["ID"].as_str().map(str::to_string).unwrap_or_else(|| m["ID"].to_string()),
                     name: m["name"].as_str().unwrap_or("").to_string(),
                     peer_urls: strings(m, "peerURLs"),
-                    client_urls: strings(m, "clientURLs"),
                 })
                 .collect()
         })

@@ -167,10 +167,10 @@ fn main() {
         missing.len()
     );
     dbs[i].start();
-    wait_cluster(other, 3, Duration::from_secs(180));
+    wait_cluster(&dbs[o], 3, Duration::from_secs(180));
     show(
         &format!("{leading} booted again: patronictl list"),
-        &other.run(&["patronictl", "-c", "/etc/patroni/config.yml", "list"]),
+        &dbs[o].run(&["patronictl", "-c", "/etc/patroni/config.yml", "list"]),
     );
 
     let root = lab.dir().join("pebble-root.pem");
