@@ -127,6 +127,22 @@ impl PatroniConfig {
     }
 }
 
+impl PatroniConfig {
+    /// `patch`, once the dynamic configuration exists (bounded by `SETTLE`).
+    fn patch_when_initialised(&self, c: &reqwest::blocking::Client) -> Result<Option<(Vec<String>, Value)>> {
+        let t = std::time::Instant::now();
+        loop {
+            match self.patch(c) {
+                Err(e) if t.elapsed() < SETTLE => {
+                    tracing::debug!("waiting for the dynamic configuration: {e:#}");
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
 fn short(v: &Value) -> String {
     let s = v.to_string();
     if s.len() > 40 {
@@ -173,8 +189,12 @@ impl State for PatroniConfig {
             plan.push(Change::new(format!("wait until Patroni runs PostgreSQL here (now: {e:#})"), Op::Settle));
             return Ok(plan);
         }
-        if let Some((names, patch)) = self.patch(&c)? {
-            plan.push(Change::new(format!("set {}", names.join(", ")), Op::Patch(patch)));
+        // Right after Patroni took a data directory over, it runs PostgreSQL before the cluster
+        // is initialised in etcd: `/config` answers 502 until then.
+        match self.patch(&c) {
+            Ok(Some((names, patch))) => plan.push(Change::new(format!("set {}", names.join(", ")), Op::Patch(patch))),
+            Ok(None) => {}
+            Err(e) => plan.push(Change::new(format!("wait until the cluster is initialised ({e:#})"), Op::Settle)),
         }
         Ok(plan)
     }
@@ -197,7 +217,7 @@ impl State for PatroniConfig {
                 Op::Settle => {
                     patroni::wait_running(&c, &self.api, SETTLE)?;
                     cx.shared.invalidate::<crate::sys::psql::Snapshot>();
-                    self.patch(&c)?.map(|(_, p)| p)
+                    self.patch_when_initialised(&c)?.map(|(_, p)| p)
                 }
             };
             if let Some(p) = patch {
