@@ -66,7 +66,7 @@ fn default_unit() -> String {
     "etcd.service".into()
 }
 
-pub fn build(t: toml::Table, b: &mut Builder) -> Result<Box<dyn State>> {
+pub fn build(t: toml::Table, _b: &mut Builder) -> Result<Box<dyn State>> {
     let p: Params = params(t)?;
     for (what, url) in [("peer_url", &p.peer_url), ("client_url", &p.client_url)] {
         check_url(what, url)?;
@@ -82,7 +82,6 @@ pub fn build(t: toml::Table, b: &mut Builder) -> Result<Box<dyn State>> {
     let registry_server = dns_client::parse_server(&p.registry_server)
         .map_err(|e| anyhow!("`registry_server` (db_ha needs `dns_server` and `dns_zone`): {e:#}"))?;
     let registry_name = dns_client::fqdn(&p.registry_name).map_err(|e| anyhow!("`registry_name`: {e:#}"))?;
-    systemd::register(b.cx, &p.unit);
     Ok(Box::new(EtcdMember {
         name: p.name,
         peer_url: p.peer_url,
@@ -165,10 +164,14 @@ impl EtcdMember {
         Ok(())
     }
 
+    /// A data directory with anything in it (without member data: what a join moves aside).
+    fn has_leftover_data(&self, cx: &Context) -> bool {
+        std::fs::read_dir(cx.path(&self.data_dir)).is_ok_and(|mut d| d.next().is_some())
+    }
+
     /// Said in the plan: a leftover data directory (without member data) is moved aside.
     fn aside_note(&self, cx: &Context) -> &'static str {
-        let empty = std::fs::read_dir(cx.path(&self.data_dir)).map(|mut d| d.next().is_none()).unwrap_or(true);
-        if empty { "" } else { "; the leftover data directory is moved aside first" }
+        if self.has_leftover_data(cx) { "; the leftover data directory is moved aside first" } else { "" }
     }
 
     fn write(&self, cx: &Context, state: &str, cluster: &str) -> Result<()> {
@@ -182,8 +185,7 @@ impl EtcdMember {
     /// A data directory without member data (a failed first start) is moved aside.
     fn set_aside_data(&self, cx: &Context) -> Result<()> {
         let dir = cx.path(&self.data_dir);
-        let empty = std::fs::read_dir(&dir).map(|mut d| d.next().is_none()).unwrap_or(true);
-        if !empty {
+        if self.has_leftover_data(cx) {
             let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
             let aside = dir.with_extension(format!("set-aside-{secs}"));
             std::fs::rename(&dir, &aside).map_err(|e| anyhow!("cannot move {} aside: {e}", dir.display()))?;
