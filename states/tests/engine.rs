@@ -319,8 +319,110 @@ fn a_service_state_carries_out_its_reload_before_its_dependents() {
     });
     let r = run(&cx, &built, Mode::Apply, &LogNotifier(log.clone()));
     assert_eq!(r.exit_code(), 0, "{:?}", r.states);
-    // `reload web` right after the web service's state, before what requires it; `restart
-    // other` (no state manages it) at the end.
-    assert_eq!(*log.lock().unwrap(), ["plan web-service", "reload web", "plan after", "restart other"]);
+    // Both planned ahead (in any order), then again after `conf` changed the system: `reload
+    // web` right after the web service's state, before what requires it; `restart other` (no
+    // state manages it) at the end.
+    let log = log.lock().unwrap();
+    let mut ahead = log[..2].to_vec();
+    ahead.sort();
+    assert_eq!(ahead, ["plan after", "plan web-service"]);
+    assert_eq!(log[2..], ["plan web-service", "reload web", "plan after", "restart other"]);
     assert!(!PendingQueue::path(&cx).exists());
+}
+
+/// A state whose plan waits (up to 10 s) until `n` plans of its kind have begun: it plans
+/// nothing when they overlap and fails when it is planned alone.
+struct Rendezvous {
+    n: usize,
+    met: std::sync::Arc<(std::sync::Mutex<usize>, std::sync::Condvar)>,
+    log: Log,
+}
+
+impl State for Rendezvous {
+    fn claims(&self) -> Vec<Claim> {
+        Vec::new()
+    }
+    fn target(&self) -> String {
+        "rendezvous".into()
+    }
+    fn plan(&self, _: &Context) -> anyhow::Result<Plan> {
+        self.log.lock().unwrap().push("plan".into());
+        let (count, cv) = &*self.met;
+        let mut c = count.lock().unwrap();
+        *c += 1;
+        cv.notify_all();
+        let (c, _) = cv.wait_timeout_while(c, std::time::Duration::from_secs(10), |c| *c < self.n).unwrap();
+        anyhow::ensure!(*c >= self.n, "planned alone: {} of {} plans began", *c, self.n);
+        Ok(Plan::default())
+    }
+    fn apply(&self, _: &Context, _: &Plan) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn plans_are_made_concurrently_and_once_in_a_run_that_changes_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let cx = cx(root.path());
+    let log: Log = Default::default();
+    let met = Default::default();
+    let built: Vec<Node> = (0..3)
+        .map(|i| Node {
+            id: format!("r{i}"),
+            kind: "test",
+            state: Box::new(Rendezvous { n: 3, met: std::sync::Arc::clone(&met), log: log.clone() }),
+            // A chain: ordered, yet observed together.
+            requires: if i == 0 { vec![] } else { vec![format!("r{}", i - 1)] },
+            notify: vec![],
+        })
+        .collect();
+    let r = run(&cx, &built, Mode::Apply, &LogNotifier(log.clone()));
+    assert_eq!(r.exit_code(), 0, "{:?}", r.states);
+    assert_eq!(r.unchanged, 3);
+    assert_eq!(log.lock().unwrap().len(), 3, "each state planned once");
+}
+
+/// Plans a change while `path` is missing; applying it is an error (the file state before it
+/// creates the file).
+struct ExpectsFile(std::path::PathBuf);
+
+impl State for ExpectsFile {
+    fn claims(&self) -> Vec<Claim> {
+        Vec::new()
+    }
+    fn target(&self) -> String {
+        self.0.display().to_string()
+    }
+    fn plan(&self, _: &Context) -> anyhow::Result<Plan> {
+        let mut p = Plan::default();
+        if !self.0.exists() {
+            p.push(Change::new("missing", ()));
+        }
+        Ok(p)
+    }
+    fn apply(&self, _: &Context, _: &Plan) -> anyhow::Result<()> {
+        anyhow::bail!("applied a plan made before the file existed")
+    }
+}
+
+#[test]
+fn a_state_after_a_change_is_planned_again() {
+    let root = tempfile::tempdir().unwrap();
+    let cx = cx(root.path());
+    let mut built =
+        nodes(&cx, "[[state]]\nid = \"conf\"\ntype = \"file\"\npath = \"/etc/web.conf\"\ncontent = \"v1\"\n", &[])
+            .unwrap();
+    built.push(Node {
+        id: "reader".into(),
+        kind: "test",
+        state: Box::new(ExpectsFile(root.path().join("etc/web.conf"))),
+        requires: vec!["conf".into()],
+        notify: vec![],
+    });
+    let r = run(&cx, &built, Mode::Apply, &LogNotifier(Default::default()));
+    assert_eq!(r.exit_code(), 0, "{:?}", r.states);
+    assert_eq!((status_of(&r, "conf"), status_of(&r, "reader")), (Status::Changed, Status::Unchanged));
+    // A dry run plans everything ahead and keeps those plans: the file exists now.
+    let r = run(&cx, &built, Mode::Check, &LogNotifier(Default::default()));
+    assert_eq!(r.exit_code(), 0, "{:?}", r.states);
 }

@@ -1,7 +1,14 @@
 //! The engine: plan every state in `requires` order, apply what differs, plan again to prove
 //! idempotence, then run queued notifications. A dry run is the same code stopped before apply.
+//!
+//! Plans only observe, so all of them are first made concurrently (`plan_ahead`): their child
+//! processes and round trips overlap, and a run that changes nothing costs its slowest
+//! observation rather than their sum. Once a state has changed the system (or a notification
+//! ran), every later state is planned again, after it, as if there had been no plan ahead.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
@@ -46,6 +53,9 @@ pub fn run(
     let t0 = Instant::now();
     let started = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let order = order(nodes)?;
+    let mut ahead = plan_ahead(cx, nodes, &order);
+    // Set once this run changed anything: plans made ahead are then stale.
+    let mut touched = false;
     let mut queue = PendingQueue::load(cx)?;
     // In a dry run, what the queue would hold once the planned changes were made.
     let mut would_queue: Vec<Notification> = queue.items().to_vec();
@@ -61,6 +71,8 @@ pub fn run(
         let node = &nodes[i];
         let st = &*node.state;
         let t = Instant::now();
+        let made_ahead = ahead[i].take().filter(|_| !touched);
+        let ahead_ms = made_ahead.as_ref().map_or(0.0, |(_, ms)| *ms);
         let mut report = StateReport {
             id: node.id.clone(),
             kind: node.kind.to_string(),
@@ -77,7 +89,14 @@ pub fn run(
             report.status = Status::Skipped;
             report.error = Some(format!("requires `{r}`, which did not succeed"));
         } else {
-            match run_one(cx, node, mode, &mut queue, &mut would_queue) {
+            let result = run_one(cx, node, mode, made_ahead.map(|(plan, _)| plan), &mut queue, &mut would_queue);
+            // Applied (or tried to): whatever a later state planned ahead may have changed.
+            touched |= mode == Mode::Apply
+                && match &result {
+                    Ok((status, _)) => *status == Status::Changed,
+                    Err((_, plan)) => plan.is_some(),
+                };
+            match result {
                 Ok((status, plan)) => {
                     report.status = status;
                     report.changes = describe(cx, &plan);
@@ -110,13 +129,15 @@ pub fn run(
         }
         if mode == Mode::Apply && matches!(report.status, Status::Changed | Status::Unchanged) {
             if let Some(unit) = st.service_unit() {
-                early.extend(run_notifications(cx, &mut queue, notifier, Some(unit)));
+                let done = run_notifications(cx, &mut queue, notifier, Some(unit));
+                touched |= !done.is_empty();
+                early.extend(done);
             }
         }
         if matches!(report.status, Status::Failed | Status::Skipped) {
             not_ok.insert(&node.id);
         }
-        report.duration_ms = ms(t);
+        report.duration_ms = ahead_ms + ms(t);
         observe(Event::Finished(&report));
         states.push(report);
     }
@@ -148,17 +169,44 @@ pub fn run(
     })
 }
 
+/// At most this many plans at once: enough to overlap every child process of a role's
+/// observations, few enough that a run never looks like a fork bomb.
+const PLANNERS: usize = 8;
+
+/// Every node's plan (and how long it took, in ms), made concurrently before anything
+/// changes, indexed like `nodes`. Taken in `order`, so the first states' plans are first ready.
+fn plan_ahead(cx: &Context, nodes: &[Node], order: &[usize]) -> Vec<Option<(Result<Plan>, f64)>> {
+    let made: Vec<OnceLock<(Result<Plan>, f64)>> = nodes.iter().map(|_| OnceLock::new()).collect();
+    let next = AtomicUsize::new(0);
+    let planner = || {
+        while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+            let t = Instant::now();
+            let plan = nodes[i].state.plan(cx);
+            let _ = made[i].set((plan, ms(t)));
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..PLANNERS.min(order.len()) {
+            scope.spawn(planner);
+        }
+        planner();
+    });
+    made.into_iter().map(OnceLock::into_inner).collect()
+}
+
 type Failure = (anyhow::Error, Option<Plan>);
 
+/// One state: `ahead` is its plan when it was made before anything in this run changed.
 fn run_one(
     cx: &Context,
     node: &Node,
     mode: Mode,
+    ahead: Option<Result<Plan>>,
     queue: &mut PendingQueue,
     would_queue: &mut Vec<Notification>,
 ) -> Result<(Status, Plan), Failure> {
     let st = &*node.state;
-    let plan = st.plan(cx).map_err(|e| (e, None))?;
+    let plan = ahead.unwrap_or_else(|| st.plan(cx)).map_err(|e| (e, None))?;
     if plan.is_empty() {
         return Ok((Status::Unchanged, plan));
     }
@@ -172,6 +220,7 @@ fn run_one(
     if let Err(e) = queue.add(&node.notify) {
         return Err((e.context("cannot record pending notifications"), Some(plan)));
     }
+    cx.shared.changes().add();
     if let Err(e) = st.apply(cx, &plan) {
         return Err((e, Some(plan)));
     }
@@ -204,6 +253,7 @@ fn run_notifications(
         if unit.is_some_and(|u| !same_unit(&n.service, u)) {
             continue;
         }
+        cx.shared.changes().add();
         let result = notifier.notify(cx, &n).and_then(|()| queue.done(&n));
         out.push(match result {
             Ok(()) => NotificationReport { notification: n.to_string(), status: Status::Changed, error: None },

@@ -28,8 +28,9 @@ pub struct UnitStatus {
 #[derive(Default)]
 struct Registry(Mutex<Vec<String>>);
 
-/// The last answer, keyed by the unit name as registered (aliases report another `Id`).
-struct Snapshot(HashMap<String, UnitStatus>);
+/// The last answer, keyed by the unit name as registered (aliases report another `Id`), and
+/// the run's count of changes when it was asked.
+struct Snapshot(HashMap<String, UnitStatus>, u64);
 
 /// Record at build time that `unit` is to be observed with the others.
 pub fn register(cx: &Context, unit: &str) {
@@ -45,16 +46,13 @@ pub fn invalidate(cx: &Context) {
     cx.shared.invalidate::<Snapshot>();
 }
 
-/// The status of a registered `unit`, from the run's shared snapshot. A unit not found in an
-/// older snapshot is asked about again, since a state earlier in this run (a package install)
-/// may have brought it.
+/// The status of a registered `unit`, from the run's shared snapshot. A unit not found in a
+/// snapshot older than the run's last change is asked about again, since a state earlier in
+/// this run (a package install) may have brought it.
 pub fn status(cx: &Context, unit: &str) -> Result<UnitStatus> {
-    let mut fresh = false;
-    let mut snap = cx.shared.try_get_or_init(|| {
-        fresh = true;
-        query(cx)
-    })?;
-    if !fresh && snap.0.get(unit).is_some_and(|s| s.load_state == "not-found") {
+    let mut snap = cx.shared.try_get_or_init(|| query(cx))?;
+    let stale = snap.1 < cx.shared.changes().count();
+    if stale && snap.0.get(unit).is_some_and(|s| s.load_state == "not-found") {
         invalidate(cx);
         snap = cx.shared.try_get_or_init(|| query(cx))?;
     }
@@ -62,6 +60,7 @@ pub fn status(cx: &Context, unit: &str) -> Result<UnitStatus> {
 }
 
 fn query(cx: &Context) -> Result<Snapshot> {
+    let asked_at = cx.shared.changes().count();
     let units: Vec<String> = cx.shared.get_or_init(Registry::default).0.lock().unwrap().clone();
     let cmd = Cmd::new("systemctl").arg("show").arg(format!("--property={PROPERTIES}")).args(&units);
     let out = match cx.runner.run(&cmd) {
@@ -75,7 +74,7 @@ fn query(cx: &Context) -> Result<Snapshot> {
     if records.len() != units.len() {
         bail!("`systemctl show` described {} units for the {} asked about", records.len(), units.len());
     }
-    Ok(Snapshot(units.into_iter().zip(records).collect()))
+    Ok(Snapshot(units.into_iter().zip(records).collect(), asked_at))
 }
 
 /// The plain reason when systemd can't be asked because it is not this system's init (a
