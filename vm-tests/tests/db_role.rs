@@ -209,7 +209,7 @@ fn db_role_installs_converges_rotates_heals_and_keeps_data() {
     assert_eq!(cluster_pid(&node), pid);
     let ms = |id: &str| report::state(&r, id).duration_ms;
     eprintln!(
-        "[timing] no-op engine run: {} ms; pg_role {} ms (the shared psql query), pg_database {} ms",
+        "[timing] no-op engine run: {} ms; pg_role {} ms (the shared observation on the socket), pg_database {} ms",
         r.duration_ms,
         ms("db-user"),
         ms("db-database")
@@ -235,7 +235,10 @@ fn db_role_installs_converges_rotates_heals_and_keeps_data() {
 
     // Drift: pg_hba.conf opened to everyone and PostgreSQL stopped. --check lists both (the
     // database states wait on the service), one run heals, the rows are there.
-    node.sh("echo 'host all all 0.0.0.0/0 trust' >> /etc/postgresql/15/main/pg_hba.conf && systemctl stop postgresql")
+    // (Stopping the umbrella unit returns before the cluster's own unit has stopped: wait for
+    // it, or a dry run that observes at once may still find PostgreSQL answering.)
+    node.sh("echo 'host all all 0.0.0.0/0 trust' >> /etc/postgresql/15/main/pg_hba.conf && systemctl stop postgresql \
+         && while systemctl is-active -q postgresql@15-main; do sleep 0.2; done")
         .assert_ok("drift");
     let (code, plan) = check(&node, &out);
     assert_eq!(code, 2);

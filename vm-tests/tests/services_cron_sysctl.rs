@@ -139,7 +139,7 @@ fn services_cron_and_sysctl_converge_heal_and_survive() {
     assert!(r.notifications.is_empty(), "{:?}", r.notifications);
     let ms = |id: &str| report::state(&r, id).duration_ms;
     eprintln!(
-        "[timing] no-op engine run: {} ms; of which the service plan (one `systemctl show`): {} ms, each sysctl: {} ms",
+        "[timing] no-op engine run: {} ms; of which the service plan (one look at every unit): {} ms, each sysctl: {} ms",
         r.duration_ms,
         ms("cron-running"),
         ms("forwarding")

@@ -39,6 +39,12 @@ impl Context {
         self.root == Path::new("/")
     }
 
+    /// True when an observation may go to a daemon's socket rather than through a tool: the
+    /// running system, reached by the real runner (not a test's substitute).
+    pub fn direct(&self) -> bool {
+        self.is_live() && self.runner.is_system()
+    }
+
     /// For modules that manage the running system (packages, services, sysctl): a clear error
     /// when the states act on a tree instead.
     pub fn require_live(&self, what: &str) -> anyhow::Result<()> {

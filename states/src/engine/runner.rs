@@ -98,6 +98,13 @@ impl Output {
 pub trait Runner: Send + Sync {
     fn run(&self, cmd: &Cmd) -> Result<Output>;
 
+    /// Whether this runner is the system itself, so an observation may skip the child process
+    /// and ask a daemon's socket directly (PostgreSQL, the system bus). A substitute says no:
+    /// what it fakes is the tools.
+    fn is_system(&self) -> bool {
+        false
+    }
+
     /// Run and fail unless the exit code is 0, with the tool's own message.
     fn check(&self, cmd: &Cmd) -> Result<Output> {
         let out = self.run(cmd)?;
@@ -113,6 +120,10 @@ pub trait Runner: Send + Sync {
 pub struct SystemRunner;
 
 impl Runner for SystemRunner {
+    fn is_system(&self) -> bool {
+        true
+    }
+
     fn run(&self, cmd: &Cmd) -> Result<Output> {
         tracing::debug!(command = %cmd.display(), "run");
         let mut command = Command::new(&cmd.program);

@@ -3,7 +3,8 @@
 //! SQL always on standard input (never in argv, which is logged and visible in /proc).
 //!
 //! Observation is ONE query per run, shared by every pg state (roles with their password
-//! verifiers, databases with their owners); a state that changed something invalidates it.
+//! verifiers, databases with their owners); a state that changed something invalidates it. On
+//! the running system that query goes straight to the socket (`pg_socket`), without psql.
 
 use std::collections::HashMap;
 
@@ -74,17 +75,35 @@ fn psql_path(cx: &Context) -> String {
 /// The run's shared snapshot, queried on first use.
 pub fn snapshot(cx: &Context) -> Result<std::sync::Arc<Snapshot>> {
     cx.shared.try_get_or_init(|| {
-        let out = cx.runner.run(&cmd(cx, OBSERVE))?;
-        if !out.success() {
-            bail!(
-                "cannot reach PostgreSQL on its local socket as the postgres user (not installed or not running?): {}",
-                out.message()
-            );
-        }
+        let answer = if cx.direct() { observe_on_socket(cx)? } else { observe_with_psql(cx)? };
         // The answer holds every role's password verifier: never quote it.
-        serde_json::from_str(out.stdout.trim())
-            .map_err(|e| anyhow!("unexpected answer from psql ({e}, {} bytes)", out.stdout.len()))
+        serde_json::from_str(answer.trim())
+            .map_err(|e| anyhow!("unexpected answer from PostgreSQL ({e}, {} bytes)", answer.len()))
     })
+}
+
+/// Where Debian's (and Patroni's) PostgreSQL listens locally.
+pub const SOCKET: &str = "/var/run/postgresql/.s.PGSQL.5432";
+
+/// On the running system: the socket spoken to directly (no child process in a no-op run).
+fn observe_on_socket(cx: &Context) -> Result<String> {
+    crate::sys::pg_socket::query_text(&cx.path(SOCKET), "postgres", OBSERVE).map_err(|e| {
+        anyhow!(
+            "cannot reach PostgreSQL on its local socket as the postgres user (not installed or not running?): {e:#}"
+        )
+    })
+}
+
+/// Elsewhere (a root tree, a test's runner): through psql, as every change is made.
+fn observe_with_psql(cx: &Context) -> Result<String> {
+    let out = cx.runner.run(&cmd(cx, OBSERVE))?;
+    if !out.success() {
+        bail!(
+            "cannot reach PostgreSQL on its local socket as the postgres user (not installed or not running?): {}",
+            out.message()
+        );
+    }
+    Ok(out.stdout)
 }
 
 /// Run `sql` (statements built by the pg states); the next plan observes afresh.

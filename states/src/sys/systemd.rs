@@ -1,7 +1,8 @@
-//! What systemd says about the units a run manages: ONE `systemctl show` for all of them,
-//! shared by every `service` state (a no-op run must not cost a process per unit). Units are
-//! registered when the role is compiled; the first plan asks about all of them; a state that
-//! changed a unit invalidates the answer so the next plan asks again.
+//! What systemd says about the units a run manages: ONE look for all of them, shared by every
+//! `service` state (a no-op run must not cost a process per unit): over the system bus on the
+//! running system (`systemd_bus`), `systemctl show` where there is no bus daemon or no live
+//! system. Units are registered when the role is compiled; the first plan asks about all of
+//! them; a state that changed a unit invalidates the answer so the next plan asks again.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -62,6 +63,11 @@ pub fn status(cx: &Context, unit: &str) -> Result<UnitStatus> {
 fn query(cx: &Context) -> Result<Snapshot> {
     let asked_at = cx.shared.changes().count();
     let units: Vec<String> = cx.shared.get_or_init(Registry::default).0.lock().unwrap().clone();
+    let bus = cx.path(crate::sys::systemd_bus::SYSTEM_BUS);
+    if cx.direct() && bus.exists() {
+        let records = crate::sys::systemd_bus::units(&bus, &units).map_err(|e| not_booted(cx).unwrap_or(e))?;
+        return Ok(Snapshot(units.into_iter().zip(records).collect(), asked_at));
+    }
     let cmd = Cmd::new("systemctl").arg("show").arg(format!("--property={PROPERTIES}")).args(&units);
     let out = match cx.runner.run(&cmd) {
         Ok(out) if out.success() => out,
