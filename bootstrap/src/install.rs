@@ -14,6 +14,7 @@ use crate::execute::{execute, Record};
 use crate::{decommission, inputs, node, preflight, run, secret_sources, self_update, settings};
 
 pub fn first_install(opts: &Opts, roles: &[String]) -> Result<i32> {
+    refuse_unknown_roles(opts, roles)?;
     preflight::check(&opts.root)?;
     run::with_inputs(opts, roles, true, |inputs| {
         let mut prepared = pipeline::prepare(inputs.pipeline(opts, Peers::Discover { persist: true })?)?;
@@ -27,6 +28,25 @@ pub fn first_install(opts: &Opts, roles: &[String]) -> Result<i32> {
         decommission::forget(&opts.root)?;
         execute(opts, prepared, Mode::Apply, Record::Yes)
     })
+}
+
+/// A name that is no role (a typo, a command this version lacks) stops before the preflight or
+/// anything else. The roles a followed site bundle brings are known only once it is fetched,
+/// so with `--site-key` the check is the role loader's.
+fn refuse_unknown_roles(opts: &Opts, roles: &[String]) -> Result<()> {
+    if opts.site_key.is_some() {
+        return Ok(());
+    }
+    let names = inputs::source(opts, None).role_names();
+    let unknown: Vec<&str> = roles.iter().map(String::as_str).filter(|r| !names.iter().any(|n| n == r)).collect();
+    if !unknown.is_empty() {
+        anyhow::bail!(
+            "`{}` is neither a role nor a command: the roles are {}; the commands are in `bootstrap --help`",
+            unknown.join("`, `"),
+            names.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// Copy the running binary to /usr/local/sbin/bootstrap (0755, atomically) unless it is there.

@@ -171,6 +171,17 @@ fn recorded_roles_are_used_and_none_is_an_error() {
     assert!(text(&o).contains("unknown role `unknown-role`"), "{}", text(&o));
 }
 
+#[test]
+fn a_name_that_is_no_role_stops_before_the_preflight() {
+    // A root the preflight can't even measure: had it run first, its complaint would show.
+    let missing = std::env::temp_dir().join("bootstrap-no-such-root-7f3a");
+    let o = run(&missing, &["self-updat"], &[]);
+    assert_eq!(code(&o), 1, "{}", text(&o));
+    assert!(text(&o).contains("`self-updat` is neither a role nor a command"), "{}", text(&o));
+    assert!(!text(&o).contains("can't be bootstrapped"), "{}", text(&o));
+    assert!(!missing.exists());
+}
+
 const SECRET_ROLE: &str = r#"
 [[secret]]
 name = "api_token"
