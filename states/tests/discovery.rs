@@ -56,6 +56,23 @@ fn bad_specs_are_refused_naming_the_section() {
 }
 
 #[test]
+fn peers_outside_the_networks_given_are_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let cx = cx(dir.path());
+    let list = "static = [\"198.18.0.21:5432\", \"203.0.113.9:5432\", \"[2001:db8::20]:5432\"]";
+    let s = specs("db", &format!("{list}\nwithin = [\"198.18.0.0/24\", \"2001:db8::/64\", \"\"]"));
+    assert_eq!(
+        hosts(&discover(&cx, &s, false).unwrap()["db"]),
+        ["198.18.0.21 198.18.0.21", "2001:db8::20 2001:db8::20"]
+    );
+    // An unset setting renders empty: anywhere.
+    let s = specs("db", &format!("{list}\nwithin = [\"\"]"));
+    assert_eq!(hosts(&discover(&cx, &s, false).unwrap()["db"]).len(), 3);
+    let err = discover(&cx, &specs("db", "within = [\"198.18.0.0/33\"]"), false).unwrap_err();
+    assert!(format!("{err:#}").contains("`[discover.db]`: `within`: `198.18.0.0/33` is not a network"), "{err:#}");
+}
+
+#[test]
 fn static_peers_need_no_dns_and_empty_specs_yield_empty_lists() {
     let dir = tempfile::tempdir().unwrap();
     let cx = cx(dir.path());

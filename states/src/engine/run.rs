@@ -4,7 +4,8 @@
 //! Plans only observe, so all of them are first made concurrently (`plan_ahead`): their child
 //! processes and round trips overlap, and a run that changes nothing costs its slowest
 //! observation rather than their sum. Once a state has changed the system (or a notification
-//! ran), every later state is planned again, after it, as if there had been no plan ahead.
+//! ran), every later state is planned again, after it, as if there had been no plan ahead; a
+//! change itself is always carried out on a plan made right before it.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -206,7 +207,14 @@ fn run_one(
     would_queue: &mut Vec<Notification>,
 ) -> Result<(Status, Plan), Failure> {
     let st = &*node.state;
-    let plan = ahead.unwrap_or_else(|| st.plan(cx)).map_err(|e| (e, None))?;
+    let plan = match ahead {
+        // A change is carried out on a plan made right before it: one made ahead may be
+        // seconds old by now (a leader's switchover, an etcd membership).
+        Some(Ok(p)) if mode == Mode::Apply && !p.is_empty() => st.plan(cx),
+        Some(made) => made,
+        None => st.plan(cx),
+    }
+    .map_err(|e| (e, None))?;
     if plan.is_empty() {
         return Ok((Status::Unchanged, plan));
     }
@@ -220,7 +228,7 @@ fn run_one(
     if let Err(e) = queue.add(&node.notify) {
         return Err((e.context("cannot record pending notifications"), Some(plan)));
     }
-    cx.shared.changes().add();
+    cx.shared.changed();
     if let Err(e) = st.apply(cx, &plan) {
         return Err((e, Some(plan)));
     }
@@ -253,7 +261,7 @@ fn run_notifications(
         if unit.is_some_and(|u| !same_unit(&n.service, u)) {
             continue;
         }
-        cx.shared.changes().add();
+        cx.shared.changed();
         let result = notifier.notify(cx, &n).and_then(|()| queue.done(&n));
         out.push(match result {
             Ok(()) => NotificationReport { notification: n.to_string(), status: Status::Changed, error: None },

@@ -12,11 +12,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use anyhow::Result;
 
 type Value = Arc<dyn Any + Send + Sync>;
-/// One `T`'s place: held while its value is being made.
-type Slot = Arc<Mutex<Option<Value>>>;
+/// One `T`'s place: its value and the run's count of changes when it was made; held while the
+/// value is being made.
+type Slot = Arc<Mutex<Option<(Value, u64)>>>;
 
 #[derive(Default)]
-pub struct Shared(Mutex<HashMap<TypeId, Slot>>);
+pub struct Shared {
+    slots: Mutex<HashMap<TypeId, Slot>>,
+    /// How many times this run has changed the system so far (the engine counts each apply and
+    /// each notification).
+    changes: AtomicU64,
+}
 
 /// A panic in another state's observation must not take the store down with it.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -24,50 +30,51 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    /// The stored `T`, made by `init` on first use.
+    /// The stored `T`, made by `init` on first use: for what modules register and keep for the
+    /// whole run.
     pub fn get_or_init<T: Any + Send + Sync>(&self, init: impl FnOnce() -> T) -> Arc<T> {
-        self.try_get_or_init(|| Ok(init())).expect("infallible")
+        self.cached(false, || Ok(init())).expect("infallible")
     }
 
-    /// The stored `T`, made by `init` on first use; an error is returned and nothing stored
-    /// (the next asker tries again). `init` may ask for other types, never for `T` itself.
-    pub fn try_get_or_init<T: Any + Send + Sync>(&self, init: impl FnOnce() -> Result<T>) -> Result<Arc<T>> {
-        let slot = lock(&self.0).entry(TypeId::of::<T>()).or_default().clone();
-        // Only this type's slot stays locked while `init` runs (a child process, a request).
+    /// An observation of the system shared by the states of a run: made by `init` on first use
+    /// and made again once the run has changed anything since (every plan is first made before
+    /// anything changes, so an observation may predate a package install, a new user, a
+    /// started unit). An error is returned and nothing stored (the next asker tries again).
+    /// `init` may ask for other types, never for `T` itself.
+    pub fn observe<T: Any + Send + Sync>(&self, init: impl FnOnce() -> Result<T>) -> Result<Arc<T>> {
+        self.cached(true, init)
+    }
+
+    fn cached<T: Any + Send + Sync>(&self, fresh: bool, init: impl FnOnce() -> Result<T>) -> Result<Arc<T>> {
+        let slot = lock(&self.slots).entry(TypeId::of::<T>()).or_default().clone();
+        // Only this type's slot stays locked while `init` runs (a child process, a request):
+        // concurrent askers of one `T` wait for the first one's answer.
         let mut value = lock(&slot);
-        if let Some(v) = value.as_ref() {
-            return Ok(v.clone().downcast::<T>().expect("keyed by type"));
+        let now = self.changes();
+        if let Some((v, made_at)) = value.as_ref() {
+            if !fresh || *made_at == now {
+                return Ok(v.clone().downcast::<T>().expect("keyed by type"));
+            }
         }
         let v: Arc<T> = Arc::new(init()?);
-        *value = Some(v.clone());
+        *value = Some((v.clone(), now));
         Ok(v)
     }
 
     /// Forget the stored `T`: the next `get` observes again.
     pub fn invalidate<T: Any>(&self) {
-        lock(&self.0).remove(&TypeId::of::<T>());
-    }
-}
-
-/// How many times this run has changed the system so far (the engine counts each apply and
-/// each notification), so an observation can tell whether it may be out of date.
-#[derive(Default)]
-pub struct Changes(AtomicU64);
-
-impl Changes {
-    pub fn count(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
+        lock(&self.slots).remove(&TypeId::of::<T>());
     }
 
-    pub fn add(&self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
+    /// The run's count of changes so far.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::SeqCst)
     }
-}
 
-impl Shared {
-    /// The run's count of changes made so far.
-    pub fn changes(&self) -> Arc<Changes> {
-        self.get_or_init(Changes::default)
+    /// Called by the engine before each apply and notification: every observation is made
+    /// again when next asked for.
+    pub fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -90,9 +97,20 @@ mod tests {
         assert_eq!(*s.get_or_init(|| 8u32), 7);
         s.invalidate::<u32>();
         assert_eq!(*s.get_or_init(|| 9u32), 9);
-        assert!(s.try_get_or_init::<String>(|| anyhow::bail!("no")).is_err());
-        assert_eq!(*s.get_or_init(|| String::from("ok")), "ok");
+        assert!(s.observe::<String>(|| anyhow::bail!("no")).is_err());
+        assert_eq!(*s.observe(|| Ok(String::from("ok"))).unwrap(), "ok");
         assert_eq!(calls, 1);
+    }
+
+    #[test]
+    fn observations_are_made_again_after_a_change_registrations_are_kept() {
+        let s = Shared::default();
+        assert_eq!(*s.get_or_init(|| 1u32), 1);
+        assert_eq!(*s.observe(|| Ok(String::from("before"))).unwrap(), "before");
+        assert_eq!(*s.observe(|| Ok(String::from("again"))).unwrap(), "before");
+        s.changed();
+        assert_eq!(*s.observe(|| Ok(String::from("after"))).unwrap(), "after");
+        assert_eq!(*s.get_or_init(|| 2u32), 1);
     }
 
     #[test]

@@ -182,14 +182,15 @@ impl State for DnsRecordState {
     fn plan(&self, cx: &Context) -> Result<Plan> {
         let rtype = self.rdata.record_type();
         // A server that did not answer earlier in this run fails the next record at once: a
-        // dead server costs one timeout per run, not one per record.
-        let unanswered = cx.shared.get_or_init(Unanswered::default);
+        // dead server costs one timeout per run, not one per record. (Both sets are
+        // observations: after a change, a firewall opened, the server is asked again.)
+        let unanswered = cx.shared.observe(|| Ok(Unanswered::default()))?;
         if unanswered.0.lock().unwrap().contains(&self.server) {
             bail!("no answer from the DNS server {} earlier in this run", self.server);
         }
         // One probe per server and run: a stopped server is known in one round trip (and named
         // as refused), without a probe before every record.
-        let probed = cx.shared.get_or_init(Probed::default);
+        let probed = cx.shared.observe(|| Ok(Probed::default()))?;
         if !probed.0.lock().unwrap().contains(&self.server) {
             if let Err(e) = dns_client::block_on(dns_client::probe(self.server))? {
                 unanswered.0.lock().unwrap().insert(self.server);

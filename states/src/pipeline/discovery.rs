@@ -39,7 +39,7 @@ use serde::Deserialize;
 
 use crate::engine::build::params;
 use crate::engine::context::Context;
-use crate::pipeline::peers_store::{self, Known, Observation, Peer};
+use crate::pipeline::peers_store::{self, Known, KnownPeer, Observation, Peer};
 use crate::sys::dns_client::{self, fqdn, parse_server};
 
 /// The most one peer set's lookup may take, retries included.
@@ -56,6 +56,10 @@ struct Params {
     static_peers: Vec<String>,
     #[serde(default = "default_grace")]
     grace_minutes: u64,
+    /// Networks every peer must be in (the roles pass the private network): a mistaken or
+    /// spoofed DNS answer must not point a pool anywhere else. Empty entries are ignored.
+    #[serde(default)]
+    within: Vec<String>,
 }
 
 fn default_grace() -> u64 {
@@ -69,6 +73,8 @@ struct Spec {
     servers: Vec<SocketAddr>,
     static_peers: Vec<(Host, u16)>,
     grace_secs: u64,
+    /// Empty: anywhere.
+    within: Vec<ipnet::IpNet>,
 }
 
 enum Host {
@@ -100,7 +106,19 @@ impl Spec {
             .filter(|s| !s.trim().is_empty())
             .map(|s| parse_static(s.trim()))
             .collect::<Result<_>>()?;
-        Ok(Spec { srv, servers, static_peers, grace_secs: p.grace_minutes.saturating_mul(60) })
+        let within = p
+            .within
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().map_err(|_| anyhow!("`within`: `{s}` is not a network like `10.0.0.0/8`")))
+            .collect::<Result<_>>()?;
+        Ok(Spec { srv, servers, static_peers, grace_secs: p.grace_minutes.saturating_mul(60), within })
+    }
+
+    /// Whether `address` is inside the networks the peers must be in.
+    fn allows(&self, address: &str) -> bool {
+        self.within.is_empty() || address.parse::<IpAddr>().is_ok_and(|ip| self.within.iter().any(|n| n.contains(&ip)))
     }
 
     /// What is looked up; a remembered list for anything else is not reused.
@@ -161,8 +179,16 @@ pub fn discover_at(
             let n = known.len();
             tracing::warn!(peers = %name, "discovery of `{name}` failed ({reason}); keeping the last known {n} peers");
         }
-        let merged = peers_store::merge(known, &obs, now, spec.grace_secs);
-        for gone in known.iter().filter(|k| !merged.iter().any(|m| m.peer == k.peer)) {
+        let (merged, outside): (Vec<_>, Vec<_>) = peers_store::merge(known, &obs, now, spec.grace_secs)
+            .into_iter()
+            .partition(|k| spec.allows(&k.peer.address));
+        for k in &outside {
+            let (host, address) = (&k.peer.host, &k.peer.address);
+            let nets: Vec<String> = spec.within.iter().map(ToString::to_string).collect();
+            tracing::warn!(peers = %name, "peer {host} ({address}) of `{name}` left out: not in {}", nets.join(", "));
+        }
+        let kept = |k: &&KnownPeer| merged.iter().chain(&outside).any(|m| m.peer == k.peer);
+        for gone in known.iter().filter(|k| !kept(k)) {
             let (host, address) = (&gone.peer.host, &gone.peer.address);
             tracing::info!(peers = %name, "peer {host} ({address}) of `{name}` dropped: absent from DNS for the grace period");
         }

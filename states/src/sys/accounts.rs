@@ -39,7 +39,7 @@ pub struct Accounts {
 impl Accounts {
     /// The shared, run-scoped view of the accounts under `cx.root`.
     pub fn get(cx: &Context) -> Result<Arc<Accounts>> {
-        cx.shared.try_get_or_init(|| Accounts::read(&cx.path("/etc/passwd"), &cx.path("/etc/group")))
+        cx.shared.observe(|| Accounts::read(&cx.path("/etc/passwd"), &cx.path("/etc/group")))
     }
 
     /// After `useradd`, `groupmod`…: the next plan reads the files again.

@@ -28,7 +28,7 @@ pub struct Apt;
 impl Apt {
     /// The dpkg database, read once per run and shared by every `packages` state.
     pub fn status(cx: &Context) -> Result<Arc<DpkgStatus>> {
-        cx.shared.try_get_or_init(|| DpkgStatus::read(&cx.path(STATUS_FILE)))
+        cx.shared.observe(|| DpkgStatus::read(&cx.path(STATUS_FILE)))
     }
 
     /// True when `apt-get update` has fetched at least one package index (a fresh debootstrap

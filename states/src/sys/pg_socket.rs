@@ -52,22 +52,31 @@ pub fn query_text(socket: &Path, user: &str, sql: &str) -> Result<String> {
     })
 }
 
-/// `socket` connected from a thread whose effective uid is `uid` for the call.
+/// `socket` connected from a thread whose effective uid is `uid` for the call. A connect to a
+/// server that no longer accepts (a full backlog) blocks: after `TIMEOUT` the thread is left to
+/// it (it ends with the run) and the observation fails.
+///
+/// Taking another uid makes the kernel mark the process non-dumpable for the rest of the run
+/// (no core dump). Nothing in bootstrap calls libc's `setuid` family, which would reset every
+/// thread's ids, this one's included, behind its back.
 fn connect_as(socket: &Path, uid: u32) -> Result<UnixStream> {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                set_thread_euid(uid)?;
-                let stream = UnixStream::connect(socket);
-                set_thread_euid(0)?;
-                Ok(stream?)
-            })
-            .join()
-            .map_err(|_| anyhow!("the connecting thread panicked"))?
-    })
+    let (tx, rx) = std::sync::mpsc::channel();
+    let socket = socket.to_path_buf();
+    std::thread::spawn(move || {
+        // SAFETY: reads this thread's own credentials.
+        let own = unsafe { libc::geteuid() };
+        let result = set_thread_euid(uid).and_then(|()| {
+            let stream = UnixStream::connect(&socket);
+            set_thread_euid(own)?;
+            Ok(stream?)
+        });
+        let _ = tx.send(result);
+    });
+    rx.recv_timeout(TIMEOUT).map_err(|_| anyhow!("no connection within {} s", TIMEOUT.as_secs()))?
 }
 
-/// This thread's effective uid (real and saved stay root, so root can be taken back).
+/// This thread's effective uid (real and saved stay as they were, so the old one can be taken
+/// back).
 fn set_thread_euid(uid: u32) -> Result<()> {
     const UNCHANGED: libc::uid_t = libc::uid_t::MAX;
     // SAFETY: a plain system call on integers; it touches only this thread's credentials.

@@ -74,11 +74,19 @@ fn psql_path(cx: &Context) -> String {
 
 /// The run's shared snapshot, queried on first use.
 pub fn snapshot(cx: &Context) -> Result<std::sync::Arc<Snapshot>> {
-    cx.shared.try_get_or_init(|| {
+    cx.shared.observe(|| {
         let answer = if cx.direct() { observe_on_socket(cx)? } else { observe_with_psql(cx)? };
         // The answer holds every role's password verifier: never quote it.
-        serde_json::from_str(answer.trim())
-            .map_err(|e| anyhow!("unexpected answer from PostgreSQL ({e}, {} bytes)", answer.len()))
+        // Nor quote serde's message: it may hold a string of the answer.
+        serde_json::from_str(answer.trim()).map_err(|e| {
+            anyhow!(
+                "unexpected answer from PostgreSQL ({:?} error at line {} column {}, {} bytes)",
+                e.classify(),
+                e.line(),
+                e.column(),
+                answer.len()
+            )
+        })
     })
 }
 

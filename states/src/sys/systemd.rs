@@ -29,9 +29,8 @@ pub struct UnitStatus {
 #[derive(Default)]
 struct Registry(Mutex<Vec<String>>);
 
-/// The last answer, keyed by the unit name as registered (aliases report another `Id`), and
-/// the run's count of changes when it was asked.
-struct Snapshot(HashMap<String, UnitStatus>, u64);
+/// The last answer, keyed by the unit name as registered (aliases report another `Id`).
+struct Snapshot(HashMap<String, UnitStatus>);
 
 /// Record at build time that `unit` is to be observed with the others.
 pub fn register(cx: &Context, unit: &str) {
@@ -47,26 +46,22 @@ pub fn invalidate(cx: &Context) {
     cx.shared.invalidate::<Snapshot>();
 }
 
-/// The status of a registered `unit`, from the run's shared snapshot. A unit not found in a
-/// snapshot older than the run's last change is asked about again, since a state earlier in
-/// this run (a package install) may have brought it.
+/// The status of a registered `unit`, from the run's shared observation (made again once the
+/// run changed anything: a package install may have brought the unit).
 pub fn status(cx: &Context, unit: &str) -> Result<UnitStatus> {
-    let mut snap = cx.shared.try_get_or_init(|| query(cx))?;
-    let stale = snap.1 < cx.shared.changes().count();
-    if stale && snap.0.get(unit).is_some_and(|s| s.load_state == "not-found") {
-        invalidate(cx);
-        snap = cx.shared.try_get_or_init(|| query(cx))?;
-    }
+    let snap = cx.shared.observe(|| query(cx))?;
     snap.0.get(unit).cloned().ok_or_else(|| anyhow!("unit {unit} was not registered (a bug)"))
 }
 
 fn query(cx: &Context) -> Result<Snapshot> {
-    let asked_at = cx.shared.changes().count();
     let units: Vec<String> = cx.shared.get_or_init(Registry::default).0.lock().unwrap().clone();
     let bus = cx.path(crate::sys::systemd_bus::SYSTEM_BUS);
     if cx.direct() && bus.exists() {
-        let records = crate::sys::systemd_bus::units(&bus, &units).map_err(|e| not_booted(cx).unwrap_or(e))?;
-        return Ok(Snapshot(units.into_iter().zip(records).collect(), asked_at));
+        // A bus daemon that is restarting (an upgrade earlier in the run) or gone: systemctl.
+        match crate::sys::systemd_bus::units(&bus, &units) {
+            Ok(records) => return Ok(Snapshot(units.into_iter().zip(records).collect())),
+            Err(e) => tracing::debug!("{e:#}; asking systemctl instead"),
+        }
     }
     let cmd = Cmd::new("systemctl").arg("show").arg(format!("--property={PROPERTIES}")).args(&units);
     let out = match cx.runner.run(&cmd) {
@@ -80,7 +75,7 @@ fn query(cx: &Context) -> Result<Snapshot> {
     if records.len() != units.len() {
         bail!("`systemctl show` described {} units for the {} asked about", records.len(), units.len());
     }
-    Ok(Snapshot(units.into_iter().zip(records).collect(), asked_at))
+    Ok(Snapshot(units.into_iter().zip(records).collect()))
 }
 
 /// The plain reason when systemd can't be asked because it is not this system's init (a

@@ -7,7 +7,6 @@
 //! replies there name their sender `org.freedesktop.systemd1`, which zbus refuses as not a
 //! unique name. Without a bus daemon `systemd.rs` asks `systemctl`.
 
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
@@ -31,17 +30,21 @@ type UnitRow = (String, String, String, String, String, String, OwnedObjectPath,
 /// The status of each of `units`, in their order (a unit systemd does not know is
 /// `not-found`, as with `systemctl show`), asked on the bus at `socket`.
 pub fn units(socket: &Path, units: &[String]) -> Result<Vec<UnitStatus>> {
-    let stream = UnixStream::connect(socket).with_context(|| format!("cannot connect to {}", socket.display()))?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
-        tokio::time::timeout(TIMEOUT, ask(stream, units))
+        tokio::time::timeout(TIMEOUT, ask(socket, units))
             .await
             .map_err(|_| anyhow!("no answer from systemd on the system bus within {} s", TIMEOUT.as_secs()))?
     })
     .context("asking systemd about its units on the system bus")
 }
 
-async fn ask(stream: UnixStream, units: &[String]) -> Result<Vec<UnitStatus>> {
+async fn ask(socket: &Path, units: &[String]) -> Result<Vec<UnitStatus>> {
+    // Connected under the timeout too: a bus daemon that no longer accepts blocks a connect.
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .with_context(|| format!("cannot connect to {}", socket.display()))?
+        .into_std()?;
     let bus = zbus::connection::Builder::unix_stream(stream).build().await?;
     let reply = bus
         .call_method(
