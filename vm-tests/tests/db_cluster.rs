@@ -238,7 +238,7 @@ fn a_single_db_node_becomes_a_cluster_of_three_that_survives_its_leader() {
     let gone = dbs.remove(idx);
     let survivor = &dbs[0];
     wait_cluster(survivor, 2, Duration::from_secs(60));
-    // Its member key goes with its lease (ttl 20 s).
+    // Its member key goes with its lease (ttl 12 s).
     let m = vm_tests::cmd::poll(Duration::from_secs(60), || {
         Some(members(survivor)).filter(|m| m.len() == 2 && !m.iter().any(|(n, _, _)| n == gone.name()))
     });
