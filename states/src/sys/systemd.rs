@@ -11,18 +11,9 @@ use anyhow::{anyhow, bail, Result};
 
 use crate::engine::context::Context;
 use crate::engine::runner::Cmd;
+pub use crate::sys::systemd_bus::UnitStatus;
 
 pub const PROPERTIES: &str = "Id,LoadState,ActiveState,SubState,UnitFileState";
-
-/// One unit as `systemctl show` describes it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct UnitStatus {
-    pub id: String,
-    pub load_state: String,
-    pub active_state: String,
-    pub sub_state: String,
-    pub unit_file_state: String,
-}
 
 /// The units to ask about, in registration order (which state owns a unit is the role
 /// compiler's concern: see `Claim`).

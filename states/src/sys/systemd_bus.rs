@@ -14,7 +14,15 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use futures_util::future::join_all;
 use zbus::{OwnedObjectPath, OwnedVariant};
 
-use crate::sys::systemd::UnitStatus;
+/// One unit as systemd describes it (over the bus or in `systemctl show`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UnitStatus {
+    pub id: String,
+    pub load_state: String,
+    pub active_state: String,
+    pub sub_state: String,
+    pub unit_file_state: String,
+}
 
 pub const SYSTEM_BUS: &str = "/run/dbus/system_bus_socket";
 
