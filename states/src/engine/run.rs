@@ -55,8 +55,9 @@ pub fn run(
     let started = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let order = order(nodes)?;
     let mut ahead = plan_ahead(cx, nodes, &order);
-    // Set once this run changed anything: plans made ahead are then stale.
-    let mut touched = false;
+    // Plans made ahead hold only while the run has changed nothing (`Shared` counts each apply
+    // and notification).
+    let unchanged_since = cx.shared.changes();
     let mut queue = PendingQueue::load(cx)?;
     // In a dry run, what the queue would hold once the planned changes were made.
     let mut would_queue: Vec<Notification> = queue.items().to_vec();
@@ -72,7 +73,7 @@ pub fn run(
         let node = &nodes[i];
         let st = &*node.state;
         let t = Instant::now();
-        let made_ahead = ahead[i].take().filter(|_| !touched);
+        let made_ahead = ahead[i].take().filter(|_| cx.shared.changes() == unchanged_since);
         let ahead_ms = made_ahead.as_ref().map_or(0.0, |(_, ms)| *ms);
         let mut report = StateReport {
             id: node.id.clone(),
@@ -90,14 +91,7 @@ pub fn run(
             report.status = Status::Skipped;
             report.error = Some(format!("requires `{r}`, which did not succeed"));
         } else {
-            let result = run_one(cx, node, mode, made_ahead.map(|(plan, _)| plan), &mut queue, &mut would_queue);
-            // Applied (or tried to): whatever a later state planned ahead may have changed.
-            touched |= mode == Mode::Apply
-                && match &result {
-                    Ok((status, _)) => *status == Status::Changed,
-                    Err((_, plan)) => plan.is_some(),
-                };
-            match result {
+            match run_one(cx, node, mode, made_ahead.map(|(plan, _)| plan), &mut queue, &mut would_queue) {
                 Ok((status, plan)) => {
                     report.status = status;
                     report.changes = describe(cx, &plan);
@@ -130,9 +124,7 @@ pub fn run(
         }
         if mode == Mode::Apply && matches!(report.status, Status::Changed | Status::Unchanged) {
             if let Some(unit) = st.service_unit() {
-                let done = run_notifications(cx, &mut queue, notifier, Some(unit));
-                touched |= !done.is_empty();
-                early.extend(done);
+                early.extend(run_notifications(cx, &mut queue, notifier, Some(unit)));
             }
         }
         if matches!(report.status, Status::Failed | Status::Skipped) {
