@@ -175,7 +175,9 @@ fn assemble(opts: &Opts, roles: &[String], install: bool, followed: Followed) ->
 
     // Secrets the settings make unnecessary (`when`) are neither asked for nor required.
     let t = states::role::template::Templates::new(&Secrets::default());
-    let settings_data = settings::template_data(&set.settings, &resolved.values);
+    let settings_data = states::role::template::Data::new(
+        serde_json::json!({ "settings": settings::template_data(&set.settings, &resolved.values) }),
+    );
     let (mut needed, mut derived) = (Vec::new(), Vec::new());
     for spec in &set.secrets {
         if spec.needed(&t, &settings_data)? {

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use states::engine::facts::Facts;
 use states::engine::secrets::Secrets;
 use states::pipeline::data::{NodeData, Schedule, TemplateData};
-use states::role::template::Templates;
+use states::role::template::{Data, Templates};
 
 const TEMPLATE: &str = include_str!("../../roles/templates/haproxy.cfg.hbs");
 
@@ -57,7 +57,7 @@ fn check_with(dir: &Path, mut settings: Value, n: usize, db_too: bool, node: Nod
         firewall: Vec::new(),
     }
     .to_value();
-    let text = String::from_utf8(t.render("haproxy.cfg.hbs", &data).unwrap().bytes).unwrap();
+    let text = String::from_utf8(t.render("haproxy.cfg.hbs", &Data::new(data)).unwrap().bytes).unwrap();
     let local = text
         .replace("/etc/haproxy/certs/site.pem", dir.join("site.pem").to_str().unwrap())
         .replace("/var/www/bootstrap/index.html", dir.join("index.html").to_str().unwrap());

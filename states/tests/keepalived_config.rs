@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use states::engine::facts::Facts;
 use states::engine::secrets::Secrets;
 use states::pipeline::data::{NodeData, Schedule, TemplateData};
-use states::role::template::Templates;
+use states::role::template::{Data, Templates};
 
 const TEMPLATE: &str = include_str!("../../roles/templates/keepalived.conf.hbs");
 const ROLE: &str = include_str!("../../roles/app.toml");
@@ -50,7 +50,7 @@ fn render(settings: Value, n: usize) -> String {
         firewall: Vec::new(),
     }
     .to_value();
-    String::from_utf8(t.render("keepalived.conf.hbs", &data).unwrap().bytes).unwrap()
+    String::from_utf8(t.render("keepalived.conf.hbs", &Data::new(data)).unwrap().bytes).unwrap()
 }
 
 /// Run the role's validator on `text` (its script user made one the host has).

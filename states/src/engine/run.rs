@@ -44,6 +44,15 @@ pub fn order(nodes: &[Node]) -> Result<Vec<usize>> {
 }
 
 /// Run `nodes`. `observe` hears when each state starts and its result as soon as it is known.
+/// Ends a run's observations when the run ends, however it ends.
+struct RunEnds<'a>(&'a Context);
+
+impl Drop for RunEnds<'_> {
+    fn drop(&mut self) {
+        self.0.shared.changed();
+    }
+}
+
 pub fn run(
     cx: &Context,
     nodes: &[Node],
@@ -54,6 +63,9 @@ pub fn run(
     let t0 = Instant::now();
     let started = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let order = order(nodes)?;
+    cx.shared.set_check(mode == Mode::Check);
+    // What this run observed is not the next one's (a context may serve several runs: tests).
+    let _ends = RunEnds(cx);
     let mut ahead = plan_ahead(cx, nodes, &order);
     // Plans made ahead hold only while the run has changed nothing (`Shared` counts each apply
     // and notification).

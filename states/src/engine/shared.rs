@@ -6,7 +6,7 @@
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::Result;
@@ -22,6 +22,9 @@ pub struct Shared {
     /// How many times this run has changed the system so far (the engine counts each apply and
     /// each notification).
     changes: AtomicU64,
+    /// A dry run (`--check`): what a plan may keep for later runs (a password check that
+    /// passed) is not written.
+    check: AtomicBool,
 }
 
 /// A panic in another state's observation must not take the store down with it.
@@ -64,6 +67,15 @@ impl Shared {
     /// Forget the stored `T`: the next `get` observes again.
     pub fn invalidate<T: Any>(&self) {
         lock(&self.slots).remove(&TypeId::of::<T>());
+    }
+
+    /// Set by the engine as a run starts.
+    pub fn set_check(&self, check: bool) {
+        self.check.store(check, Ordering::SeqCst);
+    }
+
+    pub fn is_check(&self) -> bool {
+        self.check.load(Ordering::SeqCst)
     }
 
     /// The run's count of changes so far.

@@ -3,18 +3,35 @@
 
 use crate::engine::build::Constructor;
 
-/// A state kind: its `type` name in roles and its constructor.
+/// A state kind: its `type` name in roles, its constructor, and what it observes early.
 pub struct Kind {
     pub name: &'static str,
     pub build: Constructor,
+    /// What the kind observes whatever its parameters (a child process, a socket), asked for
+    /// while the role compiles so the plans find it made. Its errors are left for the plans.
+    pub early: Option<fn(&crate::engine::context::Context)>,
 }
 
-/// Declares each kind's module and its entries in `KINDS` (one module may offer several).
+/// Declares each kind's module and its entries in `KINDS` (one module may offer several);
+/// `build + early` names the module's early observation too.
 macro_rules! kinds {
-    ($($module:ident => [$($name:literal: $build:ident),+ $(,)?]),+ $(,)?) => {
+    ($($module:ident => [$($name:literal: $build:ident $(+ $early:ident)?),+ $(,)?]),+ $(,)?) => {
         $(pub mod $module;)+
         /// Every kind, in the order they are documented.
-        pub const KINDS: &[Kind] = &[$($(Kind { name: $name, build: $module::$build }),+),+];
+        pub const KINDS: &[Kind] = &[$($(Kind {
+            name: $name,
+            build: $module::$build,
+            early: early!($module $($early)?),
+        }),+),+];
+    };
+}
+
+macro_rules! early {
+    ($module:ident) => {
+        None
+    };
+    ($module:ident $early:ident) => {
+        Some($module::$early)
     };
 }
 
@@ -23,17 +40,17 @@ kinds! {
     directory => ["directory": build],
     symlink => ["symlink": build],
     absent => ["absent": build],
-    packages => ["packages": build],
+    packages => ["packages": build + early],
     service => ["service": build],
     user => ["user": build],
     group => ["group": build],
     cron => ["cron": build],
     sysctl => ["sysctl": build],
-    firewall => ["firewall": build],
+    firewall => ["firewall": build + early],
     certificate => ["certificate": build],
     acme => ["acme": build],
     dns_record => ["dns_record": build],
-    postgres => ["pg_role": build_role, "pg_database": build_database],
+    postgres => ["pg_role": build_role + early, "pg_database": build_database + early],
     etcd_member => ["etcd_member": build],
     patroni => ["patroni": build],
 }

@@ -33,6 +33,13 @@ pub fn build(t: toml::Table, b: &mut Builder) -> Result<Box<dyn State>> {
     Ok(Box::new(PackagesState::build(t, for_system(b.cx))?))
 }
 
+/// The dpkg database, read while the role compiles (on the running system).
+pub fn early(cx: &Context) {
+    if cx.direct() {
+        let _ = Apt::status(cx);
+    }
+}
+
 /// The backend for the node's distribution. Only Debian and its derivatives are supported.
 fn for_system(_cx: &Context) -> Box<dyn PackageManager> {
     Box::new(Apt)

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::engine::facts::Facts;
 use crate::role::params::resolve_params;
-use crate::role::template::Templates;
+use crate::role::template::{Data, Templates};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct TemplateData {
@@ -97,12 +97,12 @@ impl TemplateData {
 
 /// The roles' firewall rules (settings filled in; empty ones left out) followed by the site's
 /// `firewall_extra`.
-pub fn firewall_rules(from_roles: &[String], templates: &Templates, data: &serde_json::Value) -> Result<Vec<String>> {
+pub fn firewall_rules(from_roles: &[String], templates: &Templates, data: &Data) -> Result<Vec<String>> {
     let mut t = toml::Table::new();
     t.insert("firewall".into(), toml::Value::Array(from_roles.iter().cloned().map(toml::Value::String).collect()));
     let resolved = resolve_params(t, templates, data).map_err(|e| e.context("`firewall` rules in the roles"))?;
     let mut rules: Vec<String> = resolved["firewall"].clone().try_into()?;
-    if let Some(extra) = data["settings"]["firewall_extra"].as_array() {
+    if let Some(extra) = data.value()["settings"]["firewall_extra"].as_array() {
         rules.extend(extra.iter().filter_map(|v| v.as_str().map(str::to_string)));
     }
     Ok(rules)

@@ -25,7 +25,7 @@ use crate::role::params::resolve_params;
 use crate::role::parse::{Origin, StateSpec};
 use crate::role::settings;
 use crate::role::source::RoleSource;
-use crate::role::template::Templates;
+use crate::role::template::{Data, Templates};
 use crate::role::{compile, Fingerprints};
 use data::{firewall_rules, NodeData, Schedule, TemplateData};
 
@@ -90,12 +90,35 @@ impl<'a> Inputs<'a> {
 
 /// Compile every state of the node's roles. Touches nothing but the peers store (only with
 /// `Peers::Discover { persist: true }`).
-pub fn prepare(mut inputs: Inputs<'_>) -> Result<Prepared> {
-    let site = inputs.site.take();
-    let (cx, mut templates, data, set, source) = context(inputs)?;
-    let compiled = compile(set, source, &cx, &mut templates, &data.to_value())?;
-    let templates = templates.names();
+pub fn prepare(inputs: Inputs<'_>) -> Result<Prepared> {
+    let Inputs { root, source, roles, set, values, secrets, schedule_cron, peers, facts, runner, site } = inputs;
+    let facts = facts.unwrap_or_else(|| Facts::gather(&root));
+    let cx = Context { facts, secrets, runner, root, shared: Default::default() };
+    // The kinds' early observations run while peers are looked up and the states compile:
+    // a no-op run then waits for the slowest of them once, not after compiling.
+    let (compiled, templates, data) = std::thread::scope(|s| {
+        for early in early_observations(&set) {
+            let cx = &cx;
+            s.spawn(move || early(cx));
+        }
+        let (mut templates, data) = template_data(&cx, source, roles, &set, &values, schedule_cron, peers)?;
+        let compiled = compile(set, source, &cx, &mut templates, &Data::new(data.to_value()))?;
+        Ok::<_, anyhow::Error>((compiled, templates.names(), data))
+    })?;
     Ok(Prepared { cx, nodes: compiled.nodes, fingerprints: compiled.fingerprints, data, templates, site })
+}
+
+/// The early observations of the kinds the roles use, each once.
+fn early_observations(set: &RoleSet) -> Vec<fn(&Context)> {
+    let mut out: Vec<fn(&Context)> = Vec::new();
+    for spec in &set.states {
+        if let Some(early) = crate::kinds::find(&spec.kind).ok().and_then(|k| k.early) {
+            if !out.iter().any(|f| std::ptr::fn_addr_eq(*f, early)) {
+                out.push(early);
+            }
+        }
+    }
+    out
 }
 
 /// The kinds that take part in leaving, and the parameter that turns them around: DNS records
@@ -143,12 +166,17 @@ pub fn decommission(mut inputs: Inputs<'_>) -> Result<Prepared> {
     prepare(inputs)
 }
 
-/// The context and the template data: facts, settings, roles, schedule, the node's private
-/// address, discovered peers, firewall rules.
-fn context(inputs: Inputs<'_>) -> Result<(Context, Templates, TemplateData, RoleSet, &dyn RoleSource)> {
-    let Inputs { root, source, roles, set, values, secrets, schedule_cron, peers, facts, runner, site: _ } = inputs;
-    let facts = facts.unwrap_or_else(|| Facts::gather(&root));
-    let cx = Context { facts, secrets, runner, root, shared: Default::default() };
+/// The template data: facts, settings, roles, schedule, the node's private address,
+/// discovered peers, firewall rules; and the templates they are rendered with.
+fn template_data(
+    cx: &Context,
+    source: &dyn RoleSource,
+    roles: Vec<String>,
+    set: &RoleSet,
+    values: &toml::Table,
+    schedule_cron: String,
+    peers: Peers,
+) -> Result<(Templates, TemplateData)> {
     let known: BTreeMap<String, bool> = source
         .role_names()
         .into_iter()
@@ -159,10 +187,10 @@ fn context(inputs: Inputs<'_>) -> Result<(Context, Templates, TemplateData, Role
         .collect();
     let mut data = TemplateData {
         facts: cx.facts.clone(),
-        settings: settings::template_data(&set.settings, &values),
+        settings: settings::template_data(&set.settings, values),
         node: NodeData {
             drained: crate::engine::layout::Layout::new(&cx.root).drained().exists(),
-            ..NodeData::from(&cx.facts, &values)
+            ..NodeData::from(&cx.facts, values)
         },
         roles,
         schedule: Schedule { cron: schedule_cron },
@@ -172,7 +200,7 @@ fn context(inputs: Inputs<'_>) -> Result<(Context, Templates, TemplateData, Role
     };
     let templates = Templates::new(&cx.secrets);
     // Peers are looked up before the states compile: templates (haproxy's pools) use them.
-    let value = data.to_value();
+    let value = Data::new(data.to_value());
     let specs = set
         .discover
         .iter()
@@ -180,9 +208,9 @@ fn context(inputs: Inputs<'_>) -> Result<(Context, Templates, TemplateData, Role
         .collect::<Result<_>>()
         .map_err(|e: anyhow::Error| e.context("`[discover]` in the roles"))?;
     data.peers = match peers {
-        Peers::Discover { persist } => discovery::discover(&cx, &specs, persist)?,
+        Peers::Discover { persist } => discovery::discover(cx, &specs, persist)?,
         Peers::Given(v) => v,
     };
-    data.firewall = firewall_rules(&set.firewall, &templates, &data.to_value())?;
-    Ok((cx, templates, data, set, source))
+    data.firewall = firewall_rules(&set.firewall, &templates, &Data::new(data.to_value()))?;
+    Ok((templates, data))
 }

@@ -18,7 +18,7 @@ use crate::role::load::RoleSet;
 use crate::role::params::{included, resolve_params};
 use crate::role::parse::{Origin, StateSpec};
 use crate::role::source::RoleSource;
-use crate::role::template::Templates;
+use crate::role::template::{Data, Templates};
 
 /// The compiled states of a run.
 pub struct Compiled {
@@ -35,7 +35,7 @@ pub type Fingerprints = HashMap<String, String>;
 struct RoleTemplates<'a> {
     templates: &'a mut Templates,
     source: &'a dyn RoleSource,
-    data: &'a serde_json::Value,
+    data: &'a Data,
 }
 
 impl RoleTemplates<'_> {
@@ -83,7 +83,7 @@ pub fn compile(
     source: &dyn RoleSource,
     cx: &Context,
     templates: &mut Templates,
-    data: &serde_json::Value,
+    data: &Data,
 ) -> Result<Compiled> {
     let mut fingerprints = Fingerprints::new();
     let mut nodes = Vec::with_capacity(set.states.len());
@@ -117,7 +117,7 @@ pub fn compile(
             }
             let mut render = RoleTemplates { templates: &mut *templates, source, data };
             let mut builder = Builder::new(&id, cx, &mut render);
-            builder.authoritative = data["node"]["authoritative"].as_bool();
+            builder.authoritative = data.value()["node"]["authoritative"].as_bool();
             let state = (k.build)(params, &mut builder);
             // A dry run without a secret this state needs: shown as pending, with the reason.
             let missing = if dry { cx.secrets.take_asked_missing() } else { Vec::new() };

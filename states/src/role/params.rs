@@ -2,13 +2,13 @@
 
 use anyhow::{anyhow, bail, Result};
 
-use crate::role::template::Templates;
+use crate::role::template::{Data, Templates};
 
 /// Whether a `when` condition holds.
-pub fn included(cond: toml::Value, t: &Templates, data: &serde_json::Value) -> Result<bool> {
+pub fn included(cond: toml::Value, t: &Templates, data: &Data) -> Result<bool> {
     if let toml::Value::Table(tab) = &cond {
         if let Some(name) = tab.get("setting").and_then(|n| n.as_str()) {
-            let v = &data["settings"][name];
+            let v = &data.value()["settings"][name];
             return Ok(!(v.is_null()
                 || v == &serde_json::Value::Bool(false)
                 || v.as_str() == Some("")
@@ -31,13 +31,13 @@ pub fn included(cond: toml::Value, t: &Templates, data: &serde_json::Value) -> R
 /// (strict; no secrets), a table `{ setting = "name" }` becomes that setting's value with its
 /// type (a list stays a list), and `{ data = "a.b" }` any template data (unset: an error). A
 /// parameter that comes out empty (an unset setting) is left out, as if not given.
-pub fn resolve_params(params: toml::Table, t: &Templates, data: &serde_json::Value) -> Result<toml::Table> {
-    fn resolve(v: toml::Value, t: &Templates, data: &serde_json::Value) -> Result<toml::Value> {
+pub fn resolve_params(params: toml::Table, t: &Templates, data: &Data) -> Result<toml::Table> {
+    fn resolve(v: toml::Value, t: &Templates, data: &Data) -> Result<toml::Value> {
         Ok(match v {
             toml::Value::String(s) if s.contains("{{") => toml::Value::String(t.render_inline(&s, data)?),
             toml::Value::Table(tab) if tab.len() == 1 && tab.get("setting").is_some_and(|n| n.is_str()) => {
                 let name = tab["setting"].as_str().unwrap_or_default();
-                let value = &data["settings"][name];
+                let value = &data.value()["settings"][name];
                 if value.is_null() {
                     // Unset: the parameter is left out (the caller drops this marker).
                     return Ok(toml::Value::String(String::new()));
@@ -46,7 +46,7 @@ pub fn resolve_params(params: toml::Table, t: &Templates, data: &serde_json::Val
             }
             toml::Value::Table(tab) if tab.len() == 1 && tab.get("data").is_some_and(|n| n.is_str()) => {
                 let path = tab["data"].as_str().unwrap_or_default();
-                let value = path.split('.').fold(data, |v, k| &v[k]);
+                let value = path.split('.').fold(data.value(), |v, k| &v[k]);
                 if value.is_null() {
                     bail!("template data `{path}` is not set");
                 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::notify::Notification;
 use crate::role::lines::Lines;
 use crate::role::settings::Schema;
-use crate::role::template::Templates;
+use crate::role::template::{Data, Templates};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,10 +65,10 @@ pub struct Derive {
 
 impl SecretSpec {
     /// Whether the settings make this secret needed.
-    pub fn needed(&self, t: &Templates, settings: &serde_json::Value) -> Result<bool> {
+    /// `settings`: `{ "settings": … }`, as the template data holds them.
+    pub fn needed(&self, t: &Templates, settings: &Data) -> Result<bool> {
         let Some(cond) = &self.when else { return Ok(true) };
-        let data = serde_json::json!({ "settings": settings });
-        let v = t.render_inline(cond, &data).map_err(|e| anyhow!("secret `{}`: `when`: {e:#}", self.name))?;
+        let v = t.render_inline(cond, settings).map_err(|e| anyhow!("secret `{}`: `when`: {e:#}", self.name))?;
         Ok(!matches!(v.trim(), "" | "false" | "0"))
     }
 }

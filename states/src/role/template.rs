@@ -1,20 +1,40 @@
 //! Handlebars rendering in strict mode, HTML escaping off, with a `secret` helper that marks
 //! whatever it touches as secret.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{anyhow, Result};
 use handlebars::{
-    Context as HbContext, Handlebars, Helper, HelperDef, RenderContext, RenderError, RenderErrorReason, ScopedJson,
+    Context as HbContext, Handlebars, Helper, HelperDef, RenderContext, RenderError, RenderErrorReason, Renderable,
+    ScopedJson, StringOutput, Template,
 };
 
 use crate::engine::content::Content;
 use crate::engine::secrets::Secrets;
 
+/// Template data, wrapped once for every render that uses it (Handlebars copies what it is
+/// asked to wrap, and a run renders dozens of parameters with the same data).
+pub struct Data(HbContext);
+
+impl Data {
+    pub fn new(value: serde_json::Value) -> Data {
+        Data(HbContext::from(value))
+    }
+
+    pub fn value(&self) -> &serde_json::Value {
+        self.0.data()
+    }
+}
+
 pub struct Templates {
     hb: Handlebars<'static>,
     used_secret: Arc<AtomicBool>,
+    /// Parameters parsed so far, by text: a role repeats the same few (`{{facts.postgresql}}`,
+    /// a `when`), and parsing, not rendering, is what costs.
+    inline: RefCell<HashMap<String, Template>>,
 }
 
 /// `{{secret "name"}}`: the value of a secret; the rendered file becomes secret.
@@ -82,7 +102,7 @@ impl Templates {
         hb.register_helper("others", Box::new(others));
         let used_secret = Arc::new(AtomicBool::new(false));
         hb.register_helper("secret", Box::new(SecretHelper { secrets: secrets.clone(), used: used_secret.clone() }));
-        Templates { hb, used_secret }
+        Templates { hb, used_secret, inline: RefCell::default() }
     }
 
     pub fn has(&self, name: &str) -> bool {
@@ -103,19 +123,29 @@ impl Templates {
 
     /// Render an inline template (a role parameter). Secrets are refused: parameters appear
     /// in plans and logs.
-    pub fn render_inline(&self, text: &str, data: &serde_json::Value) -> Result<String> {
+    pub fn render_inline(&self, text: &str, data: &Data) -> Result<String> {
         self.used_secret.store(false, Ordering::Relaxed);
-        let out = self.hb.render_template(text, data).map_err(|e| anyhow!("{e}"))?;
+        let out = self.render_cached(text, data).map_err(|e| anyhow!("{e}"))?;
         if self.used_secret.load(Ordering::Relaxed) {
             anyhow::bail!("a parameter can't use a secret (it would show in plans); use a template file");
         }
         Ok(out)
     }
 
+    fn render_cached(&self, text: &str, data: &Data) -> Result<String, RenderError> {
+        let mut inline = self.inline.borrow_mut();
+        if !inline.contains_key(text) {
+            inline.insert(text.to_string(), Template::compile(text)?);
+        }
+        let mut out = StringOutput::new();
+        inline[text].render(&self.hb, &data.0, &mut RenderContext::new(None), &mut out)?;
+        out.into_string().map_err(RenderError::from)
+    }
+
     /// Render `name` with `data`; the content is secret when the `secret` helper was used.
-    pub fn render(&self, name: &str, data: &serde_json::Value) -> Result<Content> {
+    pub fn render(&self, name: &str, data: &Data) -> Result<Content> {
         self.used_secret.store(false, Ordering::Relaxed);
-        let text = self.hb.render(name, data).map_err(|e| anyhow!("{e}"))?;
+        let text = self.hb.render_with_context(name, &data.0).map_err(|e| anyhow!("{e}"))?;
         Ok(Content { bytes: text.into_bytes(), secret: self.used_secret.load(Ordering::Relaxed) })
     }
 }
@@ -135,9 +165,9 @@ mod tests {
     fn strict_and_unescaped() {
         let mut t = templates();
         t.add("a.hbs", "x={{settings.x}}\n").unwrap();
-        let c = t.render("a.hbs", &json!({"settings": {"x": "<&>"}})).unwrap();
+        let c = t.render("a.hbs", &Data::new(json!({"settings": {"x": "<&>"}}))).unwrap();
         assert_eq!(c, Content::public("x=<&>\n"));
-        let err = t.render("a.hbs", &json!({"settings": {}})).unwrap_err().to_string();
+        let err = t.render("a.hbs", &Data::new(json!({"settings": {}}))).unwrap_err().to_string();
         assert!(err.contains("a.hbs") && err.contains("line 1"), "{err}");
     }
 
@@ -145,7 +175,7 @@ mod tests {
     fn hostport_brackets_ipv6() {
         let mut t = templates();
         t.add("h", "{{hostport a 5432}} {{hostport b 80}}").unwrap();
-        let c = t.render("h", &json!({"a": "2001:db8::1", "b": "198.18.0.5"})).unwrap();
+        let c = t.render("h", &Data::new(json!({"a": "2001:db8::1", "b": "198.18.0.5"}))).unwrap();
         assert_eq!(String::from_utf8(c.bytes).unwrap(), "[2001:db8::1]:5432 198.18.0.5:80");
     }
 
@@ -153,7 +183,7 @@ mod tests {
     fn envquote_escapes_for_sh() {
         let mut t = templates();
         t.add("e", "P={{envquote (secret \"pw\")}} Q={{envquote q}}").unwrap();
-        let c = t.render("e", &json!({"q": "a\"b$c`d\\e f"})).unwrap();
+        let c = t.render("e", &Data::new(json!({"q": "a\"b$c`d\\e f"}))).unwrap();
         assert!(c.secret, "a secret through a subexpression still marks the file");
         assert_eq!(String::from_utf8(c.bytes).unwrap(), "P=\"canary-secret\" Q=\"a\\\"b\\$c\\`d\\\\e f\"");
     }
@@ -162,12 +192,12 @@ mod tests {
     fn secret_helper_marks_content() {
         let mut t = templates();
         t.add("s.hbs", "pw={{secret \"pw\"}}\n").unwrap();
-        let c = t.render("s.hbs", &json!({})).unwrap();
+        let c = t.render("s.hbs", &Data::new(json!({}))).unwrap();
         assert!(c.secret);
         t.add("p.hbs", "plain\n").unwrap();
-        assert!(!t.render("p.hbs", &json!({})).unwrap().secret);
+        assert!(!t.render("p.hbs", &Data::new(json!({}))).unwrap().secret);
         t.add("m.hbs", "{{secret \"missing\"}}").unwrap();
-        assert!(t.render("m.hbs", &json!({})).unwrap_err().to_string().contains("`missing` is not set"));
+        assert!(t.render("m.hbs", &Data::new(json!({}))).unwrap_err().to_string().contains("`missing` is not set"));
     }
 
     #[test]

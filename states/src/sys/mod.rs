@@ -17,6 +17,7 @@ pub mod pg_socket;
 pub mod psql;
 pub mod rest;
 pub mod scram;
+pub mod scram_checked;
 pub mod signature;
 pub mod sshd_port;
 pub mod systemd;

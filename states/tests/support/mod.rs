@@ -10,7 +10,7 @@ use states::engine::report::{Mode, RunReport};
 use states::engine::run::{self as engine, Node};
 use states::engine::runner::SystemRunner;
 use states::engine::secrets::Secrets;
-use states::role::template::Templates;
+use states::role::template::{Data, Templates};
 use states::role::{self, DirSource};
 use states::Context;
 
@@ -52,7 +52,7 @@ pub fn nodes_as(
     let data =
         serde_json::json!({ "facts": cx.facts, "settings": { "greeting": "hello", "domain": null }, "node": node });
     let mut t = Templates::new(&cx.secrets);
-    Ok(role::compile(set, &source, cx, &mut t, &data)?.nodes)
+    Ok(role::compile(set, &source, cx, &mut t, &Data::new(data))?.nodes)
 }
 
 /// Records notifications; fails them while `fail` is set.

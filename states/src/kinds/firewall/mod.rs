@@ -119,11 +119,12 @@ impl State for FirewallState {
         let script = want.script();
         let mut plan = Plan::default();
         if cx.is_live() {
-            let have = observe(cx)?;
-            if have.as_ref() != Some(&want) {
-                let old = have.as_ref().map(Table::render).unwrap_or_default();
+            let have = live(cx)?;
+            let have = have.0.as_ref();
+            if have != Some(&want) {
+                let old = have.map(Table::render).unwrap_or_default();
                 let diff = unified_diff(&format!("table {TABLE}"), old.as_bytes(), want.render().as_bytes(), false);
-                let summary = describe(have.as_ref(), &want);
+                let summary = describe(have, &want);
                 plan.push(Change::new(summary, LoadOp { table: want.clone(), ssh_ports }).with_diff(Some(diff)));
             }
         }
@@ -169,6 +170,21 @@ impl State for FirewallState {
 }
 
 /// The live table, or `None` when there is none. One child process.
+/// The live table (`None`: absent) as this run observed it, shared: made while the role
+/// compiles (`early`), made again once the run changed anything.
+struct Live(Option<Table>);
+
+fn live(cx: &Context) -> Result<std::sync::Arc<Live>> {
+    cx.shared.observe(|| observe(cx).map(Live))
+}
+
+/// Observed early on the running system: `nft` costs a child process whatever the rules.
+pub fn early(cx: &Context) {
+    if cx.direct() {
+        let _ = live(cx);
+    }
+}
+
 pub fn observe(cx: &Context) -> Result<Option<Table>> {
     let cmd = Cmd::new("nft").args(["-j", "list", "table", "inet", "bootstrap"]);
     let out = cx.runner.run(&cmd).map_err(|e| anyhow!("{e:#} (is the nftables package installed?)"))?;

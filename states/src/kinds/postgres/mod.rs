@@ -17,6 +17,7 @@ use crate::engine::contract::{Change, Claim, Plan, State, Thing};
 use crate::engine::build::{params, Builder};
 use crate::sys::psql::{self, ident, literal};
 use crate::sys::scram::{self, Verifier};
+use crate::sys::scram_checked;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,6 +34,14 @@ struct RoleParams {
 
 fn yes() -> bool {
     true
+}
+
+/// The server's roles and databases, asked on its socket while the role compiles (on the
+/// running system; a server that is not up yet is the plans' to report).
+pub fn early(cx: &Context) {
+    if cx.direct() {
+        let _ = psql::snapshot(cx);
+    }
 }
 
 pub fn build_role(t: toml::Table, b: &mut Builder) -> Result<Box<dyn State>> {
@@ -117,7 +126,7 @@ impl State for RoleState {
             let why = match have.password.as_deref() {
                 None => Some("no password set"),
                 Some(s) => match Verifier::parse(s) {
-                    Some(v) if v.matches(pw) => None,
+                    Some(v) if scram_checked::matches(cx, &self.name, s, &v, pw) => None,
                     Some(_) => Some("password differs"),
                     None => Some("password not stored as SCRAM-SHA-256"),
                 },
