@@ -62,13 +62,17 @@ impl Inputs {
 
 /// Role names resolve in the site bundle's roles, then `--roles DIR` (or the directory
 /// recorded at install), then the embedded roles: an operator's role includes `app` rather
-/// than forking it, and may override an embedded template by name.
-pub fn source(opts: &Opts, bundle_roles: Option<std::path::PathBuf>) -> Box<dyn RoleSource> {
+/// than forking it, and may override an embedded template by name. A roles directory that
+/// anyone but root can change is refused (`trusted_dir`).
+pub fn source(opts: &Opts, bundle_roles: Option<std::path::PathBuf>) -> Result<Box<dyn RoleSource>> {
     let mut layers: Vec<Box<dyn RoleSource>> = Vec::new();
     layers.extend(bundle_roles.map(|d| Box::new(DirSource(d)) as Box<dyn RoleSource>));
-    layers.extend(roles_dir(opts).map(|d| Box::new(DirSource(d)) as Box<dyn RoleSource>));
+    if let Some(dir) = roles_dir(opts) {
+        crate::trusted_dir::check(&dir)?;
+        layers.push(Box::new(DirSource(dir)));
+    }
     layers.push(Box::new(EmbeddedSource(embedded::FILES)));
-    Box::new(Layered(layers))
+    Ok(Box::new(Layered(layers)))
 }
 
 pub fn roles_dir(opts: &Opts) -> Option<std::path::PathBuf> {
@@ -128,7 +132,7 @@ fn compiles(opts: &Opts, roles: &[String], origin: &Origin, c: &Candidate) -> Re
 
 /// The inputs from a bundle (or none) and the node's own files.
 fn assemble(opts: &Opts, roles: &[String], install: bool, followed: Followed) -> Result<Inputs> {
-    let source = source(opts, followed.as_ref().map(|((c, _), _)| c.roles_dir()));
+    let source = source(opts, followed.as_ref().map(|((c, _), _)| c.roles_dir()))?;
     let roles = choose_roles(opts, roles, &*source)?;
     let set = role::load(&*source, &roles)?;
     // With a bundle, the node's own site.toml holds only its overrides (per-node values).

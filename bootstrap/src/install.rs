@@ -37,7 +37,7 @@ fn refuse_unknown_roles(opts: &Opts, roles: &[String]) -> Result<()> {
     if opts.site_key.is_some() {
         return Ok(());
     }
-    let names = inputs::source(opts, None).role_names();
+    let names = inputs::source(opts, None)?.role_names();
     let unknown: Vec<&str> = roles.iter().map(String::as_str).filter(|r| !names.iter().any(|n| n == r)).collect();
     if !unknown.is_empty() {
         anyhow::bail!(

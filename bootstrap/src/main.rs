@@ -27,6 +27,7 @@ mod settings;
 mod site_bundle;
 mod site_cmd;
 mod status;
+mod trusted_dir;
 
 use anyhow::bail;
 use clap::Parser;
@@ -89,7 +90,7 @@ fn main() {
 
 /// A first install names its roles: never guess one.
 fn refuse_without_roles(opts: &cli::Opts) -> anyhow::Result<i32> {
-    let names = inputs::source(opts, None).role_names();
+    let names = inputs::source(opts, None)?.role_names();
     bail!(
         "name the roles for this node: `bootstrap app`, `bootstrap db` or `bootstrap app db` \
          (available: {}); `bootstrap apply` converges the recorded ones",

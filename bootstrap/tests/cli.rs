@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -124,7 +124,7 @@ fn check_lists_exactly_the_drift_and_apply_converges() {
     // Drift in three states; the others stay as they are.
     fs::write(r.join("etc/motd"), "edited by hand\n").unwrap();
     fs::remove_file(r.join("var/www/bootstrap/index.html")).unwrap();
-    fs::set_permissions(r.join("etc/bootstrap"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    fs::set_permissions(r.join("etc/bootstrap"), fs::Permissions::from_mode(0o755)).unwrap();
     let before = snapshot(r);
     let o = run(r, &["--check", "--json", "web"], &[]);
     assert_eq!(code(&o), 2, "{}", text(&o));
@@ -245,6 +245,22 @@ fn a_missing_secret_stops_before_anything_changes() {
     // Said once: the log line for the journal is not printed beside the error.
     assert_eq!(text(&o).matches("missing secrets: `api_token`").count(), 1, "{}", text(&o));
     assert!(snapshot(root.path()).is_empty());
+}
+
+#[test]
+fn a_roles_directory_others_can_write_is_refused_before_anything_changes() {
+    let root = tempfile::tempdir().unwrap();
+    let roles =
+        roles_dir(&[("s.toml", "[[state]]\nid = \"f\"\ntype = \"file\"\npath = \"/etc/app/f\"\ncontent = \"x\"\n")]);
+    let role_file = roles.path().join("s.toml");
+    fs::set_permissions(&role_file, fs::Permissions::from_mode(0o666)).unwrap();
+    let o = run(root.path(), &["--roles", roles.path().to_str().unwrap(), "apply", "s"], &[]);
+    assert_eq!(code(&o), 1, "{}", text(&o));
+    assert!(text(&o).contains("s.toml is writable by every user"), "{}", text(&o));
+    assert!(snapshot(root.path()).is_empty());
+    fs::set_permissions(&role_file, fs::Permissions::from_mode(0o644)).unwrap();
+    let o = run(root.path(), &["--roles", roles.path().to_str().unwrap(), "apply", "s"], &[]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
 }
 
 #[test]

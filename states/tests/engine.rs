@@ -211,13 +211,40 @@ fn the_queue_is_on_disk_before_the_change() {
 }
 
 #[test]
+fn a_corrupt_queue_is_set_aside_and_everything_it_could_hold_is_carried_out() {
+    let root = tempfile::tempdir().unwrap();
+    let cx = cx(root.path());
+    let nodes = nodes(&cx, notifying_role(), &[]).unwrap();
+    apply(&cx, &nodes);
+    let queue = PendingQueue::path(&cx);
+    fs::create_dir_all(queue.parent().unwrap()).unwrap();
+    fs::write(&queue, "[{\"action\": \"rel").unwrap();
+
+    // A dry run shows every notification the roles can send as owed, and moves nothing.
+    let c = run(&cx, &nodes, Mode::Check, &Recorder::default());
+    let owed: Vec<&str> = c.notifications.iter().map(|n| n.notification.as_str()).collect();
+    assert_eq!(owed, ["reload haproxy", "restart pg"]);
+    assert_eq!((c.pending, c.exit_code()), (0, 2));
+    assert!(queue.exists() && !PendingQueue::set_aside_path(&cx).exists());
+
+    // The run goes on: the file set aside for a look, each notification carried out once.
+    let rec = Recorder::default();
+    let r = run(&cx, &nodes, Mode::Apply, &rec);
+    assert_eq!(r.exit_code(), 0, "{:?}", r.notifications);
+    assert_eq!(*rec.seen.borrow(), ["reload haproxy", "restart pg"]);
+    assert_eq!(fs::read_to_string(PendingQueue::set_aside_path(&cx)).unwrap(), "[{\"action\": \"rel");
+    assert!(!queue.exists());
+    assert_eq!(run(&cx, &nodes, Mode::Check, &Recorder::default()).exit_code(), 0);
+}
+
+#[test]
 fn restart_wins_over_reload_in_the_queue() {
     let root = tempfile::tempdir().unwrap();
     let cx = cx(root.path());
-    let mut q = PendingQueue::load(&cx).unwrap();
+    let mut q = PendingQueue::load(&cx, false).unwrap();
     q.add(&[Notification::parse("reload web").unwrap()]).unwrap();
     q.add(&[Notification::parse("restart web").unwrap(), Notification::parse("reload web").unwrap()]).unwrap();
-    let q = PendingQueue::load(&cx).unwrap();
+    let q = PendingQueue::load(&cx, false).unwrap();
     assert_eq!(q.items(), [Notification::parse("restart web").unwrap()]);
 }
 

@@ -113,6 +113,20 @@ fn every_shipped_role_compiles_alone_and_together_with_and_without_settings() {
     assert_eq!(rendered, shipped, "templates never rendered: {:?}", shipped.difference(&rendered).collect::<Vec<_>>());
 }
 
+#[test]
+fn the_landing_page_escapes_the_site_name() {
+    use states::role::template::{Data, Templates};
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../roles/templates/landing.html.hbs"))
+            .unwrap();
+    let mut t = Templates::new(&Default::default());
+    t.add("landing.html.hbs", &text).unwrap();
+    let data =
+        json!({ "facts": { "hostname": "node1" }, "settings": { "site_name": "<script>alert(1)</script> & Co" } });
+    let page = String::from_utf8(t.render("landing.html.hbs", &Data::new(data)).unwrap().bytes).unwrap();
+    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; Co") && !page.contains("<script>"), "{page}");
+}
+
 /// A copy of the shipped roles with `edit` applied to one file.
 fn edited(file: &str, edit: impl Fn(String) -> String) -> (tempfile::TempDir, DirSource) {
     let dir = tempfile::tempdir().unwrap();

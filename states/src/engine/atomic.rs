@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context as _, Result};
 
 use crate::engine::context::Context;
+use crate::engine::layout::STATE_DIR;
 use crate::engine::runner::Cmd;
 
 /// Marks our temp files, so a later write can sweep those a killed run left behind.
@@ -71,11 +72,7 @@ fn validate(cx: &Context, abs: &Path, tmp: &Path, argv: &[String]) -> Result<()>
 /// Replace an internal file of ours (reports, queues) atomically with `mode`; no backup.
 pub fn write_plain(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     let dir = path.parent().ok_or_else(|| anyhow!("{} has no parent directory", path.display()))?;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("cannot create {}", dir.display()))?;
+    own_dir(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().set_permissions(fs::Permissions::from_mode(mode))?;
@@ -93,13 +90,35 @@ pub fn backup_path(cx: &Context, abs: &Path) -> PathBuf {
 pub fn backup(cx: &Context, abs: &Path, path: &Path) -> Result<()> {
     let dest = backup_path(cx, abs);
     let dir = dest.parent().expect("backup path has a parent");
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("cannot create {}", dir.display()))?;
+    own_dir(dir)?;
     let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     write_plain(&dest, &bytes, 0o600)
+}
+
+/// Create `dir` for files of ours: the missing directories above it 0755 (`/var`, `/var/lib`
+/// of a fresh tree are the system's, and others must be able to pass through them), bootstrap's
+/// state directory and `dir` itself 0700.
+fn own_dir(dir: &Path) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut d = dir;
+    while !d.is_dir() {
+        missing.push(d);
+        match d.parent() {
+            Some(p) => d = p,
+            None => break,
+        }
+    }
+    let state = Path::new(STATE_DIR.trim_start_matches('/'));
+    for m in missing.into_iter().rev() {
+        let mode = if m == dir || m.ends_with(state) { 0o700 } else { 0o755 };
+        match fs::DirBuilder::new().mode(mode).create(m) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(e).with_context(|| format!("cannot create {}", m.display()))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 pub fn sync_dir(dir: &Path) -> Result<()> {
@@ -115,5 +134,27 @@ fn sweep_stale(dir: &Path, name: &str) {
                 let _ = fs::remove_file(e.path());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(p: &Path) -> u32 {
+        fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn our_files_in_a_fresh_tree_leave_the_directories_above_passable() {
+        let root = tempfile::tempdir().unwrap();
+        let umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+        write_plain(&root.path().join("var/lib/bootstrap/backup/etc/app/x.conf"), b"x", 0o600).unwrap();
+        nix::sys::stat::umask(umask);
+        assert_eq!(mode(&root.path().join("var")), 0o755);
+        assert_eq!(mode(&root.path().join("var/lib")), 0o755);
+        assert_eq!(mode(&root.path().join("var/lib/bootstrap")), 0o700);
+        assert_eq!(mode(&root.path().join("var/lib/bootstrap/backup/etc/app")), 0o700);
+        assert_eq!(mode(&root.path().join("var/lib/bootstrap/backup/etc/app/x.conf")), 0o600);
     }
 }

@@ -90,6 +90,8 @@ impl Notifier for SystemdNotifier {
 pub struct PendingQueue {
     path: PathBuf,
     items: Vec<Notification>,
+    /// The queue on disk could not be read as one: what it held is unknown.
+    corrupt: bool,
 }
 
 impl PendingQueue {
@@ -97,16 +99,37 @@ impl PendingQueue {
         cx.layout().pending_notifications()
     }
 
-    pub fn load(cx: &Context) -> Result<PendingQueue> {
+    /// The queue a killed or failed run left. One that can't be read (a disk fault, an edit)
+    /// must not stop every later run, firewall healing included: it is set aside (`dry`: left
+    /// in place) and the queue starts empty and `corrupt`, for the run to fill with every
+    /// notification its states can send.
+    pub fn load(cx: &Context, dry: bool) -> Result<PendingQueue> {
         let path = Self::path(cx);
-        let items = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
-                format!("{} is corrupt; delete it after checking the services it names", path.display())
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::from(&b"[]"[..]),
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
-        Ok(PendingQueue { path, items })
+        match serde_json::from_slice(&bytes) {
+            Ok(items) => Ok(PendingQueue { path, items, corrupt: false }),
+            Err(_) => {
+                let aside = Self::set_aside_path(cx);
+                if !dry {
+                    std::fs::rename(&path, &aside)
+                        .with_context(|| format!("cannot set the corrupt {} aside", path.display()))?;
+                }
+                Ok(PendingQueue { path, items: Vec::new(), corrupt: true })
+            }
+        }
+    }
+
+    /// Where a corrupt queue is kept for a look (the last one only).
+    pub fn set_aside_path(cx: &Context) -> PathBuf {
+        Self::path(cx).with_extension("json.corrupt")
+    }
+
+    pub fn is_corrupt(&self) -> bool {
+        self.corrupt
     }
 
     pub fn items(&self) -> &[Notification] {

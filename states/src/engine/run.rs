@@ -70,9 +70,24 @@ pub fn run(
     // Plans made ahead hold only while the run has changed nothing (`Shared` counts each apply
     // and notification).
     let unchanged_since = cx.shared.changes();
-    let mut queue = PendingQueue::load(cx)?;
+    let mut queue = PendingQueue::load(cx, mode == Mode::Check)?;
     // In a dry run, what the queue would hold once the planned changes were made.
     let mut would_queue: Vec<Notification> = queue.items().to_vec();
+    if queue.is_corrupt() {
+        // What it held is unknown: whatever it could have held is owed.
+        let every: Vec<Notification> = nodes.iter().flat_map(|n| n.notify.iter().cloned()).collect();
+        tracing::warn!(
+            "{} could not be read; set aside as {}: every reload and restart the roles can send is carried out",
+            PendingQueue::path(cx).display(),
+            PendingQueue::set_aside_path(cx).display()
+        );
+        for n in &every {
+            merge(&mut would_queue, n);
+        }
+        if mode == Mode::Apply {
+            queue.add(&every)?;
+        }
+    }
     let mut not_ok: HashSet<&str> = HashSet::new();
     // Dry run: states that would change. A dependent can't always be planned before they are
     // applied (a service whose package is not installed yet).

@@ -61,6 +61,18 @@ fn check_derived(secrets: &[SecretSpec]) -> Result<()> {
     Ok(())
 }
 
+/// A secret's name is a file name under `$CREDENTIALS_DIRECTORY`, a key of the secrets file
+/// and part of `BOOTSTRAP_SECRET_<NAME>`: `../../x` would read outside the directory.
+fn check_secret_name(label: &str, name: &str) -> Result<()> {
+    let ok = name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !ok {
+        bail!("{label}: secret name {name:?} must be lowercase letters, digits and `_`, starting with a letter, at most 64");
+    }
+    Ok(())
+}
+
 fn load_one(source: &dyn RoleSource, name: &str, set: &mut RoleSet, path: &mut Vec<String>) -> Result<()> {
     if set.roles.iter().any(|r| r == name) {
         return Ok(());
@@ -90,6 +102,7 @@ fn load_one(source: &dyn RoleSource, name: &str, set: &mut RoleSet, path: &mut V
         }
     }
     for s in rf.secret {
+        check_secret_name(&label, &s.name)?;
         match set.secrets.iter_mut().find(|have| have.name == s.name) {
             // Declared by two roles (`app db` on one node): needed if either needs it,
             // generated if either allows, the stricter length.
@@ -135,4 +148,24 @@ pub fn known_settings(source: &dyn RoleSource, loaded: &RoleSet) -> Result<Schem
         }
     }
     Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::role::source::DirSource;
+
+    #[test]
+    fn a_secret_name_that_could_leave_its_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let role = |name: &str| format!("[[secret]]\nname = \"{name}\"\nprompt = \"p\"\n");
+        let source = DirSource(dir.path().to_path_buf());
+        for bad in ["../../x", "a/b", "A", "", "1x", ".x", "x-y", "x\\u202e"] {
+            std::fs::write(dir.path().join("r.toml"), role(bad)).unwrap();
+            let e = load(&source, &["r".to_string()]).err().unwrap_or_else(|| panic!("{bad:?} accepted")).to_string();
+            assert!(e.contains("r.toml") && e.contains("secret name"), "{e}");
+        }
+        std::fs::write(dir.path().join("r.toml"), role("db_password2")).unwrap();
+        assert_eq!(load(&source, &["r".to_string()]).unwrap().secrets[0].name, "db_password2");
+    }
 }

@@ -86,6 +86,11 @@ handlebars::handlebars_helper!(servername: |v: str| {
     v.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.:".contains(c) { c } else { '_' }).collect::<String>()
 });
 
+handlebars::handlebars_helper!(html: |v: str| {
+    // Escaping is off (configuration files): an HTML page escapes what it shows.
+    handlebars::html_escape(v)
+});
+
 handlebars::handlebars_helper!(others: |peers: array, address: str| {
     // The peers but this node (found by its own address): keepalived's unicast peers.
     serde_json::Value::Array(peers.iter().filter(|p| p["address"].as_str() != Some(address)).cloned().collect())
@@ -100,6 +105,7 @@ impl Templates {
         hb.register_helper("envquote", Box::new(envquote));
         hb.register_helper("servername", Box::new(servername));
         hb.register_helper("others", Box::new(others));
+        hb.register_helper("html", Box::new(html));
         let used_secret = Arc::new(AtomicBool::new(false));
         hb.register_helper("secret", Box::new(SecretHelper { secrets: secrets.clone(), used: used_secret.clone() }));
         Templates { hb, used_secret, inline: RefCell::default() }
@@ -186,6 +192,17 @@ mod tests {
         let c = t.render("e", &Data::new(json!({"q": "a\"b$c`d\\e f"}))).unwrap();
         assert!(c.secret, "a secret through a subexpression still marks the file");
         assert_eq!(String::from_utf8(c.bytes).unwrap(), "P=\"canary-secret\" Q=\"a\\\"b\\$c\\`d\\\\e f\"");
+    }
+
+    #[test]
+    fn html_escapes_what_a_page_shows() {
+        let mut t = templates();
+        t.add("p", "<p>{{html name}}</p>").unwrap();
+        let c = t.render("p", &Data::new(json!({"name": "<script>x</script> & \"Co\" 'n'"}))).unwrap();
+        assert_eq!(
+            String::from_utf8(c.bytes).unwrap(),
+            "<p>&lt;script&gt;x&lt;/script&gt; &amp; &quot;Co&quot; &#x27;n&#x27;</p>"
+        );
     }
 
     #[test]
