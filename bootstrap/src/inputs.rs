@@ -30,6 +30,8 @@ pub struct Inputs {
     /// Secrets derived from others (never stored): computed whenever the secrets are used,
     /// so a rotated fleet secret changes them all.
     pub derived: Vec<SecretSpec>,
+    /// Values rotated out during this command (`secret set`): scrubbed like the others.
+    pub retired: Vec<String>,
     /// The site bundle in use (kept: a dry run's may live in a scratch directory).
     _bundle: Option<Current>,
     /// What the report says of the bundle.
@@ -56,7 +58,11 @@ impl Inputs {
     pub fn secrets(&self) -> Secrets {
         let mut values = self.secret_values.clone();
         let missing = crate::derived_secrets::add(&self.derived, &mut values);
-        Secrets::new(values).with_missing(self.missing_secrets.iter().cloned().chain(missing))
+        let mut secrets = Secrets::new(values).with_missing(self.missing_secrets.iter().cloned().chain(missing));
+        for old in &self.retired {
+            secrets.retire(old.clone());
+        }
+        secrets
     }
 }
 
@@ -225,6 +231,7 @@ fn assemble(opts: &Opts, roles: &[String], install: bool, followed: Followed) ->
         secret_values,
         missing_secrets,
         derived,
+        retired: Vec::new(),
         _bundle: bundle,
         site_status,
         site_origin,

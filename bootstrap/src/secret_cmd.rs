@@ -27,6 +27,8 @@ pub fn set(opts: &Opts, name: &str) -> Result<i32> {
         };
         secret_sources::check_secret(&spec, &value)?;
         let old = inputs.secret_values.insert(name.to_string(), value);
+        // A tool may still print the old value (an error about it): scrubbed too.
+        inputs.retired.extend(old.clone());
         let prepared = pipeline::prepare(inputs.pipeline(opts, Peers::Discover { persist: true })?)?;
         secret_sources::store(&opts.root, &inputs.secret_values)?;
         if old.is_some() {

@@ -61,6 +61,9 @@ fn check_derived(secrets: &[SecretSpec]) -> Result<()> {
     Ok(())
 }
 
+/// The least `min_length` a role may declare.
+const MIN_SECRET_LENGTH: usize = 8;
+
 /// A secret's name is a file name under `$CREDENTIALS_DIRECTORY`, a key of the secrets file
 /// and part of `BOOTSTRAP_SECRET_<NAME>`: `../../x` would read outside the directory.
 fn check_secret_name(label: &str, name: &str) -> Result<()> {
@@ -103,6 +106,13 @@ fn load_one(source: &dyn RoleSource, name: &str, set: &mut RoleSet, path: &mut V
     }
     for s in rf.secret {
         check_secret_name(&label, &s.name)?;
+        if s.min_length < MIN_SECRET_LENGTH {
+            bail!(
+                "{label}: secret `{}`: `min_length = {}` is too short to keep out of output (a short value can't be told from ordinary text); at least {MIN_SECRET_LENGTH}",
+                s.name,
+                s.min_length
+            );
+        }
         match set.secrets.iter_mut().find(|have| have.name == s.name) {
             // Declared by two roles (`app db` on one node): needed if either needs it,
             // generated if either allows, the stricter length.
@@ -167,5 +177,8 @@ mod tests {
         }
         std::fs::write(dir.path().join("r.toml"), role("db_password2")).unwrap();
         assert_eq!(load(&source, &["r".to_string()]).unwrap().secrets[0].name, "db_password2");
+        std::fs::write(dir.path().join("r.toml"), role("pin") + "min_length = 4\n").unwrap();
+        let e = load(&source, &["r".to_string()]).err().expect("a short min_length accepted").to_string();
+        assert!(e.contains("`min_length = 4` is too short"), "{e}");
     }
 }
