@@ -81,7 +81,7 @@ fn main() {
         Ok(code) => code,
         Err(e) => {
             tracing::error!(target: logging::JOURNAL_ONLY, "{e:#}");
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", output::printable(&format!("{e:#}")));
             1
         }
     };

@@ -25,6 +25,17 @@ impl Painter {
 }
 
 /// One state's result, as printed when it is known.
+/// `text` safe for a terminal: control characters but newline and tab (ESC sequences from a
+/// tool's message, a NUL) and invisible format characters (bidirectional overrides,
+/// zero-width) shown as `\u{..}` escapes rather than acted on.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let odd = |c: char| (c.is_control() && c != '\n' && c != '\t') || states::role::settings::invisible(c);
+    if !text.chars().any(odd) {
+        return text.into();
+    }
+    text.chars().map(|c| if odd(c) { c.escape_unicode().to_string() } else { c.to_string() }).collect::<String>().into()
+}
+
 pub fn state_line(p: &Painter, r: &StateReport, verbose: bool) -> Option<String> {
     let (mark, color) = match r.status {
         Status::Unchanged if !verbose => return None,
@@ -34,10 +45,12 @@ pub fn state_line(p: &Painter, r: &StateReport, verbose: bool) -> Option<String>
         Status::Failed => ("✗", AnsiColor::Red),
         Status::Skipped => ("-", AnsiColor::BrightBlack),
     };
-    let mut s = format!("{} {} {} {}\n", p.fg(color, mark), r.id, p.fg(AnsiColor::BrightBlack, &r.kind), r.target);
+    let target = printable(&r.target);
+    let mut s = format!("{} {} {} {target}\n", p.fg(color, mark), r.id, p.fg(AnsiColor::BrightBlack, &r.kind));
     for c in &r.changes {
-        let _ = writeln!(s, "    {}", c.summary);
+        let _ = writeln!(s, "    {}", printable(&c.summary));
         if let Some(d) = &c.diff {
+            let d = printable(d);
             for line in d.lines() {
                 let painted = match line.chars().next() {
                     _ if line.starts_with("+++") || line.starts_with("---") => p.paint(Style::new().bold(), line),
@@ -52,7 +65,7 @@ pub fn state_line(p: &Painter, r: &StateReport, verbose: bool) -> Option<String>
     }
     if let Some(e) = &r.error {
         let label = if r.status == Status::Skipped { "skipped" } else { "error" };
-        let _ = writeln!(s, "    {}: {e}", p.fg(AnsiColor::Red, label));
+        let _ = writeln!(s, "    {}: {}", p.fg(AnsiColor::Red, label), printable(e));
     }
     Some(s)
 }
@@ -112,4 +125,17 @@ pub fn summary(p: &Painter, r: &RunReport) -> String {
     };
     let _ = writeln!(s, "{}", p.fg(color, &line));
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tool_message_cannot_drive_the_terminal() {
+        let msg = "rejected: \u{1b}[2J\u{1b}]0;owned\u{7}\u{0}x\u{202e}txt.exe\nnext\tline";
+        let shown = printable(msg);
+        assert_eq!(shown, "rejected: \\u{1b}[2J\\u{1b}]0;owned\\u{7}\\u{0}x\\u{202e}txt.exe\nnext\tline");
+        assert!(matches!(printable("plain ü"), std::borrow::Cow::Borrowed(_)));
+    }
 }

@@ -84,12 +84,25 @@ impl SettingSpec {
     }
 }
 
+/// Unicode's format characters that change how text around them reads, or hide: the soft
+/// hyphen, the zero-width ones, bidirectional marks, embeddings, overrides and isolates, the
+/// byte order mark.
+pub fn invisible(c: char) -> bool {
+    matches!(c, '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}')
+}
+
 fn check_one(kind: Kind, v: &toml::Value) -> Result<()> {
     let s = || v.as_str().ok_or_else(|| anyhow!("must be a string, not {}", v.type_str()));
     match kind {
-        // No control characters: a newline in a setting would add lines to a config file.
+        // No control characters: a newline in a setting would add lines to a config file. Nor
+        // invisible format characters: a bidirectional override or a zero-width space makes a
+        // value read differently from what it is (in a review, a diff, a terminal).
         Kind::String => match s()? {
             t if t.chars().any(char::is_control) => bail!("must not contain control characters (newlines, tabs)"),
+            t if t.chars().any(invisible) => bail!(
+                "must not contain invisible format characters (U+{:04X}: bidirectional controls, zero-width characters)",
+                t.chars().find(|c| invisible(*c)).map_or(0, u32::from)
+            ),
             _ => Ok(()),
         },
         Kind::Name => {
@@ -252,6 +265,11 @@ mod tests {
     #[test]
     fn strings_and_names() {
         assert!(spec(Kind::String).check("s", &s("a\nbind :8080")).is_err());
+        for sneaky in ["admin\u{202E}nimda", "zero\u{200B}width", "\u{FEFF}bom", "iso\u{2066}late"] {
+            let e = spec(Kind::String).check("s", &s(sneaky)).unwrap_err().to_string();
+            assert!(e.contains("invisible format characters (U+"), "{e}");
+        }
+        assert!(spec(Kind::String).check("s", &s("Café Ünïcode — fine")).is_ok());
         assert!(spec(Kind::Name).check("n", &s("app_db")).is_ok());
         assert!(spec(Kind::Name).check("n", &s("all")).unwrap_err().to_string().contains("reserved"));
         assert!(spec(Kind::Name).check("n", &s("App")).is_err());
