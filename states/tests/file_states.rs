@@ -227,8 +227,15 @@ template = "db.conf.hbs"
     fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
     let r = check(&cx, &planned);
     assert!(r.states[0].changes.iter().any(|c| c.summary == "mode 0644 -> 0600"), "{:?}", r.states[0].changes);
+    // A stale backup (from before the file held a secret) goes with the next write.
+    let kept = root.path().join("var/lib/bootstrap/backup/etc/app/db.conf");
+    fs::create_dir_all(kept.parent().unwrap()).unwrap();
+    fs::write(&kept, "password=older\n").unwrap();
     apply(&cx, &planned);
     assert_eq!(mode(&path), 0o600);
+    // The replaced version held a secret (`password=old`): it is not kept.
+    assert!(!kept.exists(), "a backup of a secret file outlives the rotation");
+    assert_eq!(fs::read_to_string(&path).unwrap(), format!("user=app\npassword={canary}\n"));
     // A role can't ask for a secret file every user may read: refused before anything runs,
     // without the secret in the message.
     let templates = [("db.conf.hbs", "user=app\npassword={{secret \"db_password\"}}\n")];

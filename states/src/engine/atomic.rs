@@ -21,6 +21,9 @@ pub struct FileWrite<'a> {
     pub mode: u32,
     /// Validator argv; `{}` stands for the temp file (appended when absent).
     pub validate: Option<&'a [String]>,
+    /// The content holds a secret (or a private key): no previous version is kept, and one
+    /// kept before is removed, so a rotated-out secret doesn't outlive its rotation.
+    pub secret: bool,
 }
 
 /// Replace `abs` (a path as the role names it, resolved under the root) with `bytes`.
@@ -47,7 +50,9 @@ pub fn write_file(cx: &Context, abs: &Path, bytes: &[u8], w: &FileWrite) -> Resu
     if let Some(argv) = w.validate {
         validate(cx, abs, tmp.path(), argv)?;
     }
-    if path.is_file() {
+    if w.secret {
+        forget_backup(cx, abs)?;
+    } else if path.is_file() {
         backup(cx, abs, &path)?;
     }
     tmp.persist(&path).map_err(|e| anyhow!("cannot replace {}: {}", abs.display(), e.error))?;
@@ -93,6 +98,17 @@ pub fn backup(cx: &Context, abs: &Path, path: &Path) -> Result<()> {
     own_dir(dir)?;
     let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     write_plain(&dest, &bytes, 0o600)
+}
+
+/// Remove the kept previous version of `abs`, if any.
+pub fn forget_backup(cx: &Context, abs: &Path) -> Result<()> {
+    let kept = backup_path(cx, abs);
+    match fs::remove_file(&kept) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot remove {}", kept.display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Create `dir` for files of ours: the missing directories above it 0755 (`/var`, `/var/lib`

@@ -59,7 +59,7 @@ impl ConfFile {
     /// Carry out the file's part of `plan` (other modules' ops in it are ignored).
     pub fn apply(&self, cx: &Context, plan: &Plan) -> Result<()> {
         if plan.ops::<WriteOp>().next().is_some() {
-            let w = FileWrite { uid: Some(0), gid: Some(0), mode: 0o644, validate: None };
+            let w = FileWrite { uid: Some(0), gid: Some(0), mode: 0o644, validate: None, secret: false };
             return atomic::write_file(cx, &self.path, &self.bytes, &w);
         }
         apply_meta(&cx.path(&self.path), plan.ops::<MetaOp>())

@@ -160,7 +160,7 @@ impl State for CertificateState {
             return apply_meta(&cx.path(&self.path), plan.ops::<MetaOp>());
         }
         let bytes = x509::self_signed_for_days(&self.names, self.days)?;
-        let w = FileWrite { uid: None, gid: None, mode: MODE, validate: None };
+        let w = FileWrite { uid: None, gid: None, mode: MODE, validate: None, secret: true };
         atomic::write_file(cx, &self.path, &bytes, &w)
     }
 }

@@ -179,7 +179,7 @@ impl EtcdMember {
             "# Written by bootstrap (etcd_member): how this member first started. etcd reads it only\n\
              # while its data directory is empty.\nETCD_INITIAL_CLUSTER={cluster}\nETCD_INITIAL_CLUSTER_STATE={state}\n"
         );
-        write_file(cx, &self.file, text.as_bytes(), &FileWrite { uid: Some(0), gid: Some(0), mode: 0o644, validate: None })
+        write_file(cx, &self.file, text.as_bytes(), &FileWrite { uid: Some(0), gid: Some(0), mode: 0o644, validate: None, secret: false })
     }
 
     /// A data directory without member data (a failed first start) is moved aside.

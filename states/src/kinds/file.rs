@@ -219,6 +219,7 @@ impl State for FileState {
             gid: gid.or(existing.as_ref().map(|m| m.gid())),
             mode,
             validate: self.validate.as_deref(),
+            secret: matches!(&self.body, Body::Inline(c) if c.secret),
         };
         atomic::write_file(cx, &self.path, &bytes, &w)
     }

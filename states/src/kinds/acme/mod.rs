@@ -262,7 +262,7 @@ impl State for AcmeState {
         let mut record = Record::load(&record_file);
         match self.issue(cx) {
             Ok((bundle, fingerprint)) => {
-                let w = FileWrite { uid: None, gid: None, mode: 0o600, validate: None };
+                let w = FileWrite { uid: None, gid: None, mode: 0o600, validate: None, secret: true };
                 atomic::write_file(cx, &self.path, &bundle, &w)?;
                 record.succeeded(Issued { directory: self.directory.clone(), fingerprint });
                 record.save(&record_file)
