@@ -7,7 +7,7 @@ use states::pipeline::{self, Peers};
 use crate::cli::Opts;
 use crate::execute::{execute, mode, Record};
 use crate::inputs::Inputs;
-use crate::{decommission, run, self_update};
+use crate::{decommission, own_files, run, self_update};
 
 /// The converge command: recorded (or given) roles, never prompting.
 pub fn converge(opts: &Opts, roles: &[String]) -> Result<i32> {
@@ -21,5 +21,6 @@ pub fn converge_inputs(opts: &Opts, inputs: &mut Inputs) -> Result<i32> {
     }
     let mut prepared = pipeline::prepare(inputs.pipeline(opts, Peers::Discover { persist: !opts.check })?)?;
     prepared.nodes.extend(self_update::pin::node(&inputs.values));
+    prepared.nodes.push(own_files::node());
     execute(opts, prepared, mode(opts), Record::Yes)
 }

@@ -19,6 +19,7 @@ pub fn first_install(opts: &Opts, roles: &[String]) -> Result<i32> {
     run::with_inputs(opts, roles, true, |inputs| {
         let mut prepared = pipeline::prepare(inputs.pipeline(opts, Peers::Discover { persist: true })?)?;
         prepared.nodes.extend(self_update::pin::node(&inputs.values));
+        prepared.nodes.push(crate::own_files::node());
         settings::store(&opts.root, &inputs.site)?;
         secret_sources::store(&opts.root, &inputs.secret_values)?;
         let roles_dir = inputs::roles_dir(opts).map(|d| std::path::absolute(&d)).transpose()?;

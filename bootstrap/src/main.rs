@@ -15,6 +15,7 @@ mod logging;
 mod mark;
 mod node;
 mod output;
+mod own_files;
 mod preflight;
 mod prompt;
 mod report_file;

@@ -147,6 +147,22 @@ fn check_lists_exactly_the_drift_and_apply_converges() {
     assert_eq!(code(&o), 0, "{}", text(&o));
     let o = run(r, &["apply", "--json", "web"], &[]);
     assert_eq!(report(&o).changed, 0, "second apply changed something: {}", text(&o));
+
+    // The node's own files are states too: a secrets file others may read is drift, healed.
+    let secrets = r.join("etc/bootstrap/secrets.toml");
+    fs::write(&secrets, "# none\n").unwrap();
+    fs::set_permissions(&secrets, fs::Permissions::from_mode(0o644)).unwrap();
+    let o = run(r, &["--check", "--json", "web"], &[]);
+    assert_eq!(code(&o), 2, "{}", text(&o));
+    let own = report(&o);
+    assert_eq!(own.ids_with(Status::Pending), ["bootstrap-files"]);
+    let fix = &own.states.iter().find(|s| s.id == "bootstrap-files").unwrap().changes[0].summary;
+    assert_eq!(fix, "/etc/bootstrap/secrets.toml: mode 0644 -> 0600");
+    assert_eq!(fs::metadata(&secrets).unwrap().mode() & 0o777, 0o644, "--check changed it");
+    let o = run(r, &["apply", "--json", "web"], &[]);
+    assert_eq!(report(&o).ids_with(Status::Changed), ["bootstrap-files"]);
+    assert_eq!(fs::metadata(&secrets).unwrap().mode() & 0o777, 0o600);
+    assert_eq!(code(&run(r, &["--check", "web"], &[])), 0);
 }
 
 #[test]

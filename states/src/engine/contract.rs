@@ -73,6 +73,11 @@ impl Change {
         Change { summary: summary.into(), diff: None, op: Box::new(op) }
     }
 
+    /// The operation, when it is a `T` (for a state that wraps another module's changes).
+    pub fn op<T: Any>(&self) -> Option<&T> {
+        self.op.downcast_ref::<T>()
+    }
+
     pub fn with_diff(mut self, diff: Option<String>) -> Self {
         self.diff = diff;
         self
