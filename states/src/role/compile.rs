@@ -48,7 +48,7 @@ impl RoleTemplates<'_> {
             bail!("template `{name}`: partials nested too deep (do they include each other?)");
         }
         let file = format!("templates/{name}");
-        let Some(text) = self.source.read(&file) else {
+        let Some(text) = self.source.read(&file)? else {
             bail!("template `{name}` not found (looked for {})", self.source.label(&file));
         };
         self.templates.add(name, &text)?;

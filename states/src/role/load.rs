@@ -84,7 +84,7 @@ fn load_one(source: &dyn RoleSource, name: &str, set: &mut RoleSet, path: &mut V
         bail!("roles include each other: {} -> {name}", path.join(" -> "));
     }
     let file = format!("{name}.toml");
-    let Some((text, label)) = source.read_labeled(&file) else {
+    let Some((text, label)) = source.read_labeled(&file)? else {
         bail!("unknown role `{name}` (available: {})", source.role_names().join(", "));
     };
     let rf: RoleFile = toml::from_str(&text).map_err(|e| anyhow!("{label}: {e}"))?;
@@ -151,7 +151,7 @@ pub fn known_settings(source: &dyn RoleSource, loaded: &RoleSet) -> Result<Schem
     let mut all = loaded.settings.clone();
     for name in source.role_names().into_iter().filter(|n| !loaded.roles.contains(n)) {
         let file = format!("{name}.toml");
-        let text = source.read(&file).unwrap_or_default();
+        let text = source.read(&file)?.unwrap_or_default();
         let rf: RoleFile = toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", source.label(&file)))?;
         for (k, v) in rf.settings {
             all.entry(k).or_insert(v);
@@ -164,6 +164,17 @@ pub fn known_settings(source: &dyn RoleSource, loaded: &RoleSet) -> Result<Schem
 mod tests {
     use super::*;
     use crate::role::source::DirSource;
+
+    #[test]
+    fn an_unreadable_role_file_is_an_error_not_an_unknown_role_nor_the_embedded_one() {
+        use crate::role::source::{EmbeddedSource, Layered};
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("app.toml"), b"id = \"\xff\xfe\"\n").unwrap();
+        static EMBEDDED: &[(&str, &str)] = &[("app.toml", "")];
+        let source = Layered(vec![Box::new(DirSource(dir.path().to_path_buf())), Box::new(EmbeddedSource(EMBEDDED))]);
+        let e = load(&source, &["app".to_string()]).err().expect("fell through to the embedded role").to_string();
+        assert!(e.contains("cannot read") && e.contains("app.toml") && !e.contains("unknown role"), "{e}");
+    }
 
     #[test]
     fn a_secret_name_that_could_leave_its_directory_is_refused() {

@@ -3,17 +3,20 @@
 
 use std::path::PathBuf;
 
+use anyhow::{anyhow, Result};
+
 /// Where role files and templates come from. Paths are relative: `app.toml`,
-/// `templates/motd.hbs`.
+/// `templates/motd.hbs`. `Ok(None)`: not there; an error: there, but unreadable (which must
+/// stop the run, not fall through to an embedded file of the same name).
 pub trait RoleSource {
-    fn read(&self, file: &str) -> Option<String>;
+    fn read(&self, file: &str) -> Result<Option<String>>;
     /// How `file` is named in messages.
     fn label(&self, file: &str) -> String;
     /// The role names on offer (`*.toml` files).
     fn role_names(&self) -> Vec<String>;
     /// `read` and `label` in one lookup.
-    fn read_labeled(&self, file: &str) -> Option<(String, String)> {
-        self.read(file).map(|text| (text, self.label(file)))
+    fn read_labeled(&self, file: &str) -> Result<Option<(String, String)>> {
+        Ok(self.read(file)?.map(|text| (text, self.label(file))))
     }
 }
 
@@ -21,8 +24,13 @@ pub trait RoleSource {
 pub struct DirSource(pub PathBuf);
 
 impl RoleSource for DirSource {
-    fn read(&self, file: &str) -> Option<String> {
-        std::fs::read_to_string(self.0.join(file)).ok()
+    fn read(&self, file: &str) -> Result<Option<String>> {
+        let path = self.0.join(file);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(anyhow!("cannot read {}: {e}", path.display())),
+        }
     }
 
     fn label(&self, file: &str) -> String {
@@ -45,8 +53,8 @@ impl RoleSource for DirSource {
 pub struct EmbeddedSource(pub &'static [(&'static str, &'static str)]);
 
 impl RoleSource for EmbeddedSource {
-    fn read(&self, file: &str) -> Option<String> {
-        self.0.iter().find(|(p, _)| *p == file).map(|(_, t)| t.to_string())
+    fn read(&self, file: &str) -> Result<Option<String>> {
+        Ok(self.0.iter().find(|(p, _)| *p == file).map(|(_, t)| t.to_string()))
     }
 
     fn label(&self, file: &str) -> String {
@@ -68,19 +76,24 @@ impl RoleSource for EmbeddedSource {
 pub struct Layered(pub Vec<Box<dyn RoleSource>>);
 
 impl RoleSource for Layered {
-    fn read(&self, file: &str) -> Option<String> {
-        self.0.iter().find_map(|s| s.read(file))
+    fn read(&self, file: &str) -> Result<Option<String>> {
+        Ok(self.read_labeled(file)?.map(|(text, _)| text))
     }
 
     fn label(&self, file: &str) -> String {
         match self.read_labeled(file) {
-            Some((_, label)) => label,
-            None => self.0.first().map_or_else(|| file.to_string(), |s| s.label(file)),
+            Ok(Some((_, label))) => label,
+            _ => self.0.first().map_or_else(|| file.to_string(), |s| s.label(file)),
         }
     }
 
-    fn read_labeled(&self, file: &str) -> Option<(String, String)> {
-        self.0.iter().find_map(|s| s.read_labeled(file))
+    fn read_labeled(&self, file: &str) -> Result<Option<(String, String)>> {
+        for s in &self.0 {
+            if let Some(found) = s.read_labeled(file)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
     }
 
     fn role_names(&self) -> Vec<String> {
