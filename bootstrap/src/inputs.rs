@@ -74,8 +74,7 @@ pub fn source(opts: &Opts, bundle_roles: Option<std::path::PathBuf>) -> Result<B
     let mut layers: Vec<Box<dyn RoleSource>> = Vec::new();
     layers.extend(bundle_roles.map(|d| Box::new(DirSource(d)) as Box<dyn RoleSource>));
     if let Some(dir) = roles_dir(opts) {
-        crate::trusted_dir::check(&dir)?;
-        layers.push(Box::new(DirSource(dir)));
+        layers.push(Box::new(DirSource(crate::trusted_dir::check(&dir)?)));
     }
     layers.push(Box::new(EmbeddedSource(embedded::FILES)));
     Ok(Box::new(Layered(layers)))

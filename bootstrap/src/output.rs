@@ -80,7 +80,7 @@ pub fn summary(p: &Painter, r: &RunReport) -> String {
             _ => format!(
                 "{} failed (kept pending for the next run): {}",
                 n.notification,
-                n.error.as_deref().unwrap_or("")
+                printable(n.error.as_deref().unwrap_or(""))
             ),
         };
         let _ = writeln!(s, "notify: {line}");
@@ -97,7 +97,7 @@ pub fn summary(p: &Painter, r: &RunReport) -> String {
                     "{}",
                     p.fg(
                         AnsiColor::Red,
-                        &format!("site: failed: {e}; the last good bundle (serial {serial}) was used")
+                        &format!("site: failed: {}; the last good bundle (serial {serial}) was used", printable(e))
                     )
                 );
             }

@@ -6,6 +6,8 @@
 
 use std::path::Path;
 
+use std::os::unix::fs::MetadataExt;
+
 use anyhow::Result;
 use states::engine::context::Context;
 use states::engine::contract::{Change, Claim, Plan, State};
@@ -15,8 +17,7 @@ use states::files::ownership::{apply_meta, MetaOp, Mode, Ownership};
 
 pub const ID: &str = "bootstrap-files";
 
-/// Each path and its mode; the owner is the user running bootstrap (root on a node). The
-/// directories (`/etc/bootstrap`, `/var/lib/bootstrap`) are the common role's states.
+/// Each path and the widest mode it may have; the owner is root. The directories (`/etc/bootstrap`, `/var/lib/bootstrap`) are the common role's states.
 const FILES: &[(&str, u32)] =
     &[(SECRETS_FILE, 0o600), (SITE_FILE, 0o644), (NODE_FILE, 0o644), (INSTALLED, 0o755), (PREVIOUS, 0o755)];
 
@@ -29,10 +30,14 @@ pub fn node() -> Node {
     Node { id: ID.into(), kind: "own files", state: Box::new(OwnFiles), requires: Vec::new(), notify: Vec::new() }
 }
 
-fn wanted(mode: u32) -> Ownership {
-    let me = nix::unistd::Uid::effective().as_raw().to_string();
-    let group = nix::unistd::Gid::effective().as_raw().to_string();
-    Ownership { owner: Some(me), group: Some(group), mode: Some(Mode(mode)) }
+/// Root's on the running system; in a `--root` tree (tests, images) the running user's.
+fn owner(cx: &Context) -> Ownership {
+    let (uid, gid) = if cx.is_live() {
+        (0, 0)
+    } else {
+        (nix::unistd::Uid::effective().as_raw(), nix::unistd::Gid::effective().as_raw())
+    };
+    Ownership { owner: Some(uid.to_string()), group: Some(gid.to_string()), mode: None }
 }
 
 impl State for OwnFiles {
@@ -41,7 +46,7 @@ impl State for OwnFiles {
     }
 
     /// Not claimed: the binary is also the `bootstrap_version` pin's (whose swap keeps its
-    /// mode), and this state only ever tightens attributes.
+    /// mode), and this state only ever narrows a mode.
     fn claims(&self) -> Vec<Claim> {
         Vec::new()
     }
@@ -54,7 +59,10 @@ impl State for OwnFiles {
             if meta.file_type().is_symlink() {
                 continue;
             }
-            for c in wanted(mode).plan(&meta) {
+            // Only ever narrower: an operator's 0600 site.toml stays 0600.
+            let have = meta.mode() & 0o7777;
+            let own = Ownership { mode: (have & !mode != 0).then_some(Mode(have & mode)), ..owner(cx) };
+            for c in own.plan(&meta) {
                 let op = c.op::<MetaOp>().cloned().expect("ownership plans MetaOps");
                 plan.push(Change::new(format!("{abs}: {}", c.summary), Fix(abs.to_string(), op)));
             }

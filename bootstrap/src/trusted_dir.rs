@@ -6,24 +6,43 @@
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
 
 const STICKY: u32 = 0o1000;
 
-pub fn check(dir: &Path) -> Result<()> {
+/// The roles directory with links resolved, once it and everything in it passed: read the
+/// roles through this path, so a link swapped after the check can't redirect them.
+pub fn check(dir: &Path) -> Result<PathBuf> {
     let me = nix::unistd::Uid::effective().as_raw();
     let real = resolved(dir, me)?;
-    for entry in walk(&real)? {
-        // A link is followed when the role is read: what it points at counts.
-        resolved(&entry, me)?;
+    check_under(&real, me, 0)?;
+    Ok(real)
+}
+
+/// Every entry of `dir` (links followed: what they point at is what gets read), and the
+/// directories they lead into. A dangling link is never read: skipped.
+fn check_under(dir: &Path, me: u32, depth: usize) -> Result<()> {
+    if depth > 8 {
+        bail!("{}: directories nested too deep under the roles directory (a link loop?)", dir.display());
+    }
+    for e in fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let path = e?.path();
+        let real = match fs::canonicalize(&path) {
+            Ok(_) => resolved(&path, me)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot resolve {}", path.display())),
+        };
+        if real.is_dir() {
+            check_under(&real, me, depth + 1)?;
+        }
     }
     Ok(())
 }
 
 /// `path` with links resolved, checked with every directory above it.
-fn resolved(path: &Path, me: u32) -> Result<std::path::PathBuf> {
+fn resolved(path: &Path, me: u32) -> Result<PathBuf> {
     let real = fs::canonicalize(path).with_context(|| format!("roles directory: {}", path.display()))?;
     let mut above = real.parent();
     while let Some(d) = above {
@@ -32,20 +51,6 @@ fn resolved(path: &Path, me: u32) -> Result<std::path::PathBuf> {
     }
     safe(&real, me, false)?;
     Ok(real)
-}
-
-/// Everything under `dir` (role files, `templates/` and what it holds), links not followed.
-fn walk(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
-    let mut out = Vec::new();
-    for e in fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
-        let path = e?.path();
-        let is_dir = fs::symlink_metadata(&path).map(|m| m.is_dir()).unwrap_or(false);
-        out.push(path.clone());
-        if is_dir {
-            out.extend(walk(&path)?);
-        }
-    }
-    Ok(out)
 }
 
 fn safe(path: &Path, me: u32, above: bool) -> Result<()> {
@@ -83,7 +88,22 @@ mod tests {
         let set = |p: &Path, m: u32| fs::set_permissions(p, fs::Permissions::from_mode(m)).unwrap();
         set(top.path(), 0o755);
         set(&roles, 0o755);
+        assert_eq!(check(&roles).unwrap(), fs::canonicalize(&roles).unwrap());
+        // A dangling link (an editor's lock file) is never read: no reason to refuse.
+        std::os::unix::fs::symlink("/nonexistent/x", roles.join(".#web.toml")).unwrap();
         check(&roles).unwrap();
+        // What a link leads into counts: a linked templates directory with a file others may
+        // change is refused.
+        let elsewhere = top.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        set(&elsewhere, 0o755);
+        fs::write(elsewhere.join("b.hbs"), "").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, roles.join("linked")).unwrap();
+        check(&roles).unwrap();
+        set(&elsewhere.join("b.hbs"), 0o646);
+        let e = check(&roles).unwrap_err().to_string();
+        assert!(e.contains("b.hbs") && e.contains("every user"), "{e}");
+        set(&elsewhere.join("b.hbs"), 0o644);
 
         for (path, bad) in [
             (roles.join("templates/a.hbs"), 0o666),

@@ -234,6 +234,16 @@ fn a_corrupt_queue_is_set_aside_and_everything_it_could_hold_is_carried_out() {
     assert_eq!(*rec.seen.borrow(), ["reload haproxy", "restart pg"]);
     assert_eq!(fs::read_to_string(PendingQueue::set_aside_path(&cx)).unwrap(), "[{\"action\": \"rel");
     assert!(!queue.exists());
+
+    // A run that fails to carry them out leaves them owed, in a queue that reads again.
+    fs::write(&queue, "\u{0}garbage").unwrap();
+    let failing = Recorder::default();
+    failing.fail.set(true);
+    assert_eq!(run(&cx, &nodes, Mode::Apply, &failing).exit_code(), 1);
+    let owed = PendingQueue::load(&cx, true).unwrap();
+    assert!(!owed.is_corrupt());
+    assert_eq!(owed.items().iter().map(|n| n.to_string()).collect::<Vec<_>>(), ["reload haproxy", "restart pg"]);
+    assert_eq!(run(&cx, &nodes, Mode::Apply, &Recorder::default()).exit_code(), 0);
     assert_eq!(run(&cx, &nodes, Mode::Check, &Recorder::default()).exit_code(), 0);
 }
 

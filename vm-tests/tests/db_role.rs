@@ -235,10 +235,11 @@ fn db_role_installs_converges_rotates_heals_and_keeps_data() {
 
     // Drift: pg_hba.conf opened to everyone and PostgreSQL stopped. --check lists both (the
     // database states wait on the service), one run heals, the rows are there.
-    // (Stopping the umbrella unit returns before the cluster's own unit has stopped: wait for
-    // it, or a dry run that observes at once may still find PostgreSQL answering.)
+    // (Stopping the umbrella unit returns before the cluster's own unit has stopped: wait until
+    // it is inactive, not merely not active (`deactivating`), or a dry run that observes at once
+    // may still find PostgreSQL answering.)
     node.sh("echo 'host all all 0.0.0.0/0 trust' >> /etc/postgresql/15/main/pg_hba.conf && systemctl stop postgresql \
-         && while systemctl is-active -q postgresql@15-main; do sleep 0.2; done")
+         && while [ \"$(systemctl show -p ActiveState --value postgresql@15-main)\" != inactive ]; do sleep 0.2; done")
         .assert_ok("drift");
     let (code, plan) = check(&node, &out);
     assert_eq!(code, 2);

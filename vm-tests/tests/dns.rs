@@ -176,7 +176,7 @@ server db1.lab.test. 198.18.0.20:5432 priority 0 weight 0
     assert_eq!(r.code, 1, "a failed state fails the run:\n{}\n{}", r.stdout, r.stderr);
     let rep = report::parse(&r);
     assert_eq!(rep.ids_with(Status::Failed), ["dns-a", "dns-srv"]);
-    assert_eq!(rep.ids_with(Status::Unchanged), ["db-pool"]);
+    assert_eq!(rep.ids_with(Status::Unchanged), ["db-pool", "bootstrap-files"], "{:?}", state(&rep, "bootstrap-files"));
     let err = state(&rep, "dns-a").error.clone().unwrap();
     assert!(err.contains("no answer from the DNS server 198.18.0.1:53"), "{err}");
     assert_eq!(node.read_file(POOL), two, "the pool keeps its members while DNS is down");

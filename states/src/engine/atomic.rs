@@ -77,6 +77,8 @@ fn validate(cx: &Context, abs: &Path, tmp: &Path, argv: &[String]) -> Result<()>
 /// Replace an internal file of ours (reports, queues) atomically with `mode`; no backup.
 pub fn write_plain(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     let dir = path.parent().ok_or_else(|| anyhow!("{} has no parent directory", path.display()))?;
+    // A bare file name (`-o site.bundle`): the current directory.
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
     own_dir(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(bytes)?;
@@ -117,7 +119,8 @@ pub fn forget_backup(cx: &Context, abs: &Path) -> Result<()> {
 fn own_dir(dir: &Path) -> Result<()> {
     let mut missing = Vec::new();
     let mut d = dir;
-    while !d.is_dir() {
+    // A bare file name has the empty path as its directory: the current one.
+    while !d.as_os_str().is_empty() && !d.is_dir() {
         missing.push(d);
         match d.parent() {
             Some(p) => d = p,
@@ -172,5 +175,19 @@ mod tests {
         assert_eq!(mode(&root.path().join("var/lib/bootstrap")), 0o700);
         assert_eq!(mode(&root.path().join("var/lib/bootstrap/backup/etc/app")), 0o700);
         assert_eq!(mode(&root.path().join("var/lib/bootstrap/backup/etc/app/x.conf")), 0o600);
+    }
+
+    #[test]
+    fn a_bare_or_relative_file_name_is_written_where_it_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let back = std::env::current_dir().unwrap();
+        std::env::set_current_dir(dir.path()).unwrap();
+        let bare = write_plain(Path::new("site.bundle"), b"x", 0o644);
+        let nested = write_plain(Path::new("out/site.bundle"), b"y", 0o644);
+        std::env::set_current_dir(back).unwrap();
+        bare.unwrap();
+        nested.unwrap();
+        assert_eq!(fs::read(dir.path().join("site.bundle")).unwrap(), b"x");
+        assert_eq!(fs::read(dir.path().join("out/site.bundle")).unwrap(), b"y");
     }
 }

@@ -100,9 +100,9 @@ impl PendingQueue {
     }
 
     /// The queue a killed or failed run left. One that can't be read (a disk fault, an edit)
-    /// must not stop every later run, firewall healing included: it is set aside (`dry`: left
-    /// in place) and the queue starts empty and `corrupt`, for the run to fill with every
-    /// notification its states can send.
+    /// must not stop every later run, firewall healing included: a copy is set aside (`dry`:
+    /// none) and the queue starts empty and `corrupt`, for the run to fill with every
+    /// notification its states can send (`owe_all`).
     pub fn load(cx: &Context, dry: bool) -> Result<PendingQueue> {
         let path = Self::path(cx);
         let bytes = match std::fs::read(&path) {
@@ -113,9 +113,10 @@ impl PendingQueue {
         match serde_json::from_slice(&bytes) {
             Ok(items) => Ok(PendingQueue { path, items, corrupt: false }),
             Err(_) => {
-                let aside = Self::set_aside_path(cx);
+                // Copied, not moved: the corrupt file stays the queue until `owe_all` replaced
+                // it, so a run that dies in between leaves what it owes.
                 if !dry {
-                    std::fs::rename(&path, &aside)
+                    atomic::write_plain(&Self::set_aside_path(cx), &bytes, 0o600)
                         .with_context(|| format!("cannot set the corrupt {} aside", path.display()))?;
                 }
                 Ok(PendingQueue { path, items: Vec::new(), corrupt: true })
@@ -130,6 +131,15 @@ impl PendingQueue {
 
     pub fn is_corrupt(&self) -> bool {
         self.corrupt
+    }
+
+    /// After a corrupt queue: owe `every` notification, written over the corrupt file.
+    pub fn owe_all(&mut self, every: &[Notification]) -> Result<()> {
+        for n in every {
+            merge(&mut self.items, n);
+        }
+        self.corrupt = false;
+        self.save()
     }
 
     pub fn items(&self) -> &[Notification] {

@@ -77,7 +77,7 @@ pub fn run(
         // What it held is unknown: whatever it could have held is owed.
         let every: Vec<Notification> = nodes.iter().flat_map(|n| n.notify.iter().cloned()).collect();
         tracing::warn!(
-            "{} could not be read; set aside as {}: every reload and restart the roles can send is carried out",
+            "{} could not be read (a copy is kept as {}): every reload and restart the roles can send is carried out",
             PendingQueue::path(cx).display(),
             PendingQueue::set_aside_path(cx).display()
         );
@@ -85,7 +85,7 @@ pub fn run(
             merge(&mut would_queue, n);
         }
         if mode == Mode::Apply {
-            queue.add(&every)?;
+            queue.owe_all(&every)?;
         }
     }
     let mut not_ok: HashSet<&str> = HashSet::new();

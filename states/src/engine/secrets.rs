@@ -65,7 +65,7 @@ impl Secrets {
     /// for error messages, logs and reports that might quote a value by accident.
     /// Also the forms a tool may print a value in: base64 (standard and URL-safe, also inside
     /// a longer encoding such as HTTP basic auth's `user:password`), hex, URL and JSON escapes,
-    /// and a prefix of 8 characters or more (a truncated echo).
+    /// and a prefix of 12 characters or more (a truncated echo).
     pub fn scrub(&self, text: &str) -> String {
         let mut out = text.to_string();
         for v in self.values.values().chain(&self.retired).filter(|v| v.len() >= MIN_SCRUB_LEN) {
@@ -80,8 +80,9 @@ impl Secrets {
     }
 }
 
-/// A prefix this long is as good as the value to whoever guesses the rest.
-const MIN_PREFIX: usize = 8;
+/// A prefix this long is most of the value; shorter ones would blank ordinary words in every
+/// message (a secret starting `postgres` or `https://`).
+const MIN_PREFIX: usize = 12;
 
 /// Prefixes of `v` (longest first) of at least `MIN_PREFIX` characters.
 fn scrub_prefixes(text: &str, v: &str) -> String {
@@ -115,15 +116,18 @@ fn encoded_forms(v: &str) -> Vec<String> {
             }
         }
     }
-    let url: String = b
-        .iter()
-        .map(|&c| match c {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (c as char).to_string(),
-            _ => format!("%{c:02X}"),
-        })
-        .collect();
-    forms.push(url.clone());
-    forms.push(url.to_lowercase());
+    // URL escapes, with upper- and (as some encoders write them) lowercase hex digits.
+    let escaped = |lower: bool| -> String {
+        b.iter()
+            .map(|&c| match c {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (c as char).to_string(),
+                _ if lower => format!("%{c:02x}"),
+                _ => format!("%{c:02X}"),
+            })
+            .collect()
+    };
+    forms.push(escaped(false));
+    forms.push(escaped(true));
     if let Ok(json) = serde_json::to_string(v) {
         forms.push(json[1..json.len() - 1].to_string());
     }
@@ -160,7 +164,9 @@ mod tests {
             (format!("hex {}", HEXLOWER.encode(pw.as_bytes())), HEXLOWER.encode(pw.as_bytes())),
             (format!("url postgres://app:{url}@db/x"), url.clone()),
             (format!("json {json}"), json[1..json.len() - 3].to_string()),
-            (format!("cut {}…", &pw[..10]), pw[..10].to_string()),
+            (format!("cut {}…", &pw[..13]), pw[..13].to_string()),
+            // (the part after the prefix: only the whole lowercase-escape form can take it)
+            ("lower url canary-S3cret%2f%2b%3f%26%3dv4lue".to_string(), "%2f%2b%3f%26%3dv4lue".to_string()),
             // `app:` is 4 bytes: the password starts at offset 1 of a base64 group.
             (format!("Authorization: Basic {basic}"), basic[6..basic.len() - 2].to_string()),
             ("old canary-old-Pw-0001 rejected".to_string(), "canary-old-Pw-0001".to_string()),
@@ -171,6 +177,8 @@ mod tests {
             assert!(!out.contains(held.as_str()) && out.contains("<redacted>"), "{text} -> {out}");
         }
         assert_eq!(s.scrub("an ordinary line"), "an ordinary line");
+        // A short common prefix stays: `canary-S3c` is not blanked.
+        assert_eq!(s.scrub("canary-S3c"), "canary-S3c");
     }
 
     #[test]

@@ -84,11 +84,12 @@ impl SettingSpec {
     }
 }
 
-/// Unicode's format characters that change how text around them reads, or hide: the soft
-/// hyphen, the zero-width ones, bidirectional marks, embeddings, overrides and isolates, the
-/// byte order mark.
+/// Unicode characters that change how the text around them reads, or hide: bidirectional
+/// marks, embeddings, overrides and isolates, the zero-width space and word joiner, invisible
+/// operators, line and paragraph separators, the byte order mark, tag characters. Not the
+/// zero-width (non-)joiners: Persian, Indic scripts and emoji need them.
 pub fn invisible(c: char) -> bool {
-    matches!(c, '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}')
+    matches!(c, '\u{061C}' | '\u{180E}' | '\u{200B}' | '\u{200E}' | '\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{E0000}'..='\u{E007F}')
 }
 
 fn check_one(kind: Kind, v: &toml::Value) -> Result<()> {
@@ -270,6 +271,8 @@ mod tests {
             assert!(e.contains("invisible format characters (U+"), "{e}");
         }
         assert!(spec(Kind::String).check("s", &s("Café Ünïcode — fine")).is_ok());
+        assert!(spec(Kind::String).check("s", &s("می\u{200C}خواهم 👩\u{200D}💻")).is_ok(), "ZWNJ/ZWJ are text");
+        assert!(spec(Kind::String).check("s", &s("tag\u{E0041}")).is_err());
         assert!(spec(Kind::Name).check("n", &s("app_db")).is_ok());
         assert!(spec(Kind::Name).check("n", &s("all")).unwrap_err().to_string().contains("reserved"));
         assert!(spec(Kind::Name).check("n", &s("App")).is_err());
