@@ -30,7 +30,7 @@ fn check_under(dir: &Path, me: u32, depth: usize) -> Result<()> {
     for e in fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
         let path = e?.path();
         let real = match fs::canonicalize(&path) {
-            Ok(_) => resolved(&path, me)?,
+            Ok(real) => checked(real, me)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e).with_context(|| format!("cannot resolve {}", path.display())),
         };
@@ -43,7 +43,11 @@ fn check_under(dir: &Path, me: u32, depth: usize) -> Result<()> {
 
 /// `path` with links resolved, checked with every directory above it.
 fn resolved(path: &Path, me: u32) -> Result<PathBuf> {
-    let real = fs::canonicalize(path).with_context(|| format!("roles directory: {}", path.display()))?;
+    checked(fs::canonicalize(path).with_context(|| format!("roles directory: {}", path.display()))?, me)
+}
+
+/// `real` (links resolved) checked with every directory above it.
+fn checked(real: PathBuf, me: u32) -> Result<PathBuf> {
     let mut above = real.parent();
     while let Some(d) = above {
         safe(d, me, true)?;
