@@ -11,15 +11,21 @@ use std::os::unix::fs::MetadataExt;
 use anyhow::Result;
 use states::engine::context::Context;
 use states::engine::contract::{Change, Claim, Plan, State};
-use states::engine::layout::{INSTALLED, NODE_FILE, PREVIOUS, SECRETS_FILE, SITE_FILE};
+use states::engine::layout::{INSTALLED, NODE_FILE, PREVIOUS, SCRAM_KEY, SECRETS_FILE, SITE_FILE};
 use states::engine::run::Node;
 use states::files::ownership::{apply_meta, MetaOp, Mode, Ownership};
 
 pub const ID: &str = "bootstrap-files";
 
 /// Each path and the widest mode it may have; the owner is root. The directories (`/etc/bootstrap`, `/var/lib/bootstrap`) are the common role's states.
-const FILES: &[(&str, u32)] =
-    &[(SECRETS_FILE, 0o600), (SITE_FILE, 0o644), (NODE_FILE, 0o644), (INSTALLED, 0o755), (PREVIOUS, 0o755)];
+const FILES: &[(&str, u32)] = &[
+    (SECRETS_FILE, 0o600),
+    (SCRAM_KEY, 0o600),
+    (SITE_FILE, 0o644),
+    (NODE_FILE, 0o644),
+    (INSTALLED, 0o755),
+    (PREVIOUS, 0o755),
+];
 
 struct OwnFiles;
 

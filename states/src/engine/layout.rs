@@ -13,6 +13,8 @@ pub const SITE_FILE: &str = "/etc/bootstrap/site.toml";
 pub const NODE_FILE: &str = "/etc/bootstrap/node.toml";
 /// Secrets, root-only.
 pub const SECRETS_FILE: &str = "/etc/bootstrap/secrets.toml";
+/// The key of the SCRAM check tags (`sys/scram_checked`), with the other secrets.
+pub const SCRAM_KEY: &str = "/etc/bootstrap/scram-checked.key";
 /// The schedule.
 pub const CRON_FILE: &str = "/etc/cron.d/bootstrap";
 /// One run at a time.

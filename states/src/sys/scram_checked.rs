@@ -16,11 +16,10 @@ use sha2::Sha256;
 
 use crate::engine::atomic;
 use crate::engine::context::Context;
+use crate::engine::layout::SCRAM_KEY;
 use crate::sys::scram::Verifier;
 
 const DIR: &str = "scram-checked";
-/// The node's key for the tags, with the other secrets.
-const KEY: &str = "/etc/bootstrap/scram-checked.key";
 
 /// Whether `stored` (the role's `rolpassword`, parsed as `verifier`) is `password`'s. On the
 /// running system a passed check is remembered; elsewhere (tests) every check is made.
@@ -29,7 +28,7 @@ pub fn matches(cx: &Context, role: &str, stored: &str, verifier: &Verifier, pass
         return verifier.matches(password);
     }
     let record = !cx.shared.is_check();
-    match key(&cx.path(KEY), record) {
+    match key(&cx.path(SCRAM_KEY), record) {
         Some(key) => matches_in(&cx.layout().state_dir().join(DIR), &key, record, role, stored, verifier, password),
         None => verifier.matches(password),
     }
