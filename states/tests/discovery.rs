@@ -22,7 +22,7 @@ fn specs(name: &str, toml_text: &str) -> BTreeMap<String, toml::Table> {
 }
 
 fn peer(host: &str, address: &str, priority: u16, weight: u16) -> Peer {
-    Peer { host: host.into(), address: address.into(), port: 5432, priority, weight }
+    Peer { host: host.into(), address: address.into(), port: 5432, priority, weight, txt: Vec::new() }
 }
 
 fn known(p: Peer, missing_since: Option<u64>) -> KnownPeer {
@@ -84,9 +84,9 @@ fn static_peers_need_no_dns_and_empty_specs_yield_empty_lists() {
     assert_eq!(
         peers["db"],
         json!([
-            { "host": "198.18.0.20", "name": "198.18.0.20", "address": "198.18.0.20", "port": 5432, "priority": 0, "weight": 0 },
-            { "host": "198.18.0.21", "name": "198.18.0.21", "address": "198.18.0.21", "port": 5432, "priority": 0, "weight": 0 },
-            { "host": "2001:db8::20", "name": "2001:db8::20", "address": "2001:db8::20", "port": 5433, "priority": 0, "weight": 0 },
+            { "host": "198.18.0.20", "name": "198.18.0.20", "address": "198.18.0.20", "port": 5432, "priority": 0, "weight": 0, "txt": [] },
+            { "host": "198.18.0.21", "name": "198.18.0.21", "address": "198.18.0.21", "port": 5432, "priority": 0, "weight": 0, "txt": [] },
+            { "host": "2001:db8::20", "name": "2001:db8::20", "address": "2001:db8::20", "port": 5433, "priority": 0, "weight": 0, "txt": [] },
         ])
     );
     assert_eq!(discover(&cx, &BTreeMap::new(), true).unwrap(), json!({}));
@@ -249,4 +249,43 @@ fn static_host_names_are_resolved_and_merged_with_srv() {
         ["127.0.0.40 127.0.0.40", "fixed.lab.test. 127.0.0.30", "db1.lab.test. 127.0.0.21"]
     );
     assert_eq!(peers["db"][1]["port"], 6432);
+}
+
+#[test]
+fn published_txt_comes_with_each_peer_and_a_failed_lookup_keeps_it() {
+    let mut knot = Knot::start(
+        "lab.test",
+        &[
+            "_sshfs._tcp 60 IN SRV 0 0 22 app1",
+            "_sshfs._tcp 60 IN SRV 0 0 22 app2",
+            "app1 60 IN A 127.0.0.31",
+            "app2 60 IN A 127.0.0.32",
+            "_sshfs-client-key.app1 60 IN TXT \"ssh-ed25519 AAAAkey1 app1\"",
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cx = cx(dir.path());
+    let s = specs(
+        "clients",
+        &format!("srv = \"_sshfs._tcp.lab.test\"\nservers = [\"{}\"]\ntxt = \"_sshfs-client-key\"", knot.addr),
+    );
+    let now = 1_700_000_000;
+    let peers = discover_at(&cx, &s, true, now).unwrap();
+    assert_eq!(peers["clients"][0]["txt"], json!(["ssh-ed25519 AAAAkey1 app1"]), "{peers}");
+    assert_eq!(peers["clients"][1]["txt"], json!([]), "a host without the record: no key");
+    // A key published later is seen at the next run; the server down keeps what was known.
+    knot.update(&["add _sshfs-client-key.app2.lab.test. 60 TXT \"ssh-ed25519 AAAAkey2 app2\""]);
+    let peers = discover_at(&cx, &s, true, now + 60).unwrap();
+    assert_eq!(peers["clients"][1]["txt"], json!(["ssh-ed25519 AAAAkey2 app2"]), "{peers}");
+    knot.stop();
+    assert_eq!(discover_at(&cx, &s, true, now + 120).unwrap(), peers);
+    // A key withdrawn (a decommissioned client) is gone at once, whatever the grace period.
+    knot.restart();
+    knot.update(&["delete _sshfs-client-key.app2.lab.test. TXT"]);
+    let after = discover_at(&cx, &s, true, now + 180).unwrap();
+    assert_eq!(after["clients"][1]["txt"], json!([]), "{after}");
+    // `txt` is one label.
+    let bad = specs("clients", "txt = \"a.b\"");
+    let err = discover_at(&cx, &bad, false, now).unwrap_err().to_string();
+    assert!(err.contains("must be one label"), "{err}");
 }

@@ -46,9 +46,12 @@ bootstrap_version = "0.1.0"
 db_ha = true
 db_cluster_name = "shop"
 db_synchronous = true
+storage_node = "store.lab.test"
+shared_volumes = ["uploads", "cache"]
+shared_mount = "/srv/share"
 "#;
 
-const COMBINATIONS: &[&[&str]] = &[&["app"], &["db"], &["app", "db"]];
+const COMBINATIONS: &[&[&str]] = &[&["app"], &["db"], &["app", "db"], &["storage"], &["app", "storage"]];
 
 fn facts() -> Facts {
     Facts {
@@ -73,6 +76,12 @@ fn peers() -> serde_json::Value {
     ], "db": [
         { "host": "db1.lab.test.", "name": "db1.lab.test", "address": "198.18.0.20", "port": 5432, "priority": 0, "weight": 0 },
         { "host": "db2.lab.test.", "name": "db2.lab.test", "address": "2001:db8::21", "port": 5432, "priority": 0, "weight": 0 },
+    ], "storage": [
+        { "host": "store.lab.test.", "name": "store.lab.test", "address": "198.18.0.40", "port": 22, "priority": 0, "weight": 0,
+          "txt": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl root@store"] },
+    ], "sshfs_clients": [
+        { "host": "app2.lab.test.", "name": "app2.lab.test", "address": "198.18.0.11", "port": 22, "priority": 0, "weight": 0,
+          "txt": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIF0000000000000000000000000000000000000000000 app2 shared storage"] },
     ], "etcd": [
         { "host": "db1.lab.test.", "name": "db1.lab.test", "address": "198.18.0.20", "port": 2379, "priority": 0, "weight": 0 },
     ] })

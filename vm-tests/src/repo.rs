@@ -37,6 +37,9 @@ pub const PACKAGES: &[&str] = &[
     "time",
     // the floating IP (app role)
     "keepalived",
+    // shared storage: the app nodes' SSHFS mounts, the tests' ssh/sftp probes
+    "sshfs",
+    "openssh-client",
 ];
 
 /// Path of the cached repository (a directory of .debs plus `Packages` and `Release`).

@@ -50,6 +50,8 @@ kinds! {
     certificate => ["certificate": build],
     acme => ["acme": build],
     dns_record => ["dns_record": build],
+    ssh_key => ["ssh_key": build],
+    mount => ["mount": build],
     postgres => ["pg_role": build_role + early, "pg_database": build_database + early],
     etcd_member => ["etcd_member": build],
     patroni => ["patroni": build],

@@ -8,6 +8,7 @@
 //! servers = ["198.18.0.1:53"]                    # optional; default: /etc/resolv.conf
 //! static = ["198.18.0.20:5432", "db1.lab.test:5432"]  # optional; always added
 //! grace_minutes = 60                             # optional
+//! txt = "_sshfs-client-key"                      # optional: each peer's `txt` from DNS
 //! ```
 //!
 //! One SRV query, then the A and AAAA records of every target (and of static host names), all
@@ -15,7 +16,9 @@
 //! priority 0, weight 0), so a role can name a fixed peer and still discover the rest. Names
 //! are absolute: no search list applies. A query waits at most 2 s and is sent twice, and a
 //! whole lookup is cut off after `LOOKUP_CAP`, so a dead DNS server never stalls the
-//! 15-minute run for long.
+//! 15-minute run for long. With `txt = "_label"`, each host's TXT strings at `_label.<host>`
+//! (a key it publishes) come as the peer's `txt` list; a host whose TXT lookup fails keeps
+//! what was known of it.
 //!
 //! A failed lookup (no answer, refused, a server failure) keeps the last known list (with a
 //! warning); a peer absent from an answer (an empty one included: the server said there are
@@ -60,6 +63,8 @@ struct Params {
     /// spoofed DNS answer must not point a pool anywhere else. Empty entries are ignored.
     #[serde(default)]
     within: Vec<String>,
+    #[serde(default)]
+    txt: String,
 }
 
 fn default_grace() -> u64 {
@@ -75,6 +80,8 @@ struct Spec {
     grace_secs: u64,
     /// Empty: anywhere.
     within: Vec<ipnet::IpNet>,
+    /// The label under each host whose TXT records are wanted.
+    txt: Option<Name>,
 }
 
 enum Host {
@@ -113,7 +120,12 @@ impl Spec {
             .filter(|s| !s.is_empty())
             .map(|s| s.parse().map_err(|_| anyhow!("`within`: `{s}` is not a network like `10.0.0.0/8`")))
             .collect::<Result<_>>()?;
-        Ok(Spec { srv, servers, static_peers, grace_secs: p.grace_minutes.saturating_mul(60), within })
+        let txt = match p.txt.trim() {
+            "" => None,
+            t if t.contains('.') => anyhow::bail!("`txt` `{t}` must be one label (like `_sshfs-client-key`)"),
+            t => Some(Name::from_ascii(t).map_err(|e| anyhow!("`txt` `{t}` is not a DNS label: {e}"))?),
+        };
+        Ok(Spec { srv, servers, static_peers, grace_secs: p.grace_minutes.saturating_mul(60), within, txt })
     }
 
     /// Whether `address` is inside the networks the peers must be in.
@@ -126,6 +138,9 @@ impl Spec {
         let mut s = self.srv.as_ref().map(|n| format!("srv {n}")).unwrap_or_default();
         for (h, port) in &self.static_peers {
             s += &format!(" static {h}:{port}");
+        }
+        if let Some(t) = &self.txt {
+            s += &format!(" txt {t}");
         }
         s
     }
@@ -297,12 +312,67 @@ async fn observe(spec: &Spec) -> Result<Observation> {
             }
         }
     }
+    let txt = match &spec.txt {
+        Some(label) => published_txt(&resolver, label, addresses.keys().copied(), &mut obs).await,
+        None => BTreeMap::new(),
+    };
     for (name, port, priority, weight) in &targets {
+        // A host whose TXT lookup failed is left to what was known of it.
+        if spec.txt.is_some() && !txt.contains_key(name) {
+            continue;
+        }
         for ip in addresses.get(name).into_iter().flatten() {
-            obs.peers.push(peer(name.to_ascii(), *ip, *port, *priority, *weight));
+            let mut p = peer(name.to_ascii(), *ip, *port, *priority, *weight);
+            p.txt = txt.get(name).cloned().unwrap_or_default();
+            obs.peers.push(p);
         }
     }
     Ok(obs)
+}
+
+/// The TXT strings each host publishes at `<label>.<host>` (a record's strings joined), by
+/// host; a host whose lookup fails is unresolved, so what was known of it stays.
+async fn published_txt<'a>(
+    resolver: &TokioResolver,
+    label: &Name,
+    hosts: impl Iterator<Item = &'a Name>,
+    obs: &mut Observation,
+) -> BTreeMap<&'a Name, Vec<String>> {
+    let hosts: Vec<&Name> = hosts.collect();
+    let names: Vec<Option<Name>> = hosts.iter().map(|h| label.clone().append_domain(h).ok()).collect();
+    let answers = join_all(names.iter().map(|n| async move {
+        match n {
+            Some(n) => Some(resolver.txt_lookup(n.clone()).await),
+            None => None,
+        }
+    }))
+    .await;
+    let mut out = BTreeMap::new();
+    for (host, answer) in hosts.into_iter().zip(answers) {
+        let strings = match answer {
+            Some(Ok(lookup)) => lookup
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::TXT(t) => {
+                        Some(t.txt_data.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect::<String>())
+                    }
+                    _ => None,
+                })
+                .collect(),
+            Some(Err(e)) if answered_empty(&e) => Vec::new(),
+            Some(Err(e)) => {
+                tracing::warn!(host = %host, error = %e, "cannot look up the TXT records of a peer");
+                obs.unresolved.insert(host.to_ascii());
+                continue;
+            }
+            None => Vec::new(),
+        };
+        let mut strings: Vec<String> = strings;
+        strings.sort();
+        out.insert(host, strings);
+    }
+    out
 }
 
 /// An answer saying there are no such records (NOERROR with none, or NXDOMAIN), as opposed to
@@ -312,7 +382,7 @@ fn answered_empty(e: &NetError) -> bool {
 }
 
 fn peer(host: String, ip: IpAddr, port: u16, priority: u16, weight: u16) -> Peer {
-    Peer { host, address: ip.to_string(), port, priority, weight }
+    Peer { host, address: ip.to_string(), port, priority, weight, txt: Vec::new() }
 }
 
 /// A resolver asking `servers` (or the system's), with short timeouts and no cache to outlive
@@ -347,7 +417,7 @@ mod tests {
     use super::*;
 
     fn p(host: &str, address: &str, port: u16) -> Peer {
-        Peer { host: host.into(), address: address.into(), port, priority: 0, weight: 0 }
+        Peer { host: host.into(), address: address.into(), port, priority: 0, weight: 0, txt: Vec::new() }
     }
 
     fn names(peers: &[Peer]) -> Vec<String> {

@@ -158,6 +158,7 @@ pub fn decommission(mut inputs: Inputs<'_>) -> Result<Prepared> {
         requires: records,
         notify: Vec::new(),
         when: None,
+        for_each: None,
         params,
         origin: Origin { file: "decommission".into(), line: 0 },
         key_lines: Default::default(),

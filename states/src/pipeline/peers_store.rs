@@ -24,6 +24,10 @@ pub struct Peer {
     pub port: u16,
     pub priority: u16,
     pub weight: u16,
+    /// The TXT strings at `<txt>.<host>` when the discovery asks for them (`txt = "_label"`):
+    /// a key the peer publishes. Always present, so templates may name it.
+    #[serde(default)]
+    pub txt: Vec<String>,
 }
 
 impl Peer {

@@ -13,6 +13,7 @@ use crate::engine::contract::{Claim, State, Thing};
 use crate::engine::deferred::NeedsSecrets;
 use crate::engine::run::{order, Node};
 use crate::kinds;
+use crate::role::for_each::{self, Expanded, Instance};
 use crate::role::lines::quoted_words;
 use crate::role::load::RoleSet;
 use crate::role::params::{included, resolve_params};
@@ -86,12 +87,14 @@ pub fn compile(
     data: &Data,
 ) -> Result<Compiled> {
     let mut fingerprints = Fingerprints::new();
-    let mut nodes = Vec::with_capacity(set.states.len());
-    let mut origins = Vec::with_capacity(set.states.len());
-    let mut errors = Vec::new();
+    let Expanded { instances, looped, mut errors } = for_each::expand(set.states, templates, data);
+    let mut nodes = Vec::with_capacity(instances.len());
+    let mut origins = Vec::with_capacity(instances.len());
     let mut left_out = HashSet::new();
-    for spec in set.states {
-        let StateSpec { id, kind, requires, notify, when, params, origin, key_lines } = spec;
+    for Instance { spec, item } in instances {
+        let StateSpec { id, kind, requires, notify, when, for_each: _, params, origin, key_lines } = spec;
+        let item_data = item.map(|item| for_each::with_item(data, &item));
+        let data = item_data.as_ref().unwrap_or(data);
         if let Some(cond) = when {
             match included(cond, templates, data) {
                 Ok(true) => {}
@@ -145,9 +148,14 @@ pub fn compile(
         bail!("{}", errors.join("\n"));
     }
     check_claims(&nodes, &origins)?;
-    // What required a state that was left out does not wait for it.
+    // What requires a looped state waits for each of its items; what required a state that
+    // was left out does not wait for it.
     for n in &mut nodes {
-        n.requires.retain(|r| !left_out.contains(r));
+        n.requires = std::mem::take(&mut n.requires)
+            .into_iter()
+            .flat_map(|r| looped.get(&r).cloned().unwrap_or_else(|| vec![r]))
+            .filter(|r| !left_out.contains(r))
+            .collect();
     }
     order(&nodes)?;
     Ok(Compiled { nodes, fingerprints })

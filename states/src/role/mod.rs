@@ -3,6 +3,7 @@
 //! into engine nodes. Every error names the file, line and key.
 
 pub mod compile;
+pub mod for_each;
 pub mod lines;
 pub mod load;
 pub mod params;

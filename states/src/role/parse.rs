@@ -90,6 +90,7 @@ impl std::fmt::Display for Origin {
     }
 }
 
+#[derive(Clone)]
 pub struct StateSpec {
     pub id: String,
     pub kind: String,
@@ -98,6 +99,9 @@ pub struct StateSpec {
     /// `when = "{{settings.domain}}"` or `{ setting = "x" }`: the state exists only when this
     /// is truthy (not empty, `false`, `0` or an unset setting).
     pub when: Option<toml::Value>,
+    /// `for_each = { setting = "shared_volumes" }` (or a list, or a template): one state per
+    /// item, `{{item}}` in its parameters, id `ID.ITEM`; `requires = ["ID"]` waits for all.
+    pub for_each: Option<toml::Value>,
     pub params: toml::Table,
     pub origin: Origin,
     /// Line of each parameter key, to point errors at it.
@@ -125,6 +129,7 @@ pub(crate) fn state_spec(lines: &Lines, label: &str, line: usize, mut t: toml::T
         }
     };
     let when = t.remove("when");
+    let for_each = t.remove("for_each");
     let requires = list(&mut t, "requires")?;
     let notify = list(&mut t, "notify")?
         .iter()
@@ -136,6 +141,7 @@ pub(crate) fn state_spec(lines: &Lines, label: &str, line: usize, mut t: toml::T
         requires,
         notify,
         when,
+        for_each,
         params: t,
         origin: Origin { file: label.into(), line },
         key_lines,

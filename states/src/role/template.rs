@@ -91,6 +91,31 @@ handlebars::handlebars_helper!(html: |v: str| {
     handlebars::html_escape(v)
 });
 
+/// The first OpenSSH public key among `v` (a string or a list, as a discovered peer's `txt`),
+/// as `TYPE BASE64` without its comment; empty when there is none. What a peer publishes
+/// goes into `authorized_keys` and `known_hosts`: anything else in it (options, a newline)
+/// must not.
+fn ssh_public_key(v: &serde_json::Value) -> String {
+    const TYPES: &[&str] =
+        &["ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa"];
+    let candidates: Vec<&str> = match v {
+        serde_json::Value::String(s) => vec![s.as_str()],
+        serde_json::Value::Array(a) => a.iter().filter_map(|x| x.as_str()).collect(),
+        _ => Vec::new(),
+    };
+    candidates
+        .into_iter()
+        .find_map(|c| {
+            let mut words = c.split(' ');
+            let (kind, key) = (words.next()?, words.next()?);
+            let base64 = |k: &str| k.len() >= 16 && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b));
+            (TYPES.contains(&kind) && base64(key) && !c.chars().any(char::is_control)).then(|| format!("{kind} {key}"))
+        })
+        .unwrap_or_default()
+}
+
+handlebars::handlebars_helper!(sshkey: |v: Json| ssh_public_key(v));
+
 handlebars::handlebars_helper!(others: |peers: array, address: str| {
     // The peers but this node (found by its own address): keepalived's unicast peers.
     serde_json::Value::Array(peers.iter().filter(|p| p["address"].as_str() != Some(address)).cloned().collect())
@@ -106,6 +131,7 @@ impl Templates {
         hb.register_helper("servername", Box::new(servername));
         hb.register_helper("others", Box::new(others));
         hb.register_helper("html", Box::new(html));
+        hb.register_helper("sshkey", Box::new(sshkey));
         let used_secret = Arc::new(AtomicBool::new(false));
         hb.register_helper("secret", Box::new(SecretHelper { secrets: secrets.clone(), used: used_secret.clone() }));
         Templates { hb, used_secret, inline: RefCell::default() }
@@ -203,6 +229,23 @@ mod tests {
             String::from_utf8(c.bytes).unwrap(),
             "<p>&lt;script&gt;x&lt;/script&gt; &amp; &quot;Co&quot; &#x27;n&#x27;</p>"
         );
+    }
+
+    #[test]
+    fn sshkey_takes_a_plain_key_and_nothing_else() {
+        let mut t = templates();
+        t.add("k", "[{{sshkey txt}}]").unwrap();
+        let render = |txt: serde_json::Value| {
+            String::from_utf8(t.render("k", &Data::new(json!({ "txt": txt }))).unwrap().bytes).unwrap()
+        };
+        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+        assert_eq!(render(json!([format!("{key} app1 shared storage")])), format!("[{key}]"));
+        assert_eq!(render(json!(["garbage", key])), format!("[{key}]"), "the first key among the strings");
+        // Options, a newline smuggling a second line, an unknown type: not a key.
+        assert_eq!(render(json!([format!("command=\"sh\" {key}")])), "[]");
+        assert_eq!(render(json!([format!("{key} x\nssh-ed25519 AAAAother")])), "[]");
+        assert_eq!(render(json!(["ssh-dss AAAAB3NzaC1kc3MAAACBAP"])), "[]");
+        assert_eq!(render(json!([])), "[]");
     }
 
     #[test]

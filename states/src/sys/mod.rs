@@ -19,6 +19,7 @@ pub mod rest;
 pub mod scram;
 pub mod scram_checked;
 pub mod signature;
+pub mod ssh_keygen;
 pub mod sshd_port;
 pub mod systemd;
 pub mod systemd_bus;

@@ -7,8 +7,10 @@
 //! site name) and every node converges to it on its next run; haproxy stops on the node
 //! holding the floating IP and the other takes it, the outage measured from a db node; the db
 //! leader is killed under a writer on an app node, the seconds without writes and the inserts
-//! lost printed, and the killed node boots and rejoins. Prints what each run did and what to
-//! look at. Teardown on Enter (at once without a terminal, or with `--no-wait`).
+//! lost printed, and the killed node boots and rejoins. A storage node (`bootstrap storage`,
+//! installed after the app nodes) serves a shared volume the app nodes mount over SSHFS with
+//! keys exchanged through DNS: a file written on app1 is read on app2. Prints what each run did
+//! and what to look at. Teardown on Enter (at once without a terminal, or with `--no-wait`).
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -31,13 +33,15 @@ fn main() {
     let http = lab.http_server(0);
     serve_binary(&http);
     let mut dbs: Vec<_> = ["db1", "db2", "db3"].iter().map(|n| timed(&format!("boot {n}"), || lab.boot(n))).collect();
-    let app = timed("boot app1", || lab.boot("app1"));
-    let app2 = timed("boot app2", || lab.boot("app2"));
+    // App nodes mount the shared volume over SSHFS: FUSE in the container.
+    let app = timed("boot app1", || lab.node("app1").nspawn_arg("--bind=/dev/fuse").boot());
+    let app2 = timed("boot app2", || lab.node("app2").nspawn_arg("--bind=/dev/fuse").boot());
+    let store = timed("boot store", || lab.boot("store"));
     const VIP: &str = "198.18.0.100";
 
     let fleet = format!(
         "dns_zone = \"lab.test\"\ndns_server = \"198.18.0.1:53\"\ntsig_key_name = \"{}\"\nprivate_cidr = \"198.18.0.0/24\"\n\
-         floating_ip = \"{VIP}/24\"\ndb_ha = true\n",
+         floating_ip = \"{VIP}/24\"\ndb_ha = true\nstorage_node = \"store.lab.test\"\nshared_volumes = [\"uploads\"]\n",
         key.name
     );
     let app_site = |name: &str| {
@@ -91,7 +95,11 @@ fn main() {
         .env("BOOTSTRAP_SECRET_DB_CLUSTER_SECRET", "demo-cluster-secret-change-me")
         .timeout(Duration::from_secs(600));
 
-    for (node, role) in [(&dbs[0], "db"), (&dbs[1], "db"), (&dbs[2], "db"), (&app, "app"), (&app2, "app")] {
+    // The storage node last: it finds the app nodes' keys in DNS at once; they mount at their
+    // next run.
+    let installs =
+        [(&dbs[0], "db"), (&dbs[1], "db"), (&dbs[2], "db"), (&app, "app"), (&app2, "app"), (&store, "storage")];
+    for (node, role) in installs {
         download(node, &http);
         let args = ["/root/bootstrap", "--site", url.as_str(), "--site-key", pubkey.as_str()];
         show(
@@ -111,7 +119,7 @@ fn main() {
         &format!("{fleet}site_name = \"demo fleet, bundle 2\"\nfirewall_extra = [\"tcp/8443 from 198.18.0.0/24\"]\n"),
         2,
     );
-    for node in [&dbs[0], &dbs[1], &dbs[2], &app, &app2] {
+    for node in [&dbs[0], &dbs[1], &dbs[2], &app, &app2, &store] {
         let r = node.run(&[INSTALLED, "apply"]);
         show(&format!("{}: bootstrap apply (what the schedule runs) after the new bundle", node.name()), &r);
         let rule = node.run(&["nft", "list", "table", "inet", "bootstrap"]).stdout.contains("8443");
@@ -121,6 +129,21 @@ fn main() {
             node.read_file("/etc/motd").lines().find(|l| !l.trim().is_empty()).unwrap_or("")
         );
     }
+
+    // The shared volume: written on one app node, read on the other and on the storage node.
+    println!("\n=== Shared storage (SSHFS from store, keys exchanged through DNS)");
+    app.sh("echo written-on-app1 > /srv/share/uploads/hello.txt").assert_ok("write on app1");
+    let read = |n: &vm_tests::Node| n.run(&["cat", "/srv/share/uploads/hello.txt"]).stdout.trim().to_string();
+    println!("app1 wrote /srv/share/uploads/hello.txt; app2 reads {:?}, store reads {:?}", read(&app2), read(&store));
+    println!(
+        "store authorizes: {:?}",
+        store
+            .read_file("/etc/ssh/bootstrap-share/authorized_keys")
+            .lines()
+            .filter(|l| l.starts_with("restrict"))
+            .map(|l| l.split(' ').next().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+    );
 
     // The front survives the loss of haproxy on the node holding the floating IP.
     println!("\n=== The floating IP {VIP}");
@@ -179,6 +202,7 @@ fn main() {
     println!("DNS (knot): db1 A {:?}, app1 A {:?}", knot.query("db1.lab.test", "A"), knot.query("app1.lab.test", "A"));
     println!("            _postgresql._tcp SRV {:?}", knot.query("_postgresql._tcp.lab.test", "SRV"));
     println!("            _https._tcp SRV {:?}", knot.query("_https._tcp.lab.test", "SRV"));
+    println!("            _sshfs._tcp SRV {:?}", knot.query("_sshfs._tcp.lab.test", "SRV"));
     let pool: Vec<String> = app
         .read_file("/etc/haproxy/haproxy.cfg")
         .lines()
@@ -200,7 +224,7 @@ fn main() {
     }
 
     println!("\nWhat to look at:");
-    for node in [&dbs[0], &dbs[1], &dbs[2], &app, &app2] {
+    for node in [&dbs[0], &dbs[1], &dbs[2], &app, &app2, &store] {
         println!("  {} at {}: `nsenter -t {} -a bash`, then `bootstrap status`, `bootstrap --check`, `journalctl -t bootstrap`", node.name(), node.addr(), node.pid1());
     }
     println!(

@@ -1,0 +1,154 @@
+//! `ssh_key`: the node's own SSH key pair, made once on the node and never copied anywhere.
+//!
+//! ```toml
+//! [[state]]
+//! id = "sshfs-client-key"
+//! type = "ssh_key"
+//! path = "/etc/bootstrap/sshfs/id_ed25519"   # the private key; the public one is PATH.pub
+//! comment = "{{facts.hostname}} shared storage"
+//! ```
+//!
+//! A missing key is generated (ed25519, by `ssh-keygen`, in a private directory next to the
+//! path, then moved in place: a run killed halfway leaves no half key). The private key is
+//! root's, mode 0600; the public one 0644, remade from the private one when it is missing.
+//! An existing key is never replaced: whoever trusts it (a storage node, through DNS) would
+//! lose this node. Plans show only paths and modes, never the key.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+use serde::Deserialize;
+
+use crate::engine::atomic::{sync_dir, write_plain};
+use crate::engine::build::{display, managed_path, params, Builder};
+use crate::engine::context::Context;
+use crate::engine::contract::{Change, Claim, Plan, State};
+use crate::files::ownership::{apply_meta, MetaOp, Mode, Ownership};
+use crate::sys::ssh_keygen;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    path: PathBuf,
+    #[serde(default)]
+    comment: String,
+}
+
+pub struct SshKeyState {
+    private: PathBuf,
+    public: PathBuf,
+    comment: String,
+}
+
+enum Op {
+    Generate,
+    /// Write the public key from the private one.
+    Public,
+    PrivateMeta(MetaOp),
+    PublicMeta(MetaOp),
+}
+
+fn own(mode: u32) -> Ownership {
+    Ownership { owner: Some("0".into()), group: Some("0".into()), mode: Some(Mode(mode)) }
+}
+
+pub fn build(t: toml::Table, _b: &mut Builder) -> Result<Box<dyn State>> {
+    let p: Params = params(t)?;
+    let private = managed_path(&p.path)?;
+    let mut public = private.clone().into_os_string();
+    public.push(".pub");
+    if p.comment.chars().any(|c| c.is_control()) {
+        bail!("`comment` must be one line");
+    }
+    Ok(Box::new(SshKeyState { private, public: public.into(), comment: p.comment }))
+}
+
+/// The metadata of a regular file at `path`, `None` when there is none.
+fn regular(path: &Path, shown: &str) -> Result<Option<fs::Metadata>> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() => Ok(Some(m)),
+        Ok(_) => bail!("{shown} exists and is not a regular file"),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot inspect {shown}")),
+    }
+}
+
+impl SshKeyState {
+    fn meta_changes(&self, meta: &fs::Metadata, mode: u32, what: &str, wrap: fn(MetaOp) -> Op) -> Vec<Change> {
+        own(mode)
+            .plan(meta)
+            .into_iter()
+            .map(|c| {
+                let op = c.op::<MetaOp>().cloned().expect("ownership plans carry a MetaOp");
+                Change::new(format!("{what}: {}", c.summary), wrap(op))
+            })
+            .collect()
+    }
+
+    fn generate(&self, cx: &Context) -> Result<()> {
+        let real = cx.path(&self.private);
+        let dir = real.parent().context("a key path has a directory")?;
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        // ssh-keygen writes into a private directory beside the key; both halves are moved
+        // in place after (the public one first, so a private key never lacks its public one
+        // for long, and one that does gets it back on the next run).
+        let work = tempfile::Builder::new().prefix(".ssh-key.").tempdir_in(dir)?;
+        fs::set_permissions(work.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        let key = work.path().join("key");
+        ssh_keygen::generate(cx.runner.as_ref(), &key, &self.comment)?;
+        let mut key_pub = key.clone().into_os_string();
+        key_pub.push(".pub");
+        apply_meta(Path::new(&key_pub), own(0o644).all_ops().iter())?;
+        apply_meta(&key, own(0o600).all_ops().iter())?;
+        fs::rename(&key_pub, cx.path(&self.public))?;
+        fs::rename(&key, &real)?;
+        sync_dir(dir)
+    }
+}
+
+impl State for SshKeyState {
+    fn claims(&self) -> Vec<Claim> {
+        vec![Claim::path(&self.private), Claim::path(&self.public)]
+    }
+
+    fn target(&self) -> String {
+        display(&self.private)
+    }
+
+    fn plan(&self, cx: &Context) -> Result<Plan> {
+        let mut plan = Plan::default();
+        let (private, public) = (display(&self.private), display(&self.public));
+        let Some(meta) = regular(&cx.path(&self.private), &private)? else {
+            plan.push(Change::new(
+                format!("generate an ed25519 key pair ({public} to publish; the private key stays here, mode 0600)"),
+                Op::Generate,
+            ));
+            return Ok(plan);
+        };
+        plan.changes.extend(self.meta_changes(&meta, 0o600, &private, Op::PrivateMeta));
+        match regular(&cx.path(&self.public), &public)? {
+            Some(m) => plan.changes.extend(self.meta_changes(&m, 0o644, &public, Op::PublicMeta)),
+            None => plan.push(Change::new(format!("write {public} from the private key"), Op::Public)),
+        }
+        Ok(plan)
+    }
+
+    fn apply(&self, cx: &Context, plan: &Plan) -> Result<()> {
+        for op in plan.ops::<Op>() {
+            match op {
+                Op::Generate => self.generate(cx)?,
+                Op::Public => {
+                    let line = ssh_keygen::public_of(cx.runner.as_ref(), &cx.path(&self.private))?;
+                    let text = if self.comment.is_empty() { line } else { format!("{line} {}", self.comment) };
+                    write_plain(&cx.path(&self.public), format!("{text}\n").as_bytes(), 0o644)?;
+                }
+                Op::PrivateMeta(m) => apply_meta(&cx.path(&self.private), std::iter::once(m))?,
+                Op::PublicMeta(m) => apply_meta(&cx.path(&self.public), std::iter::once(m))?,
+            }
+        }
+        Ok(())
+    }
+}
