@@ -38,9 +38,31 @@ pub fn add(specs: &[SecretSpec], values: &mut BTreeMap<String, String>) -> Vec<S
     missing
 }
 
+/// The values derived from `from` when it holds `value`: what a rotation of `from` retires
+/// along with it (a tool may still print an old replication password).
+pub fn of(specs: &[SecretSpec], from: &str, value: &str) -> Vec<String> {
+    specs.iter().filter_map(|s| s.derive.as_ref().filter(|d| d.from == from)).map(|d| derive(value, &d.label)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rotated_source_retires_what_was_derived_from_it() {
+        let spec = |name: &str, from: &str, label: &str| SecretSpec {
+            name: name.into(),
+            prompt: String::new(),
+            min_length: 8,
+            max_length: None,
+            generate: false,
+            when: None,
+            derive: Some(states::role::Derive { from: from.into(), label: label.into() }),
+        };
+        let specs = [spec("repl", "fleet", "replication"), spec("other", "elsewhere", "x")];
+        assert_eq!(of(&specs, "fleet", "old-fleet-secret"), [derive("old-fleet-secret", "replication")]);
+        assert!(of(&specs, "db_password", "x").is_empty());
+    }
 
     #[test]
     fn labels_give_unrelated_values_and_nodes_agree() {

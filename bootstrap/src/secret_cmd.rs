@@ -27,8 +27,12 @@ pub fn set(opts: &Opts, name: &str) -> Result<i32> {
         };
         secret_sources::check_secret(&spec, &value)?;
         let old = inputs.secret_values.insert(name.to_string(), value);
-        // A tool may still print the old value (an error about it): scrubbed too.
-        inputs.retired.extend(old.clone());
+        // A tool may still print the old value (an error about it), or one derived from it:
+        // scrubbed too.
+        if let Some(old) = &old {
+            inputs.retired.push(old.clone());
+            inputs.retired.extend(crate::derived_secrets::of(&inputs.derived, name, old));
+        }
         let prepared = pipeline::prepare(inputs.pipeline(opts, Peers::Discover { persist: true })?)?;
         secret_sources::store(&opts.root, &inputs.secret_values)?;
         if old.is_some() {

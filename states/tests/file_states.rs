@@ -175,6 +175,28 @@ recursive = true
 }
 
 #[test]
+fn absent_keeps_no_copy_of_a_private_file() {
+    let root = tempfile::tempdir().unwrap();
+    let cx = cx(root.path());
+    let file = root.path().join("etc/app/token");
+    fs::create_dir_all(file.parent().unwrap()).unwrap();
+    fs::write(&file, "canary-rotated-out-token").unwrap();
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+    // An earlier run kept a copy of it.
+    let kept = root.path().join("var/lib/bootstrap/backup/etc/app/token");
+    fs::create_dir_all(kept.parent().unwrap()).unwrap();
+    fs::write(&kept, "canary-older-token").unwrap();
+    let nodes = nodes(&cx, "[[state]]\nid = \"x\"\ntype = \"absent\"\npath = \"/etc/app/token\"\n", &[]).unwrap();
+    let r = check(&cx, &nodes);
+    assert!(r.states[0].changes[0].summary.contains("private, so no copy is kept"), "{:?}", r.states[0].changes);
+    assert_eq!(apply(&cx, &nodes).changed, 1);
+    assert!(!file.exists());
+    assert!(!kept.exists(), "the old copy of a private file stayed");
+    let leaked = std::process::Command::new("grep").args(["-r", "canary-"]).arg(root.path()).output().unwrap();
+    assert!(leaked.stdout.is_empty(), "{}", String::from_utf8_lossy(&leaked.stdout));
+}
+
+#[test]
 fn absent_refuses_a_full_directory_without_recursive() {
     let root = tempfile::tempdir().unwrap();
     let cx = cx(root.path());

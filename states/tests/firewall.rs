@@ -145,6 +145,35 @@ fn bad_input_is_refused_clearly_before_anything_runs() {
 }
 
 #[test]
+fn a_table_that_would_shut_out_the_ssh_session_of_the_run_is_refused() {
+    use states::engine::facts::SshSession;
+    let root = tempfile::tempdir().unwrap();
+    let mut cx = cx(root.path());
+    let role = |from: &str| format!("[[state]]\nid = \"fw\"\ntype = \"firewall\"\nssh_from = {from}\n");
+    // Over IPv6 with only IPv4 networks: refused, naming the family.
+    cx.facts.ssh_session = SshSession::parse("2001:db8::5 50122 2001:db8::10 22");
+    assert_eq!(cx.facts.ssh_session.as_ref().map(|s| s.port), Some(22));
+    let err = format!("{:#}", nodes(&cx, &role("[\"198.18.0.0/24\"]"), &[]).err().expect("accepted"));
+    assert!(
+        err.contains("would shut out this SSH session, from 2001:db8::5 on tcp/22")
+            && err.contains("it names no IPv6 network, so SSH over IPv6 would be shut out")
+            && err.contains("nothing was changed"),
+        "{err}"
+    );
+    // From an IPv4 address outside the networks (shown mapped by a dual-stack sshd).
+    cx.facts.ssh_session = SshSession::parse("::ffff:203.0.113.7 50122 198.18.0.10 22");
+    let err =
+        format!("{:#}", nodes(&cx, &role("[\"198.18.0.0/24\", \"2001:db8::/32\"]"), &[]).err().expect("accepted"));
+    assert!(err.contains("from 203.0.113.7 on tcp/22") && !err.contains("names no"), "{err}");
+    // Inside them, or no session (a scheduled run): accepted.
+    cx.facts.ssh_session = SshSession::parse("198.18.0.99 50122 198.18.0.10 22");
+    nodes(&cx, &role("[\"198.18.0.0/24\"]"), &[]).unwrap();
+    cx.facts.ssh_session = None;
+    nodes(&cx, &role("[\"10.0.0.0/8\"]"), &[]).unwrap();
+    assert!(SshSession::parse("garbage").is_none());
+}
+
+#[test]
 fn the_extra_grammar() {
     let ports = |e: &Entry| match e.what {
         What::Ports(p, r) => (p.name(), r),
@@ -424,4 +453,30 @@ fn live_table_converges_heals_and_rolls_back() {
         sh_ok(&format!("nft -f {f}"));
         assert_eq!(live_table().as_ref(), Some(&tab), "{n} extra rules");
     }
+}
+
+#[test]
+fn ssh_ports_come_from_every_included_file_and_the_socket_unit() {
+    use states::sys::sshd_port::ports;
+    let root = tempfile::tempdir().unwrap();
+    let cx = cx(root.path());
+    let put = |path: &str, text: &str| {
+        let p = root.path().join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    assert_eq!(ports(&cx).unwrap(), [22], "no sshd configuration: 22");
+    // A port in a file pulled in by an Include of another directory (relative to /etc/ssh),
+    // nested, and one in sshd_config.d even without an Include naming it.
+    put("/etc/ssh/sshd_config", "Include site/*.conf\nPort 2200\n");
+    put("/etc/ssh/site/10-port.conf", "Port 2201\nInclude /etc/ssh/deeper.conf\n");
+    put("/etc/ssh/deeper.conf", "ListenAddress 0.0.0.0:2202\nInclude /etc/ssh/sshd_config\n");
+    put("/etc/ssh/sshd_config.d/x.conf", "Port 2203\n");
+    put("/etc/ssh/site/ignored.conf.bak", "Port 9999\n");
+    assert_eq!(ports(&cx).unwrap(), [2200, 2201, 2202, 2203]);
+    // Socket activation: the unit's port, replaced by a drop-in's.
+    put("/lib/systemd/system/ssh.socket", "[Socket]\nListenStream=22\nAccept=no\n");
+    assert_eq!(ports(&cx).unwrap(), [22, 2200, 2201, 2202, 2203]);
+    put("/etc/systemd/system/ssh.socket.d/port.conf", "[Socket]\nListenStream=\nListenStream=2222\n");
+    assert_eq!(ports(&cx).unwrap(), [2200, 2201, 2202, 2203, 2222]);
 }

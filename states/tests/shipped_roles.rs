@@ -66,6 +66,7 @@ fn facts() -> Facts {
         },
         postgresql: 15,
         postgresql_main_cluster: false,
+        ssh_session: None,
     }
 }
 

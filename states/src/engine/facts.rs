@@ -17,6 +17,31 @@ pub struct Facts {
     /// Debian's own `main` cluster of that version exists (`/etc/postgresql/N/main`): a db
     /// node Patroni takes over rather than initialises.
     pub postgresql_main_cluster: bool,
+    /// The SSH session this run was started from (`SSH_CONNECTION`), if any: the firewall must
+    /// not shut it out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh_session: Option<SshSession>,
+}
+
+/// Where an SSH session comes from and the port it came in on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SshSession {
+    pub client: std::net::IpAddr,
+    pub port: u16,
+}
+
+impl SshSession {
+    /// From `SSH_CONNECTION` (`client_ip client_port server_ip server_port`).
+    pub fn parse(text: &str) -> Option<SshSession> {
+        let f: Vec<&str> = text.split_whitespace().collect();
+        let [client, _, _, port] = f[..] else { return None };
+        // An IPv4 client of a dual-stack socket shows as ::ffff:a.b.c.d.
+        let client = match client.parse().ok()? {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        Some(SshSession { client, port: port.parse().ok()? })
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -35,7 +60,8 @@ impl Facts {
         let (addresses, interfaces) = addresses();
         let postgresql = os.postgresql_major();
         let postgresql_main_cluster = root.join(format!("etc/postgresql/{postgresql}/main/postgresql.conf")).is_file();
-        Facts { hostname, addresses, interfaces, postgresql, postgresql_main_cluster, os }
+        let ssh_session = std::env::var("SSH_CONNECTION").ok().and_then(|v| SshSession::parse(&v));
+        Facts { hostname, addresses, interfaces, postgresql, postgresql_main_cluster, os, ssh_session }
     }
 }
 

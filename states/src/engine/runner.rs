@@ -116,7 +116,10 @@ pub trait Runner: Send + Sync {
     }
 }
 
-/// The real runner: each child in its own process group, killed as a group on timeout.
+/// The real runner: each child in its own process group, killed as a group on timeout, and
+/// sent SIGTERM when the run dies (a SIGKILLed run must not leave `apt-get` or `psql` going on
+/// beside the next one; what they started themselves, such as dpkg under apt-get, finishes its
+/// step and holds its lock, which the next run's apt-get waits for).
 pub struct SystemRunner;
 
 impl Runner for SystemRunner {
@@ -134,6 +137,19 @@ impl Runner for SystemRunner {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
+        let parent = nix::unistd::getpid();
+        // SAFETY: prctl and getppid are async-signal-safe system calls; nothing is allocated.
+        // The signal follows the thread that forks, and this thread waits for the child.
+        unsafe {
+            command.pre_exec(move || {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
+                // The run died between the fork and the prctl: no signal would come.
+                if nix::unistd::getppid() != parent {
+                    return Err(std::io::Error::other("the run that started this command is gone"));
+                }
+                Ok(())
+            });
+        }
         let mut child = command.spawn().with_context(|| format!("cannot run `{}`", cmd.display()))?;
         let writer = child.stdin.take().zip(cmd.stdin.clone()).map(|(mut pipe, bytes)| {
             thread::spawn(move || {
@@ -194,6 +210,47 @@ mod tests {
         let cmd = Cmd::new("sleep").arg("30").timeout(Duration::from_millis(200));
         let err = SystemRunner.run(&cmd).unwrap_err().to_string();
         assert!(err.contains("did not finish"), "{err}");
+    }
+
+    /// Not a test of its own: the child `a_child_dies_with_its_run` starts and kills.
+    #[test]
+    #[ignore]
+    fn run_a_long_child() {
+        if let Ok(file) = std::env::var("RUNNER_TEST_PID_FILE") {
+            let script = format!("echo $$ > {file}; exec sleep 30");
+            let _ = SystemRunner.run(&Cmd::new("sh").args(["-c", &script]));
+        }
+    }
+
+    #[test]
+    fn a_child_dies_with_its_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pid");
+        let mut run = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--ignored", "--exact", "engine::runner::tests::run_a_long_child", "--nocapture"])
+            .env("RUNNER_TEST_PID_FILE", &file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        let pid = loop {
+            if let Some(pid) = std::fs::read_to_string(&file).ok().and_then(|t| t.trim().parse::<i32>().ok()) {
+                break nix::unistd::Pid::from_raw(pid);
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "the child never started");
+            thread::sleep(Duration::from_millis(20));
+        };
+        run.kill().unwrap(); // SIGKILL: no chance to clean up
+        run.wait().unwrap();
+        let gone = (0..100).any(|_| {
+            thread::sleep(Duration::from_millis(20));
+            nix::sys::signal::kill(pid, None).is_err()
+        });
+        if !gone {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        assert!(gone, "the child outlived its killed run");
     }
 
     #[test]

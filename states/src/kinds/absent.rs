@@ -1,14 +1,17 @@
-//! `absent`: nothing at `path`. A file's last version is kept in the backup directory; a
-//! non-empty directory is removed only with `recursive = true`.
+//! `absent`: nothing at `path`. A file others may read keeps its last version in the backup
+//! directory; a private one (no read for others: it may hold a secret) is removed without a
+//! copy, and an earlier copy of it goes too. A non-empty directory is removed only with
+//! `recursive = true`.
 
 use std::fs;
 use std::io::ErrorKind;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context as _, Result};
 use serde::Deserialize;
 
-use crate::engine::atomic::{backup, sync_dir};
+use crate::engine::atomic::{backup, forget_backup, sync_dir};
 use crate::engine::context::Context;
 use crate::engine::contract::{Change, Claim, Plan, State};
 use crate::engine::build::{display, managed_path, params, Builder};
@@ -27,7 +30,7 @@ pub struct AbsentState {
 }
 
 enum RemoveOp {
-    File,
+    File { keep_copy: bool },
     Dir,
 }
 
@@ -64,9 +67,18 @@ impl State for AbsentState {
                 }
                 plan.push(Change::new(format!("remove directory ({entries} entries)"), RemoveOp::Dir));
             }
-            Ok(m) if m.file_type().is_symlink() => plan.push(Change::new("remove symlink", RemoveOp::File)),
-            // No diff: the removed content may be secret; its last version is in the backup.
-            Ok(m) => plan.push(Change::new(format!("remove file ({} bytes)", m.len()), RemoveOp::File)),
+            Ok(m) if m.file_type().is_symlink() => {
+                plan.push(Change::new("remove symlink", RemoveOp::File { keep_copy: false }))
+            }
+            // No diff: the removed content may be secret. Its last version is in the backup,
+            // unless it is private: a copy would keep a rotated-out secret forever.
+            Ok(m) if m.permissions().mode() & 0o004 == 0 => plan.push(Change::new(
+                format!("remove file ({} bytes; private, so no copy is kept)", m.len()),
+                RemoveOp::File { keep_copy: false },
+            )),
+            Ok(m) => {
+                plan.push(Change::new(format!("remove file ({} bytes)", m.len()), RemoveOp::File { keep_copy: true }))
+            }
         }
         Ok(plan)
     }
@@ -75,9 +87,11 @@ impl State for AbsentState {
         let real = cx.path(&self.path);
         for op in plan.ops::<RemoveOp>() {
             match op {
-                RemoveOp::File => {
-                    if real.is_file() && !real.is_symlink() {
+                RemoveOp::File { keep_copy } => {
+                    if *keep_copy && real.is_file() && !real.is_symlink() {
                         backup(cx, &self.path, &real)?;
+                    } else if !real.is_symlink() {
+                        forget_backup(cx, &self.path)?;
                     }
                     fs::remove_file(&real)
                 }

@@ -1,15 +1,19 @@
 //! Where sshd listens, so the firewall never closes the door the operator came in by.
 //!
-//! Ports come from sshd's configuration as Debian lays it out: `/etc/ssh/sshd_config` and
-//! `/etc/ssh/sshd_config.d/*.conf` (the `Include` Debian ships). Every `Port` counts (sshd
-//! listens on all of them), as does an explicit port in `ListenAddress host:port`; with none,
-//! 22. Reading files instead of running `sshd -T` keeps a no-op run free of child processes,
-//! and works when sshd is not installed (22 is still kept open: the host may get sshd later).
+//! Ports come from sshd's configuration: `/etc/ssh/sshd_config` and every file its `Include`
+//! lines name (globs, relative to `/etc/ssh`, nested), plus `/etc/ssh/sshd_config.d/*.conf`
+//! even without the `Include` Debian ships. Every `Port` counts (sshd listens on all of them),
+//! as does an explicit port in `ListenAddress host:port`; with none, 22. A socket-activated
+//! sshd (`ssh.socket`, the default on recent Ubuntu) listens where its `ListenStream=` says, so
+//! those ports count too (the unit file, then its drop-ins; an empty `ListenStream=` resets).
+//! Reading files instead of running `sshd -T` keeps a no-op run free of child processes, and
+//! works when sshd is not installed (22 is still kept open: the host may get sshd later).
 //! Over-approximating is the safe side: an extra open port beats a lockout.
 
 use std::fs;
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context as _, Result};
 
@@ -17,53 +21,81 @@ use crate::engine::context::Context;
 
 pub const DEFAULT: u16 = 22;
 
+/// How deep `Include`s may nest (sshd's own limit is 16).
+const MAX_DEPTH: usize = 16;
+
 /// The TCP ports sshd is configured to listen on, sorted, never empty.
 pub fn ports(cx: &Context) -> Result<Vec<u16>> {
-    let mut files = vec![cx.path("/etc/ssh/sshd_config")];
-    if let Ok(dir) = fs::read_dir(cx.path("/etc/ssh/sshd_config.d")) {
-        let mut confs: Vec<_> =
-            dir.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "conf")).collect();
-        confs.sort();
-        files.extend(confs);
-    }
+    let mut seen = Vec::new();
     let mut ports = Vec::new();
-    for f in files {
-        let text = match fs::read_to_string(&f) {
-            Ok(t) => t,
-            Err(e) if e.kind() == ErrorKind::NotFound => continue,
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", f.display())),
-        };
-        ports.extend(parse(&text).with_context(|| format!("in {}", f.display()))?);
+    read_config(cx, Path::new("/etc/ssh/sshd_config"), 0, &mut seen, &mut ports)?;
+    for f in glob(cx, "/etc/ssh/sshd_config.d/*.conf") {
+        read_config(cx, &f, 0, &mut seen, &mut ports)?;
     }
     if ports.is_empty() {
         ports.push(DEFAULT);
     }
+    ports.extend(socket_ports(cx)?);
     ports.sort_unstable();
     ports.dedup();
     Ok(ports)
 }
 
-/// Ports named by one configuration file.
-pub fn parse(text: &str) -> Result<Vec<u16>> {
-    let mut out = Vec::new();
+/// The ports one configuration file (as on the node) names, and those of what it includes.
+fn read_config(cx: &Context, file: &Path, depth: usize, seen: &mut Vec<PathBuf>, out: &mut Vec<u16>) -> Result<()> {
+    if seen.iter().any(|f| f == file) {
+        return Ok(());
+    }
+    if depth > MAX_DEPTH {
+        anyhow::bail!("sshd's `Include`s nest deeper than {MAX_DEPTH} at {}", file.display());
+    }
+    seen.push(file.to_path_buf());
+    let text = match fs::read_to_string(cx.path(file)) {
+        Ok(t) => t,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
+    };
+    let parsed = parse(&text).with_context(|| format!("in {}", file.display()))?;
+    out.extend(parsed.ports);
+    for pattern in parsed.includes {
+        let pattern = if pattern.starts_with('/') { pattern } else { format!("/etc/ssh/{pattern}") };
+        for f in glob(cx, &pattern) {
+            read_config(cx, &f, depth + 1, seen, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// What one configuration file names.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Parsed {
+    pub ports: Vec<u16>,
+    /// `Include` patterns, as written.
+    pub includes: Vec<String>,
+}
+
+/// Ports and includes named by one configuration file.
+pub fn parse(text: &str) -> Result<Parsed> {
+    let mut out = Parsed::default();
     for line in text.lines() {
         let line = line.trim();
         // sshd accepts `Keyword value` and `Keyword=value`.
         let mut words = line.splitn(2, |c: char| c.is_whitespace() || c == '=');
         let key = words.next().unwrap_or("").to_ascii_lowercase();
-        let value = words.next().unwrap_or("").trim_start_matches(|c: char| c.is_whitespace() || c == '=');
-        let value = value.split_whitespace().next().unwrap_or("");
+        let rest = words.next().unwrap_or("").trim_start_matches(|c: char| c.is_whitespace() || c == '=');
+        let value = rest.split_whitespace().next().unwrap_or("");
         match key.as_str() {
             // `Port` is not allowed inside a Match block, so nothing after one matters.
             "match" => break,
-            "port" => out.push(port(value)?),
+            "include" => out.includes.extend(rest.split_whitespace().map(|w| w.trim_matches('"').to_string())),
+            "port" => out.ports.push(port(value)?),
             "listenaddress" => {
                 let tail = match value.strip_prefix('[') {
                     Some(v6) => v6.split_once("]:").map(|(_, p)| p),
                     None => value.split_once(':').filter(|(_, p)| !p.contains(':')).map(|(_, p)| p),
                 };
                 if let Some(p) = tail {
-                    out.push(port(p)?);
+                    out.ports.push(port(p)?);
                 }
             }
             _ => {}
@@ -74,6 +106,96 @@ pub fn parse(text: &str) -> Result<Vec<u16>> {
 
 fn port(s: &str) -> Result<u16> {
     s.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| anyhow!("`{s}` is not a port sshd could listen on"))
+}
+
+/// The TCP ports of `ssh.socket`, when there is one: the unit (the first of /etc, /run,
+/// /usr/lib, /lib) and then its drop-ins, in file name order.
+fn socket_ports(cx: &Context) -> Result<Vec<u16>> {
+    const DIRS: &[&str] =
+        &["/etc/systemd/system", "/run/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system"];
+    let Some(unit) = DIRS.iter().map(|d| PathBuf::from(d).join("ssh.socket")).find(|p| cx.path(p).is_file()) else {
+        return Ok(Vec::new());
+    };
+    let mut files = vec![unit];
+    let mut drop_ins: Vec<PathBuf> = DIRS.iter().flat_map(|d| glob(cx, &format!("{d}/ssh.socket.d/*.conf"))).collect();
+    drop_ins.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    files.extend(drop_ins);
+    let mut ports = Vec::new();
+    for f in files {
+        let text = fs::read_to_string(cx.path(&f)).with_context(|| format!("cannot read {}", f.display()))?;
+        listen_streams(&text, &mut ports);
+    }
+    Ok(ports)
+}
+
+/// Applies one unit file's `ListenStream=` lines of `[Socket]` to `ports`: an empty one
+/// resets the list; a path (a UNIX socket) or another family is not a TCP port.
+pub fn listen_streams(text: &str, ports: &mut Vec<u16>) {
+    let mut in_socket = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_socket = line == "[Socket]";
+            continue;
+        }
+        let Some(value) = line.strip_prefix("ListenStream").map(str::trim_start).and_then(|r| r.strip_prefix('='))
+        else {
+            continue;
+        };
+        if !in_socket {
+            continue;
+        }
+        let value = value.trim();
+        if value.is_empty() {
+            ports.clear();
+            continue;
+        }
+        let p = value.rsplit_once(':').map_or(value, |(_, p)| p);
+        if let Ok(p) = p.parse::<u16>() {
+            if p != 0 && !value.starts_with('/') && !value.starts_with("vsock:") {
+                ports.push(p);
+            }
+        }
+    }
+}
+
+/// The files (as on the node) a pattern with `*` and `?` names, sorted; a pattern with no
+/// wildcard names itself.
+fn glob(cx: &Context, pattern: &str) -> Vec<PathBuf> {
+    let mut found = vec![PathBuf::from("/")];
+    for part in pattern.split('/').filter(|p| !p.is_empty()) {
+        let mut next = Vec::new();
+        for dir in &found {
+            if !part.contains(['*', '?']) {
+                next.push(dir.join(part));
+                continue;
+            }
+            let Ok(entries) = fs::read_dir(cx.path(dir)) else { continue };
+            let mut names: Vec<String> = entries.flatten().filter_map(|e| e.file_name().into_string().ok()).collect();
+            names.sort();
+            next.extend(names.into_iter().filter(|n| wildcard(part, n)).map(|n| dir.join(n)));
+        }
+        found = next;
+    }
+    found.into_iter().filter(|p| cx.path(p).is_file()).collect()
+}
+
+/// Whether `name` matches `pattern` (`*`: any run, `?`: one character; a leading dot only
+/// when the pattern has one, as in the shell).
+fn wildcard(pattern: &str, name: &str) -> bool {
+    fn go(p: &[char], n: &[char]) -> bool {
+        match (p.first(), n.first()) {
+            (None, None) => true,
+            (Some('*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
+            (Some('?'), Some(_)) => go(&p[1..], &n[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    if name.starts_with('.') && !pattern.starts_with('.') {
+        return false;
+    }
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    go(&p, &n)
 }
 
 /// An address sshd listens on for `port` right now (the wildcard as loopback), from
@@ -126,9 +248,31 @@ mod tests {
         let conf = "Include /etc/ssh/sshd_config.d/*.conf\n#Port 22\nPort 2222\n  port=2200\n\
                     ListenAddress 10.0.0.1:2022\nListenAddress [::1]:2023\nListenAddress ::\n\
                     ListenAddress 10.0.0.2\nMatch User x\n  Port 1\n";
-        assert_eq!(parse(conf).unwrap(), [2222, 2200, 2022, 2023]);
+        let parsed = parse(conf).unwrap();
+        assert_eq!(parsed.ports, [2222, 2200, 2022, 2023]);
+        assert_eq!(parsed.includes, ["/etc/ssh/sshd_config.d/*.conf"]);
         assert!(parse("Port 70000\n").unwrap_err().to_string().contains("70000"));
-        assert!(parse("# nothing\n").unwrap().is_empty());
+        assert_eq!(parse("# nothing\n").unwrap(), Parsed::default());
+    }
+
+    #[test]
+    fn socket_listen_streams_with_resets() {
+        let mut ports = Vec::new();
+        listen_streams("[Unit]\nListenStream=9\n[Socket]\nListenStream=22\nAccept=yes\n", &mut ports);
+        assert_eq!(ports, [22], "only [Socket] counts");
+        listen_streams(
+            "[Socket]\nListenStream=\nListenStream=0.0.0.0:2222\nListenStream=[::]:2223\nListenStream=/run/x.sock\n",
+            &mut ports,
+        );
+        assert_eq!(ports, [2222, 2223], "an empty assignment resets, a path is no port");
+    }
+
+    #[test]
+    fn wildcards_as_the_shell_matches_them() {
+        assert!(wildcard("*.conf", "50-cloud-init.conf"));
+        assert!(!wildcard("*.conf", "x.conf.bak"));
+        assert!(!wildcard("*.conf", ".hidden.conf"));
+        assert!(wildcard("a?c", "abc") && !wildcard("a?c", "ac"));
     }
 
     #[test]

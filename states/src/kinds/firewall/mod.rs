@@ -47,6 +47,14 @@ pub fn build(params: toml::Table, b: &mut Builder) -> Result<Box<dyn State>> {
     // Refuse a table that would shut out SSH now, before any state runs; plan checks again
     // with the ports as they are then.
     let table = rules::table(&spec, &sshd_port::ports(b.cx)?)?;
+    rules::keeps_session(&spec, b.cx.facts.ssh_session.as_ref())?;
+    // Said when the node has an address of that family, where SSH over it would work otherwise.
+    let has = |v6: bool| b.cx.facts.addresses.iter().any(|a| a.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_ipv6() == v6));
+    for family in rules::shut_out_families(&spec) {
+        if has(family == "IPv6") {
+            tracing::warn!("`ssh_from` names no {family} network: SSH over {family} to this node is shut out");
+        }
+    }
     let digest = sha256_hex(table.script().as_bytes());
     Ok(Box::new(FirewallState { id: b.id.to_string(), spec, digest }))
 }

@@ -17,6 +17,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::engine::build::params;
+use crate::engine::facts::SshSession;
 use crate::sys::nft::{parse_net, Base, Chain, Match, Proto, Rule, Table, Verdict};
 
 const ICMP: &[&str] = &["echo-request", "destination-unreachable", "time-exceeded", "parameter-problem"];
@@ -245,4 +246,42 @@ pub fn table(spec: &Spec, ssh_ports: &[u16]) -> Result<Table> {
         }
     }
     Ok(table)
+}
+
+/// Refuses `ssh_from` networks that leave out the SSH session this run came from, naming its
+/// address family when `ssh_from` names none of that family. A run from cron has no session.
+pub fn keeps_session(spec: &Spec, session: Option<&SshSession>) -> Result<()> {
+    let (Some(nets), Some(s)) = (&spec.ssh_from, session) else { return Ok(()) };
+    if nets.iter().any(|n| n.contains(&s.client)) {
+        return Ok(());
+    }
+    let family = if s.client.is_ipv6() { "IPv6" } else { "IPv4" };
+    let listed: Vec<String> = nets.iter().map(ToString::to_string).collect();
+    let why = if nets.iter().any(|n| n.addr().is_ipv6() == s.client.is_ipv6()) {
+        String::new()
+    } else {
+        format!("; it names no {family} network, so SSH over {family} would be shut out")
+    };
+    bail!(
+        "refused: `ssh_from` ({}) would shut out this SSH session, from {} on tcp/{}{why}; add its network to `ssh_from`, or run from an address it allows; nothing was changed",
+        listed.join(", "),
+        s.client,
+        s.port
+    )
+}
+
+/// The address families `ssh_from` leaves out entirely (SSH over them is dropped).
+pub fn shut_out_families(spec: &Spec) -> Vec<&'static str> {
+    let Some(nets) = &spec.ssh_from else { return Vec::new() };
+    if nets.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    if !nets.iter().any(|n| n.addr().is_ipv4()) {
+        out.push("IPv4");
+    }
+    if !nets.iter().any(|n| n.addr().is_ipv6()) {
+        out.push("IPv6");
+    }
+    out
 }
