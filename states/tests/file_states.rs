@@ -320,3 +320,35 @@ fn source_over_http() {
     // Converged: the next plan compares hashes and downloads nothing (the server is gone).
     assert_eq!(check(&cx, &nodes).pending, 0);
 }
+
+#[test]
+fn a_managed_file_is_never_written_through_a_linked_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let cx = cx(root.path());
+    // A directory someone else owns swapped for a link (to /etc/sudoers.d, say), and an
+    // absolute link in the tree that would lead out of the root.
+    fs::create_dir_all(root.path().join("var/lib")).unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), root.path().join("var/lib/postgresql")).unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), root.path().join("opt")).unwrap();
+    let role = r#"
+[[state]]
+id = "inside"
+type = "file"
+path = "/var/lib/postgresql/15/main/conf.d/x.conf"
+content = "canary\n"
+
+[[state]]
+id = "absolute"
+type = "file"
+path = "/opt/app.conf"
+content = "canary\n"
+"#;
+    let nodes = nodes(&cx, role, &[]).unwrap();
+    let r = apply(&cx, &nodes);
+    assert_eq!(r.failed, 2, "{:?}", r.states);
+    let err = r.states[0].error.as_deref().unwrap();
+    assert!(err.contains("/var/lib/postgresql is a symbolic link"), "{err}");
+    assert!(r.states[1].error.as_deref().unwrap().contains("/opt is a symbolic link"));
+    assert!(fs::read_dir(elsewhere.path()).unwrap().next().is_none(), "something was written through the link");
+}

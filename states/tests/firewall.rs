@@ -233,13 +233,15 @@ fn under_root_it_writes_the_boot_files_only() {
 // Live, in private namespaces
 
 /// Runs test `name` again in a child process with new mount and network namespaces, where
-/// `/etc` is a copy and `/tmp`, `/var/lib` are empty tmpfs: the state can act on root `/` and
+/// `/etc` is a copy and `/tmp`, `/var/lib` and the packages' unit files (an `ssh.socket` would
+/// add its port) are empty tmpfs: the state can act on root `/` and
 /// the real kernel, and everything it did vanishes with the child. True in the child.
 fn isolated(name: &str) -> bool {
     if std::env::var_os("BT_FIREWALL_ISOLATED").is_some() {
         sh_ok(
             "set -e; mount -t tmpfs tmpfs /tmp; mkdir /tmp/etc; cp -a /etc/. /tmp/etc/; \
-             mount --bind /tmp/etc /etc; mount -t tmpfs tmpfs /var/lib; ip link set lo up",
+             mount --bind /tmp/etc /etc; mount -t tmpfs tmpfs /var/lib; ip link set lo up; \
+             if [ -d /usr/lib/systemd/system ]; then mount -t tmpfs tmpfs /usr/lib/systemd/system; fi",
         );
         return true;
     }

@@ -11,6 +11,7 @@ use anyhow::{anyhow, Context as _, Result};
 use crate::engine::context::Context;
 use crate::engine::layout::STATE_DIR;
 use crate::engine::runner::Cmd;
+use crate::files::beneath;
 
 /// Marks our temp files, so a later write can sweep those a killed run left behind.
 const TMP_MARK: &str = ".bootstrap-tmp-";
@@ -26,18 +27,21 @@ pub struct FileWrite<'a> {
     pub secret: bool,
 }
 
-/// Replace `abs` (a path as the role names it, resolved under the root) with `bytes`.
+/// Replace `abs` (a path as the role names it, resolved under the root) with `bytes`. The
+/// directories on the way are reached without following links (`beneath`), missing ones made
+/// 0755; everything after goes through the directory so reached.
 pub fn write_file(cx: &Context, abs: &Path, bytes: &[u8], w: &FileWrite) -> Result<()> {
-    let path = cx.path(abs);
-    let dir = path.parent().ok_or_else(|| anyhow!("{} has no parent directory", abs.display()))?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let (opened, name) = beneath::open_parent(cx, abs, Some(0o755))?;
+    let dir = opened.path();
+    let dir = dir.as_path();
+    let path = opened.join(&name);
+    let name = name.as_str();
     sweep_stale(dir, name);
 
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}{TMP_MARK}"))
         .tempfile_in(dir)
-        .with_context(|| format!("cannot create a temp file in {}", dir.display()))?;
+        .with_context(|| format!("cannot create a temp file beside {}", abs.display()))?;
     tmp.write_all(bytes)?;
     let f = tmp.as_file();
     if w.uid.is_some() || w.gid.is_some() {
@@ -50,9 +54,11 @@ pub fn write_file(cx: &Context, abs: &Path, bytes: &[u8], w: &FileWrite) -> Resu
     if let Some(argv) = w.validate {
         validate(cx, abs, tmp.path(), argv)?;
     }
+    // Only a regular file is kept (a link there would have the backup copy what it points to).
+    let regular = fs::symlink_metadata(&path).is_ok_and(|m| m.is_file());
     if w.secret {
         forget_backup(cx, abs)?;
-    } else if path.is_file() {
+    } else if regular {
         backup(cx, abs, &path)?;
     }
     tmp.persist(&path).map_err(|e| anyhow!("cannot replace {}: {}", abs.display(), e.error))?;

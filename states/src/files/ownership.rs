@@ -104,20 +104,46 @@ impl Ownership {
     }
 }
 
-/// Carry out attribute operations on `path` (chown first: it may clear set-id bits).
+/// Carry out attribute operations on `path` (chown first: it may clear set-id bits), on the
+/// file opened without following a link there: a file swapped for a link since the plan
+/// (to `/etc/shadow`, say) is not what gets the new mode. A link itself only changes owner.
 pub fn apply_meta<'a>(path: &Path, ops: impl Iterator<Item = &'a MetaOp>) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let mut ops: Vec<&MetaOp> = ops.collect();
+    if ops.is_empty() {
+        return Ok(());
+    }
     ops.sort_by_key(|op| matches!(op, MetaOp::Chmod(_)));
+    let is_link = std::fs::symlink_metadata(path)
+        .with_context(|| format!("cannot inspect {}", path.display()))?
+        .file_type()
+        .is_symlink();
+    let file = if is_link {
+        None
+    } else {
+        Some(
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(path)
+                .with_context(|| format!("cannot open {} to change its owner or mode", path.display()))?,
+        )
+    };
     for op in ops {
-        match op {
-            MetaOp::Chown { owner, group } => {
+        match (op, &file) {
+            (MetaOp::Chown { owner, group }, f) => {
                 let o = Ownership { owner: owner.clone(), group: group.clone(), mode: None };
                 let (u, g) = o.ids()?;
-                std::os::unix::fs::lchown(path, u, g)
-                    .with_context(|| format!("cannot change owner of {}", path.display()))?;
+                match f {
+                    Some(f) => std::os::unix::fs::fchown(f, u, g),
+                    None => std::os::unix::fs::lchown(path, u, g),
+                }
+                .with_context(|| format!("cannot change owner of {}", path.display()))?;
             }
-            MetaOp::Chmod(m) => std::fs::set_permissions(path, std::fs::Permissions::from_mode(m.0))
+            (MetaOp::Chmod(m), Some(f)) => f
+                .set_permissions(std::fs::Permissions::from_mode(m.0))
                 .with_context(|| format!("cannot change mode of {}", path.display()))?,
+            (MetaOp::Chmod(_), None) => bail!("{} is a symbolic link: its mode can't be set", path.display()),
         }
     }
     Ok(())
