@@ -1,6 +1,7 @@
 //! `dns_record` against a real knotd on 127.0.0.1 (RFC 2136 updates signed with TSIG): plan,
 //! apply, re-plan empty; A/AAAA replace the node's RRset, SRV adds beside other nodes'
-//! records; `absent` and `decommission` remove exactly this record; a wrong key, a refused
+//! records; `absent` and `decommission` remove exactly this SRV record, or the whole set of a
+//! name the node owns; a TXT record follows a file, never a private one; a wrong key, a refused
 //! update and a dead server are clear errors that never quote the key; bad parameters are
 //! refused when the role compiles.
 
@@ -206,4 +207,53 @@ fn names_relative_absolute_and_inside_the_zone() {
         let n = nodes(&cx, &role(&knot, name, "A", "127.0.0.10", ""), &[]).unwrap();
         assert_eq!(n[0].state.target(), format!("app1.lab.test. A 127.0.0.10 @{}", knot.addr), "{name}");
     }
+}
+
+#[test]
+fn a_txt_record_from_a_file_follows_the_file_and_leaves_whole() {
+    use std::os::unix::fs::PermissionsExt;
+    let knot = Knot::start(ZONE, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let cx = cx_with_key(dir.path(), KEY_SECRET);
+    let file = dir.path().join("etc/key.pub");
+    let text = |absent: bool| {
+        format!(
+            "[[state]]\nid = \"rec\"\ntype = \"dns_record\"\nserver = \"{}\"\nzone = \"{ZONE}\"\nname = \"_key.app1\"\n\
+             record_type = \"TXT\"\nvalue_file = \"/etc/key.pub\"\ntsig_key_name = \"{KEY_NAME}\"\ntsig_secret = \"dns_tsig\"\nabsent = {absent}\n",
+            knot.addr
+        )
+    };
+    let nodes = nodes(&cx, &text(false), &[]).unwrap();
+    // Before the file is made: pending, nothing sent.
+    assert_eq!(
+        summaries(&check(&cx, &nodes)),
+        ["register _key.app1.lab.test. TXT (the content of /etc/key.pub), once it is made"]
+    );
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let long = format!("ssh-ed25519 {} app1", "A".repeat(300));
+    std::fs::write(&file, format!("{long}\n")).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert_eq!(apply(&cx, &nodes).changed, 1);
+    assert_eq!(knot.query("_key.app1.lab.test.", "TXT").len(), 1);
+    assert_eq!(check(&cx, &nodes).pending, 0, "a TXT value over 255 bytes does not compare equal again");
+    // A new key replaces the old one.
+    std::fs::write(&file, "ssh-ed25519 BBBB app1\n").unwrap();
+    assert_eq!(apply(&cx, &nodes).changed, 1);
+    let have = knot.query("_key.app1.lab.test.", "TXT");
+    assert!(have.len() == 1 && have[0].contains("BBBB"), "{have:?}");
+    // A private file is never published.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let r = check(&cx, &nodes);
+    assert!(r.states[0].error.as_deref().unwrap_or("").contains("a private file is never published"), "{r:?}");
+    // Leaving removes the whole set, whatever the file holds now (or without it).
+    std::fs::remove_file(&file).unwrap();
+    knot.update(&["add _key.app1.lab.test. 60 TXT \"stale\""]);
+    let gone = nodes_for(&cx, &text(true));
+    assert_eq!(apply(&cx, &gone).changed, 1);
+    assert!(knot.query("_key.app1.lab.test.", "TXT").is_empty());
+    assert_eq!(check(&cx, &gone).pending, 0);
+}
+
+fn nodes_for(cx: &Context, role: &str) -> Vec<states::engine::run::Node> {
+    nodes(cx, role, &[]).unwrap()
 }

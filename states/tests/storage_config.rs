@@ -33,9 +33,10 @@ fn validate(text: &str) -> (bool, String) {
 
 #[test]
 fn the_drop_in_passes_sshd_and_the_validator_refuses_what_would_not_confine() {
-    if Command::new("sshd").arg("-V").output().is_err() && !std::path::Path::new("/usr/sbin/sshd").exists() {
-        panic!("sshd is not installed (scripts/setup installs openssh-server)");
-    }
+    assert!(
+        std::path::Path::new("/usr/sbin/sshd").exists(),
+        "sshd is not installed (scripts/setup installs openssh-server)"
+    );
     let (ok, err) = validate(DROP_IN);
     assert!(ok, "the shipped drop-in was refused: {err}");
     let (ok, err) = validate("Match User sftp-share\n    PermitTTY maybe\n");
@@ -43,8 +44,11 @@ fn the_drop_in_passes_sshd_and_the_validator_refuses_what_would_not_confine() {
     assert!(err.contains("maybe") || err.contains("line"), "{err}");
     let (ok, err) = validate("Match User sftp-share\n    PermitTTY no\n");
     assert!(!ok && err.contains("not confined"), "a file that forces nothing passed: {err}");
-    let (ok, err) = validate("ForceCommand internal-sftp\n");
+    let everyone = format!("{DROP_IN}Match all\n    ForceCommand internal-sftp\n");
+    let (ok, err) = validate(&everyone);
     assert!(!ok && err.contains("reaches other users"), "a file that confines everyone passed: {err}");
+    let (ok, err) = validate(&DROP_IN.replace("    ChrootDirectory /srv/share\n", ""));
+    assert!(!ok && err.contains("no 'chrootdirectory /srv/share'"), "a file without the chroot passed: {err}");
 }
 
 #[test]

@@ -21,8 +21,9 @@
 //! Plan asks the server for the record set (a plain query, no side effects; the server must be
 //! authoritative). A, AAAA and TXT: the node owns its name, so the set is replaced by exactly
 //! this value (stale addresses or keys go, TTL follows). SRV: many nodes register under one SRV name, so
-//! this node's record is added and the others are left alone. `absent` deletes only this
-//! exact record. The key is read from the secrets at apply time and goes nowhere but into
+//! this node's record is added and the others are left alone. `absent` deletes exactly this
+//! SRV record, or the whole set of a name the node owns (whatever value it holds now). A
+//! `value_file` must be readable by everyone: a private file is never published. The key is read from the secrets at apply time and goes nowhere but into
 //! the signature.
 //!
 //! For `bootstrap decommission`: `deregistration` builds the same state with `absent` forced
@@ -104,6 +105,8 @@ enum Op {
     Remove(RData),
     /// Replace with the value file's content, which another state makes first.
     ReplaceFromFile,
+    /// Delete the name's whole set of this type (a name the node owns, leaving).
+    RemoveSet,
 }
 
 pub fn build(t: toml::Table, b: &mut Builder) -> Result<Box<dyn State>> {
@@ -217,11 +220,44 @@ impl DnsRecordState {
             Value::Given(r) => return Ok(Some(r.clone())),
             Value::File(path) => path,
         };
+        use std::os::unix::fs::PermissionsExt;
+        match std::fs::metadata(cx.path(path)) {
+            Ok(m) if m.permissions().mode() & 0o004 == 0 => {
+                bail!("{} is not readable by everyone: a private file is never published", display(path))
+            }
+            _ => {}
+        }
         match std::fs::read_to_string(cx.path(path)) {
             Ok(text) => txt(text.trim()).map(Some).map_err(|e| anyhow!("{}: {e:#}", display(path))),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(anyhow!("cannot read {}: {e}", display(path))),
         }
+    }
+
+    /// The name's records of `rtype` as the server has them. A server that did not answer
+    /// earlier in this run fails the next record at once: a dead server costs one timeout per
+    /// run, not one per record. (Both sets are observations: after a change, a firewall
+    /// opened, the server is asked again.)
+    fn observe(&self, cx: &Context, rtype: RecordType) -> Result<Vec<Record>> {
+        let unanswered = cx.shared.observe(|| Ok(Unanswered::default()))?;
+        if unanswered.0.lock().unwrap().contains(&self.server) {
+            bail!("no answer from the DNS server {} earlier in this run", self.server);
+        }
+        // One probe per server and run: a stopped server is known in one round trip (and named
+        // as refused), without a probe before every record.
+        let probed = cx.shared.observe(|| Ok(Probed::default()))?;
+        if !probed.0.lock().unwrap().contains(&self.server) {
+            if let Err(e) = dns_client::block_on(dns_client::probe(self.server))? {
+                unanswered.0.lock().unwrap().insert(self.server);
+                return Err(e.into());
+            }
+            probed.0.lock().unwrap().insert(self.server);
+        }
+        dns_client::query(self.server, &self.name, rtype).inspect_err(|e| {
+            if e.downcast_ref::<dns_client::NoAnswer>().is_some() {
+                unanswered.0.lock().unwrap().insert(self.server);
+            }
+        })
     }
 
     /// The records of one dynamic update carrying out `op`.
@@ -237,6 +273,11 @@ impl DnsRecordState {
             Op::Add(rdata) => vec![self.record(rdata, self.ttl, DNSClass::IN)],
             // Class NONE, TTL 0: delete exactly this record (RFC 2136 2.5.4).
             Op::Remove(rdata) => vec![self.record(rdata, 0, DNSClass::NONE)],
+            Op::RemoveSet => {
+                let mut delete = Record::update0(self.name.clone(), 0, self.record_type());
+                delete.dns_class = DNSClass::ANY;
+                vec![delete]
+            }
             Op::ReplaceFromFile => match self.rdata(cx)? {
                 Some(rdata) => self.updates(cx, &Op::Replace(rdata))?,
                 None => bail!("{} is not there to register", self.describe()),
@@ -269,6 +310,20 @@ impl State for DnsRecordState {
 
     fn plan(&self, cx: &Context) -> Result<Plan> {
         let rtype = self.record_type();
+        // A name the node owns (not SRV) leaves DNS whole: every record of the type, whatever
+        // value it held (a key made again, an old address), also with the value file gone.
+        if self.absent && rtype != RecordType::SRV {
+            let have = self.observe(cx, rtype)?;
+            let mut plan = Plan::default();
+            if !have.is_empty() {
+                let values: Vec<String> = have.iter().map(|r| r.data.to_string()).collect();
+                plan.push(Change::new(
+                    format!("deregister {} {rtype} {}", self.name, values.join(", ")),
+                    Op::RemoveSet,
+                ));
+            }
+            return Ok(plan);
+        }
         let Some(rdata) = self.rdata(cx)? else {
             // The value file is made by a state that runs first (a key generated at install).
             let mut plan = Plan::default();
@@ -277,28 +332,7 @@ impl State for DnsRecordState {
             }
             return Ok(plan);
         };
-        // A server that did not answer earlier in this run fails the next record at once: a
-        // dead server costs one timeout per run, not one per record. (Both sets are
-        // observations: after a change, a firewall opened, the server is asked again.)
-        let unanswered = cx.shared.observe(|| Ok(Unanswered::default()))?;
-        if unanswered.0.lock().unwrap().contains(&self.server) {
-            bail!("no answer from the DNS server {} earlier in this run", self.server);
-        }
-        // One probe per server and run: a stopped server is known in one round trip (and named
-        // as refused), without a probe before every record.
-        let probed = cx.shared.observe(|| Ok(Probed::default()))?;
-        if !probed.0.lock().unwrap().contains(&self.server) {
-            if let Err(e) = dns_client::block_on(dns_client::probe(self.server))? {
-                unanswered.0.lock().unwrap().insert(self.server);
-                return Err(e.into());
-            }
-            probed.0.lock().unwrap().insert(self.server);
-        }
-        let have = dns_client::query(self.server, &self.name, rtype).inspect_err(|e| {
-            if e.downcast_ref::<dns_client::NoAnswer>().is_some() {
-                unanswered.0.lock().unwrap().insert(self.server);
-            }
-        })?;
+        let have = self.observe(cx, rtype)?;
         let present = have.iter().any(|r| r.data == rdata);
         let others: Vec<String> = have.iter().filter(|r| r.data != rdata).map(|r| r.data.to_string()).collect();
         let mut plan = Plan::default();

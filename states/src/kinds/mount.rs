@@ -8,15 +8,15 @@
 //! path = "/srv/share/uploads"                  # the unit is named after it
 //! what = "share@198.18.0.10:/uploads"
 //! fstype = "fuse.sshfs"
-//! options = ["reconnect", "ServerAliveInterval=5"]  # `_netdev` is always added
+//! options = ["reconnect", "ServerAliveInterval=5"]  # `_netdev,nosuid,nodev` always come first
 //! description = "Shared volume uploads"
 //! hint = "a new client is authorized at the storage node's next run"  # said when a mount fails
 //! ```
 //!
 //! Plan compares the unit file (a diff), asks systemd whether the unit is enabled and mounted
 //! (the run's one shared look at units), and looks at the mounted directory with a time limit:
-//! a mount whose server went away for good (`Transport endpoint is not connected`, an I/O
-//! error, no answer in `PROBE`) is drift, and is mounted again. A boot without the server
+//! a mount whose daemon died (`Transport endpoint is not connected`, an I/O error) is drift,
+//! and is mounted again; one that is only slow (no answer in `PROBE`) is left to reconnect. A boot without the server
 //! does not hang: the unit gives up after `TimeoutSec`, and the next run mounts it.
 
 use std::path::{Path, PathBuf};
@@ -91,8 +91,11 @@ pub fn build(t: toml::Table, b: &mut Builder) -> Result<Box<dyn State>> {
         bail!("`description` must be one line");
     }
     let unit = format!("{}.mount", escape_path(&path));
-    let mut options = vec!["_netdev".to_string()];
-    options.extend(p.options.iter().filter(|o| *o != "_netdev").cloned());
+    // Never a set-id program or a device from a network filesystem: whoever writes there (a
+    // local user through the mount, the server) must not get root on this node by it.
+    let always = ["_netdev", "nosuid", "nodev"];
+    let mut options: Vec<String> = always.iter().map(|o| o.to_string()).collect();
+    options.extend(p.options.iter().filter(|o| !always.contains(&o.as_str())).cloned());
     let description = if p.description.is_empty() { format!("{} on {}", p.what, display(&path)) } else { p.description };
     let text = format!(
         "# Written by bootstrap (state `{id}`): edits are replaced on the next run.\n\
@@ -132,18 +135,29 @@ pub fn escape_path(path: &Path) -> String {
     }
 }
 
-/// Why the mounted directory does not answer, if it doesn't: looked at from a thread, so a
-/// hung filesystem costs `PROBE`, not the run.
-fn unanswered(dir: &Path) -> Option<String> {
+/// What a look at the mounted directory found.
+enum Probe {
+    Answers,
+    /// The filesystem's daemon is gone (`Transport endpoint is not connected`) or it fails
+    /// with an I/O error: only a new mount brings it back.
+    Dead(String),
+    /// No answer within `PROBE`.
+    Slow,
+}
+
+/// Looks at the mounted directory from a thread, so a hung filesystem costs `PROBE`, not the run.
+fn probe(dir: &Path) -> Probe {
     let (tx, rx) = mpsc::channel();
     let dir = dir.to_path_buf();
     std::thread::spawn(move || {
         let _ = tx.send(std::fs::read_dir(&dir).map(drop));
     });
     match rx.recv_timeout(PROBE) {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(e.to_string()),
-        Err(_) => Some(format!("no answer within {PROBE:?}")),
+        Ok(Ok(())) => Probe::Answers,
+        Ok(Err(e)) if matches!(e.raw_os_error(), Some(libc::ENOTCONN) | Some(libc::EIO)) => Probe::Dead(e.to_string()),
+        // Another error (permissions) is not the mount's health.
+        Ok(Err(_)) => Probe::Answers,
+        Err(_) => Probe::Slow,
     }
 }
 
@@ -194,8 +208,17 @@ impl State for MountState {
             plan.push(Change::new(format!("mount (is {now})"), Op::Start));
         } else if rewritten {
             plan.push(Change::new("mount again with the new unit", Op::Restart));
-        } else if let Some(why) = unanswered(&cx.path(&self.path)) {
-            plan.push(Change::new(format!("mount again: it does not answer ({why})"), Op::Remount));
+        } else {
+            match probe(&cx.path(&self.path)) {
+                Probe::Answers => {}
+                Probe::Dead(why) => plan.push(Change::new(format!("mount again: it is dead ({why})"), Op::Remount)),
+                // A server that is slow or away for a moment: the filesystem reconnects by
+                // itself, and a remount now would leave the bare directory in its place.
+                Probe::Slow => {
+                    let shown = display(&self.path);
+                    tracing::warn!("{shown} does not answer within {PROBE:?}; leaving it to reconnect")
+                }
+            }
         }
         Ok(plan)
     }

@@ -11,8 +11,9 @@
 //! A missing key is generated (ed25519, by `ssh-keygen`, in a private directory next to the
 //! path, then moved in place: a run killed halfway leaves no half key). The private key is
 //! root's, mode 0600; the public one 0644, remade from the private one when it is missing.
-//! An existing key is never replaced: whoever trusts it (a storage node, through DNS) would
-//! lose this node. Plans show only paths and modes, never the key.
+//! A working key is never replaced: whoever trusts it (a storage node, through DNS) would
+//! lose this node; a file there that holds no key (empty after a crash) is made again. Plans
+//! show only paths and modes, never the key.
 
 use std::fs;
 use std::io::ErrorKind;
@@ -76,6 +77,13 @@ fn regular(path: &Path, shown: &str) -> Result<Option<fs::Metadata>> {
     }
 }
 
+/// Whether `path` looks like an OpenSSH private key (its armor lines), read without keeping it.
+fn is_private_key(path: &Path) -> bool {
+    let Ok(text) = fs::read_to_string(path) else { return false };
+    let text = text.trim();
+    text.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----") && text.ends_with("-----END OPENSSH PRIVATE KEY-----")
+}
+
 impl SshKeyState {
     fn meta_changes(&self, meta: &fs::Metadata, mode: u32, what: &str, wrap: fn(MetaOp) -> Op) -> Vec<Change> {
         own(mode)
@@ -95,6 +103,10 @@ impl SshKeyState {
         // ssh-keygen writes into a private directory beside the key; both halves are moved
         // in place after (the public one first, so a private key never lacks its public one
         // for long, and one that does gets it back on the next run).
+        // Work directories of a run killed while making a key hold a private key: gone.
+        for stale in fs::read_dir(dir)?.flatten().filter(|e| e.file_name().to_string_lossy().starts_with(".ssh-key.")) {
+            let _ = fs::remove_dir_all(stale.path());
+        }
         let work = tempfile::Builder::new().prefix(".ssh-key.").tempdir_in(dir)?;
         fs::set_permissions(work.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
         let key = work.path().join("key");
@@ -103,6 +115,10 @@ impl SshKeyState {
         key_pub.push(".pub");
         apply_meta(Path::new(&key_pub), own(0o644).all_ops().iter())?;
         apply_meta(&key, own(0o600).all_ops().iter())?;
+        // On disk before the names point at them: a power cut must not leave an empty key.
+        for f in [Path::new(&key_pub), key.as_path()] {
+            fs::File::open(f)?.sync_all()?;
+        }
         fs::rename(&key_pub, cx.path(&self.public))?;
         fs::rename(&key, &real)?;
         sync_dir(dir)
@@ -121,13 +137,22 @@ impl State for SshKeyState {
     fn plan(&self, cx: &Context) -> Result<Plan> {
         let mut plan = Plan::default();
         let (private, public) = (display(&self.private), display(&self.public));
-        let Some(meta) = regular(&cx.path(&self.private), &private)? else {
-            plan.push(Change::new(
-                format!("generate an ed25519 key pair ({public} to publish; the private key stays here, mode 0600)"),
+        let generate = |why: &str| {
+            Change::new(
+                format!("generate an ed25519 key pair{why} ({public} to publish; the private key stays here, mode 0600)"),
                 Op::Generate,
-            ));
+            )
+        };
+        let Some(meta) = regular(&cx.path(&self.private), &private)? else {
+            plan.push(generate(""));
             return Ok(plan);
         };
+        // A key file that is not one (empty after a crash, truncated) is of no use to anyone:
+        // made again (whoever trusted it gets the new public key through DNS).
+        if !is_private_key(&cx.path(&self.private)) {
+            plan.push(generate(&format!(" ({private} holds no OpenSSH private key)")));
+            return Ok(plan);
+        }
         plan.changes.extend(self.meta_changes(&meta, 0o600, &private, Op::PrivateMeta));
         match regular(&cx.path(&self.public), &public)? {
             Some(m) => plan.changes.extend(self.meta_changes(&m, 0o644, &public, Op::PublicMeta)),
@@ -142,7 +167,9 @@ impl State for SshKeyState {
                 Op::Generate => self.generate(cx)?,
                 Op::Public => {
                     let line = ssh_keygen::public_of(cx.runner.as_ref(), &cx.path(&self.private))?;
-                    let text = if self.comment.is_empty() { line } else { format!("{line} {}", self.comment) };
+                    // ssh-keygen -y gives the comment the key was made with, if it has one.
+                    let has_comment = line.split_whitespace().count() > 2;
+                    let text = if has_comment || self.comment.is_empty() { line } else { format!("{line} {}", self.comment) };
                     write_plain(&cx.path(&self.public), format!("{text}\n").as_bytes(), 0o644)?;
                 }
                 Op::PrivateMeta(m) => apply_meta(&cx.path(&self.private), std::iter::once(m))?,

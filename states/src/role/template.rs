@@ -67,6 +67,11 @@ handlebars::handlebars_helper!(hostport: |host: str, port: u64| {
     if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
 });
 
+handlebars::handlebars_helper!(sshhost: |host: str| {
+    // An IPv6 address in brackets, as ssh and sshfs take it before `:path`.
+    if host.contains(':') { format!("[{host}]") } else { host.to_string() }
+});
+
 handlebars::handlebars_helper!(envquote: |v: str| {
     // Double-quoted as both sh and systemd's EnvironmentFile read it.
     let mut q = String::from("\"");
@@ -132,6 +137,7 @@ impl Templates {
         hb.register_helper("others", Box::new(others));
         hb.register_helper("html", Box::new(html));
         hb.register_helper("sshkey", Box::new(sshkey));
+        hb.register_helper("sshhost", Box::new(sshhost));
         let used_secret = Arc::new(AtomicBool::new(false));
         hb.register_helper("secret", Box::new(SecretHelper { secrets: secrets.clone(), used: used_secret.clone() }));
         Templates { hb, used_secret, inline: RefCell::default() }
@@ -206,6 +212,9 @@ mod tests {
     #[test]
     fn hostport_brackets_ipv6() {
         let mut t = templates();
+        t.add("s", "{{sshhost a}}:/x {{sshhost b}}:/x").unwrap();
+        let c = t.render("s", &Data::new(json!({"a": "fd00::5", "b": "198.18.0.5"}))).unwrap();
+        assert_eq!(String::from_utf8(c.bytes).unwrap(), "[fd00::5]:/x 198.18.0.5:/x");
         t.add("h", "{{hostport a 5432}} {{hostport b 80}}").unwrap();
         let c = t.render("h", &Data::new(json!({"a": "2001:db8::1", "b": "198.18.0.5"}))).unwrap();
         assert_eq!(String::from_utf8(c.bytes).unwrap(), "[2001:db8::1]:5432 198.18.0.5:80");

@@ -14,7 +14,8 @@ pub fn generate(runner: &dyn Runner, private: &Path, comment: &str) -> Result<()
     Ok(())
 }
 
-/// The public key (`ssh-ed25519 AAAA…`, no comment) of the private key at `private`.
+/// The public key (`ssh-ed25519 AAAA…`, with the key's comment when it has one) of the
+/// private key at `private`.
 pub fn public_of(runner: &dyn Runner, private: &Path) -> Result<String> {
     let path = private.to_str().ok_or_else(|| anyhow!("{} is not UTF-8", private.display()))?;
     let out = runner.check(&Cmd::new("ssh-keygen").args(["-y", "-f", path]))?;

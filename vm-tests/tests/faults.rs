@@ -1,0 +1,258 @@
+//! Faults injected into runs on one fresh node (issue 13): a validator that prints a secret in
+//! several encodings (none reaches stdout, the journal or the report); a full disk (the old
+//! file stays whole, no temp file left, the next run with room converges); 50 runs started at
+//! once (one at a time, the others say the lock is held, the node ends converged); runs
+//! SIGKILLed at many points (the next run converges; their validators die with them instead
+//! of running on); sshd listening where an `Include` of another directory and `ssh.socket`
+//! say (the table opens every port); a table that would shut out the SSH session running the
+//! install is refused and the live table stays as it was.
+
+use std::time::{Duration, Instant};
+
+use vm_tests::cmd::{poll, wait_for};
+use vm_tests::operator::{INSTALLED as BIN, TEST_ROLES as ROLES};
+use vm_tests::{bootstrap_bin, timed, Lab, Node, RunOpts, RunResult};
+
+const CANARY: &str = "Canary/Secret+Value=0042!";
+
+const LEAK: &str = r#"
+description = "a validator that prints the secret it checks, in several encodings"
+
+[[secret]]
+name = "canary_token"
+prompt = "canary"
+
+[[state]]
+id = "leaky"
+type = "file"
+path = "/etc/bt-faults/token.conf"
+template = "token.hbs"
+mode = "0600"
+validate = ["sh", "-c", "v=$(sed -n 's/^token = //p' \"$1\"); echo \"plain $v\"; printf '%s' \"$v\" | base64; printf '%s' \"$v\" | od -An -tx1 | tr -d ' \\n'; echo; exit 1", "leak", "{}"]
+"#;
+
+fn disk_role(bytes: usize) -> String {
+    format!(
+        "description = \"a file on a small filesystem\"\n\n[[state]]\nid = \"data\"\ntype = \"file\"\npath = \"/srv/full/data.txt\"\ncontent = \"{}\"\n",
+        "x".repeat(bytes)
+    )
+}
+
+/// Six files, each validated slowly (a run takes a couple of seconds, so kills land inside
+/// it), and one whose validator hangs while /run/bt-hang exists.
+fn slow_role() -> String {
+    let mut s = String::from("description = \"slow writes\"\n");
+    for i in 0..6 {
+        s += &format!(
+            "\n[[state]]\nid = \"slow-{i}\"\ntype = \"file\"\npath = \"/var/lib/bt-faults/slow-{i}\"\ncontent = \"{i}\\n\"\n\
+             validate = [\"sh\", \"-c\", \"sleep 0.3\", \"slow\"]\n"
+        );
+    }
+    s += "\n[[state]]\nid = \"hang\"\ntype = \"file\"\npath = \"/var/lib/bt-faults/hang\"\ncontent = \"h\\n\"\n\
+          validate = [\"sh\", \"-c\", \"if [ -e /run/bt-hang ]; then exec sleep 300; fi\", \"hang\"]\n";
+    s
+}
+
+const FW: &str = r#"
+description = "the firewall alone"
+
+[[state]]
+id = "fw"
+type = "firewall"
+"#;
+
+const FW_V4: &str = r#"
+description = "the firewall, SSH from an IPv4 network only"
+
+[[state]]
+id = "fw"
+type = "firewall"
+ssh_from = ["198.18.0.0/24"]
+"#;
+
+fn bt(node: &Node, role: &str, args: &[&str]) -> RunResult {
+    let mut argv = vec![BIN, "--roles", ROLES];
+    argv.extend_from_slice(args);
+    argv.push(role);
+    node.run(&argv)
+}
+
+/// Every encoding of the canary a careless tool might print.
+fn encodings() -> Vec<String> {
+    use std::fmt::Write;
+    let hex = CANARY.bytes().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    });
+    let b64 = String::from_utf8(
+        std::process::Command::new("sh")
+            .args(["-c", &format!("printf '%s' '{CANARY}' | base64")])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    vec![
+        CANARY.to_string(),
+        b64.trim().to_string(),
+        hex,
+        CANARY.replace('/', "%2F").replace('+', "%2B").replace('=', "%3D"),
+    ]
+}
+
+#[test]
+fn faults_leave_no_secret_no_half_file_and_a_converging_node() {
+    let lab = timed("lab ready", || Lab::new("faults"));
+    let node = timed("boot", || lab.boot("faults1"));
+    node.put_file(BIN, &std::fs::read(bootstrap_bin()).unwrap(), 0o755);
+    node.put_file("/etc/bootstrap/secrets.toml", format!("canary_token = \"{CANARY}\"\n").as_bytes(), 0o600);
+    node.put_file(&format!("{ROLES}/leak.toml"), LEAK.as_bytes(), 0o644);
+    node.put_file(&format!("{ROLES}/templates/token.hbs"), b"token = {{secret \"canary_token\"}}\n", 0o644);
+    node.put_file(&format!("{ROLES}/slow.toml"), slow_role().as_bytes(), 0o644);
+    node.put_file(&format!("{ROLES}/fw.toml"), FW.as_bytes(), 0o644);
+    node.put_file(&format!("{ROLES}/fwv4.toml"), FW_V4.as_bytes(), 0o644);
+
+    // A validator printing the secret, plain, base64 and hex: refused, and none of it shown.
+    let r = bt(&node, "leak", &["apply", "--json"]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("rejected by `sh`"), "the failure is not named: {}", r.stdout);
+    let report = node.read_file("/var/lib/bootstrap/last-run.json");
+    let journal = node.journal(&["-o", "cat"]);
+    for form in encodings() {
+        for (place, text) in
+            [("stdout", &r.stdout), ("stderr", &r.stderr), ("last-run.json", &report), ("journal", &journal)]
+        {
+            assert!(!text.contains(&form), "the canary ({form}) is in {place}");
+        }
+    }
+    assert!(!node.exists("/etc/bt-faults/token.conf"), "a refused file went live");
+
+    // A full disk: the write fails, the old file stays whole, no temp file is left.
+    node.sh("mkdir -p /srv/full && mount -t tmpfs -o size=16k tmpfs /srv/full").assert_ok("a 16 KiB filesystem");
+    node.put_file(&format!("{ROLES}/disk.toml"), disk_role(1000).as_bytes(), 0o644);
+    assert_eq!(bt(&node, "disk", &["apply"]).code, 0);
+    node.put_file(&format!("{ROLES}/disk.toml"), disk_role(64_000).as_bytes(), 0o644);
+    let r = bt(&node, "disk", &["apply"]);
+    assert_eq!(r.code, 1, "a write to a full disk succeeded:\n{}\n{}", r.stdout, r.stderr);
+    assert!(format!("{}{}", r.stdout, r.stderr).contains("No space left"), "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(node.read_file("/srv/full/data.txt"), "x".repeat(1000), "the old file was damaged");
+    let left = node.run(&["ls", "-A", "/srv/full"]).stdout;
+    assert_eq!(left.trim(), "data.txt", "temp files left on the full disk: {left}");
+    node.put_file(&format!("{ROLES}/disk.toml"), disk_role(2000).as_bytes(), 0o644);
+    assert_eq!(bt(&node, "disk", &["apply"]).code, 0);
+    assert_eq!(bt(&node, "disk", &["--check"]).code, 0);
+
+    // 50 runs at once: one at a time, the others say so (75) and change nothing.
+    let t = Instant::now();
+    let script = format!(
+        "for i in $(seq 50); do ({BIN} --roles {ROLES} apply slow >/dev/null 2>/run/bt-err.$i; echo $? > /run/bt-rc.$i) & done; wait; cat /run/bt-rc.*"
+    );
+    let rcs = node.run_opts(&["sh", "-c", &script], &RunOpts::default().timeout(Duration::from_secs(300))).stdout;
+    eprintln!("[measure] 50 concurrent runs done in {:.1}s", t.elapsed().as_secs_f64());
+    let codes: Vec<&str> = rcs.split_whitespace().collect();
+    assert_eq!(codes.len(), 50, "{rcs}");
+    assert!(codes.iter().all(|c| *c == "0" || *c == "75"), "a concurrent run failed: {codes:?}");
+    assert!(codes.contains(&"0"), "no run got the lock: {codes:?}");
+    let busy = node.run(&["sh", "-c", "grep -l 'holds /run/bootstrap.lock' /run/bt-err.* | wc -l"]).stdout;
+    assert_eq!(busy.trim(), codes.iter().filter(|c| **c == "75").count().to_string(), "busy runs must say why");
+    assert_eq!(bt(&node, "slow", &["--check"]).code, 0, "not converged after the concurrent runs");
+
+    // Killed with SIGKILL at many points (the main process only, as `kill -9` from a shell
+    // does): the next run converges, and no validator of a killed run is left running.
+    for i in 0..12u64 {
+        node.run(&["rm", "-rf", "/var/lib/bt-faults"]).assert_ok("rm");
+        let unit = format!("bt-kill-{i}");
+        node.exec(&[
+            "systemd-run",
+            &format!("--unit={unit}"),
+            "--collect",
+            "--quiet",
+            "-p",
+            "KillMode=process",
+            BIN,
+            "--roles",
+            ROLES,
+            "apply",
+            "slow",
+        ])
+        .assert_ok("start a run to kill");
+        std::thread::sleep(Duration::from_millis(150 + i * 170));
+        let _ = node.exec(&["systemctl", "kill", "--kill-whom=main", "--signal=SIGKILL", &unit]);
+        wait_for("the killed run to end", Duration::from_secs(10), || {
+            (node.exec(&["systemctl", "is-active", &unit]).stdout.trim() != "active").then_some(())
+        });
+    }
+    let r = apply_retrying(&node, "slow");
+    assert_eq!(r.code, 0, "the run after the kills failed:\n{}\n{}", r.stdout, r.stderr);
+    assert_eq!(bt(&node, "slow", &["--check"]).code, 0);
+    let tmp =
+        node.run(&["sh", "-c", "find /var/lib/bt-faults /var/lib/bootstrap -name '*bootstrap-tmp*' | wc -l"]).stdout;
+    assert_eq!(tmp.trim(), "0", "temp files of killed runs left behind");
+
+    // A validator that hangs: the run killed under it takes it along.
+    node.sh("rm -f /var/lib/bt-faults/hang && touch /run/bt-hang").assert_ok("arm the hang");
+    node.exec(&[
+        "systemd-run",
+        "--unit=bt-hang-run",
+        "--collect",
+        "--quiet",
+        "-p",
+        "KillMode=process",
+        BIN,
+        "--roles",
+        ROLES,
+        "apply",
+        "slow",
+    ])
+    .assert_ok("start the run");
+    wait_for("the validator to hang", Duration::from_secs(30), || {
+        node.exec(&["pgrep", "-f", "sleep 300"]).success().then_some(())
+    });
+    node.exec(&["systemctl", "kill", "--kill-whom=main", "--signal=SIGKILL", "bt-hang-run"])
+        .assert_ok("kill -9 the run");
+    let gone = poll(Duration::from_secs(5), || (!node.exec(&["pgrep", "-f", "sleep 300"]).success()).then_some(()));
+    assert!(
+        gone.is_some(),
+        "the validator of a killed run runs on: {}",
+        node.exec(&["ps", "-eo", "pid,ppid,args"]).stdout
+    );
+    node.run(&["rm", "-f", "/run/bt-hang"]).assert_ok("disarm");
+    assert_eq!(apply_retrying(&node, "slow").code, 0);
+
+    // sshd on a port from an Include of another directory, and a socket unit on another: the
+    // firewall opens both, and 22.
+    node.sh("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables openssh-server >/dev/null")
+        .assert_ok("nftables, openssh-server");
+    node.put_file("/etc/ssh/sshd_config.d/00-site.conf", b"Include /etc/ssh/site.d/*.conf\n", 0o644);
+    node.put_file("/etc/ssh/site.d/port.conf", b"Port 22\nPort 2222\n", 0o644);
+    node.put_file("/etc/systemd/system/ssh.socket.d/port.conf", b"[Socket]\nListenStream=\nListenStream=2223\n", 0o644);
+    node.sh("systemctl daemon-reload && systemctl restart ssh").assert_ok("sshd on 22 and 2222");
+    let r = bt(&node, "fw", &["apply"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let table = node.run(&["nft", "list", "table", "inet", "bootstrap"]).stdout;
+    for port in ["22", "2222", "2223"] {
+        assert!(table.contains(&format!("tcp dport {port} accept comment \"ssh\"")), "tcp/{port} not open:\n{table}");
+    }
+    assert_eq!(bt(&node, "fw", &["--check"]).code, 0);
+
+    // Run from an SSH session over IPv6 with `ssh_from` naming IPv4 only: refused, the live
+    // table as it was.
+    let session = RunOpts::default().env("SSH_CONNECTION", "2001:db8::5 40000 2001:db8::10 22");
+    let r = node.run_opts(&[BIN, "--roles", ROLES, "apply", "fwv4"], &session);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let said = format!("{}{}", r.stdout, r.stderr);
+    assert!(said.contains("would shut out this SSH session, from 2001:db8::5") && said.contains("IPv6"), "{said}");
+    assert_eq!(node.run(&["nft", "list", "table", "inet", "bootstrap"]).stdout, table, "the table changed");
+}
+
+/// `apply` of `role`, retried while a scheduled run holds the lock.
+fn apply_retrying(node: &Node, role: &str) -> RunResult {
+    let t = Instant::now();
+    loop {
+        let r = bt(node, role, &["apply"]);
+        if r.code != 75 || t.elapsed() > Duration::from_secs(120) {
+            return r;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
