@@ -352,3 +352,24 @@ content = "canary\n"
     assert!(r.states[1].error.as_deref().unwrap().contains("/opt is a symbolic link"));
     assert!(fs::read_dir(elsewhere.path()).unwrap().next().is_none(), "something was written through the link");
 }
+
+#[test]
+fn a_validator_running_as_another_user_reads_the_candidate() {
+    // postgres checks its configuration as postgres: the candidate must be reachable by path,
+    // not only through this process's descriptors.
+    let root = tempfile::tempdir().unwrap();
+    fs::set_permissions(root.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let cx = cx(root.path());
+    let role = r#"
+[[state]]
+id = "checked"
+type = "file"
+path = "/etc/app/conf"
+content = "checked by nobody\n"
+mode = "0644"
+validate = ["runuser", "-u", "nobody", "--", "grep", "-q", "checked by nobody", "{}"]
+"#;
+    let nodes = nodes(&cx, role, &[]).unwrap();
+    let r = apply(&cx, &nodes);
+    assert_eq!((r.changed, r.failed), (1, 0), "{:?}", r.states[0].error);
+}

@@ -52,7 +52,10 @@ pub fn write_file(cx: &Context, abs: &Path, bytes: &[u8], w: &FileWrite) -> Resu
     f.sync_all()?;
 
     if let Some(argv) = w.validate {
-        validate(cx, abs, tmp.path(), argv)?;
+        // The validator may run as another user (`runuser -u postgres`), who can't reach this
+        // process's descriptors: it gets the temp file by its ordinary path. It only reads.
+        let named = cx.path(abs).with_file_name(tmp.path().file_name().unwrap_or_default());
+        validate(cx, abs, &named, argv)?;
     }
     // Only a regular file is kept (a link there would have the backup copy what it points to).
     let regular = fs::symlink_metadata(&path).is_ok_and(|m| m.is_file());
