@@ -147,13 +147,13 @@ fn bad_input_is_refused_clearly_before_anything_runs() {
 #[test]
 fn a_table_that_would_shut_out_the_ssh_session_of_the_run_is_refused() {
     use states::engine::facts::SshSession;
-    let root = tempfile::tempdir().unwrap();
-    let mut cx = cx(root.path());
-    let role = |from: &str| format!("[[state]]\nid = \"fw\"\ntype = \"firewall\"\nssh_from = {from}\n");
+    use states::kinds::firewall::rules::keeps_session;
+    let spec_with = |from: &str| spec(toml::from_str(&format!("ssh_from = {from}")).unwrap()).unwrap();
+    let check = |from: &str, session: &str, ports: &[u16]| {
+        keeps_session(&spec_with(from), SshSession::parse(session).as_ref(), ports).map_err(|e| format!("{e:#}"))
+    };
     // Over IPv6 with only IPv4 networks: refused, naming the family.
-    cx.facts.ssh_session = SshSession::parse("2001:db8::5 50122 2001:db8::10 22");
-    assert_eq!(cx.facts.ssh_session.as_ref().map(|s| s.port), Some(22));
-    let err = format!("{:#}", nodes(&cx, &role("[\"198.18.0.0/24\"]"), &[]).err().expect("accepted"));
+    let err = check("[\"198.18.0.0/24\"]", "2001:db8::5 50122 2001:db8::10 22", &[22]).unwrap_err();
     assert!(
         err.contains("would shut out this SSH session, from 2001:db8::5 on tcp/22")
             && err.contains("it names no IPv6 network, so SSH over IPv6 would be shut out")
@@ -161,15 +161,17 @@ fn a_table_that_would_shut_out_the_ssh_session_of_the_run_is_refused() {
         "{err}"
     );
     // From an IPv4 address outside the networks (shown mapped by a dual-stack sshd).
-    cx.facts.ssh_session = SshSession::parse("::ffff:203.0.113.7 50122 198.18.0.10 22");
     let err =
-        format!("{:#}", nodes(&cx, &role("[\"198.18.0.0/24\", \"2001:db8::/32\"]"), &[]).err().expect("accepted"));
+        check("[\"198.18.0.0/24\", \"2001:db8::/32\"]", "::ffff:203.0.113.7 50122 198.18.0.10 22", &[22]).unwrap_err();
     assert!(err.contains("from 203.0.113.7 on tcp/22") && !err.contains("names no"), "{err}");
-    // Inside them, or no session (a scheduled run): accepted.
-    cx.facts.ssh_session = SshSession::parse("198.18.0.99 50122 198.18.0.10 22");
-    nodes(&cx, &role("[\"198.18.0.0/24\"]"), &[]).unwrap();
-    cx.facts.ssh_session = None;
-    nodes(&cx, &role("[\"10.0.0.0/8\"]"), &[]).unwrap();
+    // In on a port sshd's configuration does not name (an -p override): the table would not
+    // let it in again.
+    let err = check("[\"198.18.0.0/24\"]", "198.18.0.99 50122 198.18.0.10 2200", &[22]).unwrap_err();
+    assert!(err.contains("came in on tcp/2200, which sshd's configuration does not name"), "{err}");
+    // Inside them, from loopback, or no session (a scheduled run): accepted.
+    check("[\"198.18.0.0/24\"]", "198.18.0.99 50122 198.18.0.10 22", &[22]).unwrap();
+    check("[\"198.18.0.0/24\"]", "127.0.0.1 50122 127.0.0.1 22", &[22]).unwrap();
+    keeps_session(&spec_with("[\"10.0.0.0/8\"]"), None, &[22]).unwrap();
     assert!(SshSession::parse("garbage").is_none());
 }
 

@@ -235,3 +235,25 @@ fn noop_plans_read_the_status_file_once_and_start_no_process() {
     }
     assert!(log.cmds().is_empty(), "a no-op plan started {:?}", log.lines());
 }
+
+#[test]
+fn an_install_interrupted_by_a_killed_run_is_finished_then_retried() {
+    let root = tempfile::tempdir().unwrap();
+    with_index(root.path());
+    let installs = Arc::new(AtomicUsize::new(0));
+    let n = installs.clone();
+    let (cx, log) = fake::cx(root.path(), move |cmd| {
+        if cmd.args.contains(&"install".to_string()) && n.fetch_add(1, Ordering::SeqCst) == 0 {
+            return fake::fail(
+                100,
+                "E: dpkg was interrupted, you must manually run 'dpkg --configure -a' to correct the problem.\n",
+            );
+        }
+        fake::ok()
+    });
+    Apt.install(&cx, &["haproxy".into()]).unwrap();
+    let lines = log.lines();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(lines[1].starts_with("dpkg --configure -a"), "{lines:?}");
+    assert!(lines[2].ends_with("haproxy"), "{lines:?}");
+}

@@ -272,7 +272,10 @@ fn secrets_never_reach_argv_summaries_or_stdin_in_clear() {
         assert!(!stdin.contains("canary"), "cleartext sent to the server: {stdin}");
         // As postgres, with an empty environment, the SQL on stdin only.
         let args = cmd.args.join(" ");
-        assert!(args.starts_with("--reuid=postgres --regid=postgres --init-groups env -i -C / "), "{args}");
+        assert!(
+            args.starts_with("--reuid=postgres --regid=postgres --init-groups --pdeathsig keep env -i -C / "),
+            "{args}"
+        );
         assert!(args.ends_with("psql -X -q -A -t -v ON_ERROR_STOP=1 -d postgres"), "{args}");
     }
 }

@@ -57,12 +57,12 @@ pub fn write_file(cx: &Context, abs: &Path, bytes: &[u8], w: &FileWrite) -> Resu
         let named = cx.path(abs).with_file_name(tmp.path().file_name().unwrap_or_default());
         validate(cx, abs, &named, argv)?;
     }
-    // Only a regular file is kept (a link there would have the backup copy what it points to).
-    let regular = fs::symlink_metadata(&path).is_ok_and(|m| m.is_file());
     if w.secret {
         forget_backup(cx, abs)?;
-    } else if regular {
-        backup(cx, abs, &path)?;
+    } else if let Some(old) = read_regular(&path)? {
+        let dest = backup_path(cx, abs);
+        own_dir(dest.parent().expect("backup path has a parent"))?;
+        write_plain(&dest, &old, 0o600)?;
     }
     tmp.persist(&path).map_err(|e| anyhow!("cannot replace {}: {}", abs.display(), e.error))?;
     sync_dir(dir)
@@ -101,6 +101,32 @@ pub fn write_plain(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 pub fn backup_path(cx: &Context, abs: &Path) -> PathBuf {
     cx.layout().backup_dir().join(abs.strip_prefix("/").unwrap_or(abs))
 }
+
+/// The content of the regular file at `path`, opened without following a link and without
+/// blocking (whoever owns the directory could have put a link to `/etc/shadow` or a FIFO
+/// there since the plan): `None` when there is no regular file.
+fn read_regular(path: &Path) -> Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    if !f.metadata()?.is_file() {
+        return Ok(None);
+    }
+    let mut bytes = Vec::new();
+    f.take(MAX_BACKUP).read_to_end(&mut bytes)?;
+    Ok(Some(bytes))
+}
+
+/// The most of an old file that is kept (a managed file is a configuration file).
+const MAX_BACKUP: u64 = 64 << 20;
 
 /// Keep a copy of the current `path` as the previous version of `abs`.
 pub fn backup(cx: &Context, abs: &Path, path: &Path) -> Result<()> {

@@ -31,6 +31,29 @@ pub struct SshSession {
 }
 
 impl SshSession {
+    /// The session this process runs in: `SSH_CONNECTION` here or, when `sudo` or `su` dropped
+    /// it, in the nearest parent process that has it.
+    pub fn of_this_process() -> Option<SshSession> {
+        if let Ok(v) = std::env::var("SSH_CONNECTION") {
+            return SshSession::parse(&v);
+        }
+        let mut pid = std::os::unix::process::parent_id();
+        for _ in 0..16 {
+            if pid <= 1 {
+                return None;
+            }
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            let found = environ.split(|b| *b == 0).find_map(|kv| kv.strip_prefix(b"SSH_CONNECTION="));
+            if let Some(v) = found {
+                return SshSession::parse(&String::from_utf8_lossy(v));
+            }
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // The parent pid is the second field after the command name's closing parenthesis.
+            pid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0);
+        }
+        None
+    }
+
     /// From `SSH_CONNECTION` (`client_ip client_port server_ip server_port`).
     pub fn parse(text: &str) -> Option<SshSession> {
         let f: Vec<&str> = text.split_whitespace().collect();
@@ -60,7 +83,7 @@ impl Facts {
         let (addresses, interfaces) = addresses();
         let postgresql = os.postgresql_major();
         let postgresql_main_cluster = root.join(format!("etc/postgresql/{postgresql}/main/postgresql.conf")).is_file();
-        let ssh_session = std::env::var("SSH_CONNECTION").ok().and_then(|v| SshSession::parse(&v));
+        let ssh_session = SshSession::of_this_process();
         Facts { hostname, addresses, interfaces, postgresql, postgresql_main_cluster, os, ssh_session }
     }
 }

@@ -118,8 +118,10 @@ pub trait Runner: Send + Sync {
 
 /// The real runner: each child in its own process group, killed as a group on timeout, and
 /// sent SIGTERM when the run dies (a SIGKILLed run must not leave `apt-get` or `psql` going on
-/// beside the next one; what they started themselves, such as dpkg under apt-get, finishes its
-/// step and holds its lock, which the next run's apt-get waits for).
+/// beside the next one). The signal reaches the child itself, not what it started: dpkg under
+/// apt-get finishes its step and holds its lock, which the next run's apt-get waits for (and a
+/// package left unconfigured is configured then, see `apt`); a validator's shell should `exec`
+/// its last command.
 pub struct SystemRunner;
 
 impl Runner for SystemRunner {
@@ -145,7 +147,7 @@ impl Runner for SystemRunner {
                 nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
                 // The run died between the fork and the prctl: no signal would come.
                 if nix::unistd::getppid() != parent {
-                    return Err(std::io::Error::other("the run that started this command is gone"));
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
                 }
                 Ok(())
             });

@@ -2,7 +2,7 @@
 //! opened with `O_NOFOLLOW`, one at a time, so a directory someone else owns (postgres's, an
 //! application's) that is swapped for a symlink can't make root write into `/etc/sudoers.d`,
 //! and an absolute link in a `--root` tree can't lead out of it. What is then done by path
-//! goes through the opened directory (`/proc/PID/fd/N/...`), which names that directory and
+//! goes through the opened directory (`/proc/self/fd/N/...`), which names that directory and
 //! nothing a later rename or link could put in its place.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -21,11 +21,10 @@ pub struct Dir {
 }
 
 impl Dir {
-    /// The directory as a path that can't be redirected (while this value lives), valid for
-    /// this process and the children it runs (a validator reads a temp file in it): by pid,
-    /// not `/proc/self`.
+    /// The directory as a path that can't be redirected (while this value lives), for this
+    /// process only (a validator gets the ordinary path: it may run as another user).
     pub fn path(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), self.fd.as_raw_fd()))
+        PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
     }
 
     /// `name` inside the directory, by the same kind of path.

@@ -69,6 +69,18 @@ impl Apt {
             return Ok(());
         }
         let said = format!("{}\n{}", out.stdout, out.stderr);
+        // A run killed during an install (its apt-get ended with it) leaves packages unpacked
+        // but not configured; dpkg finishes that itself, then the install is tried again.
+        if said.contains("dpkg was interrupted") {
+            tracing::warn!("an earlier install was interrupted; finishing it with `dpkg --configure -a`");
+            let configure = Cmd::new("dpkg")
+                .args(["--configure", "-a", "--force-confdef", "--force-confold"])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .timeout(INSTALL_TIMEOUT);
+            cx.runner.check(&configure)?;
+            let again = cx.runner.run(&cmd)?;
+            return if again.success() { Ok(()) } else { Err(failure(&cmd, &again)) };
+        }
         if !updated && STALE_INDEX.iter().any(|s| said.contains(s)) {
             tracing::info!("apt's index looks stale; updating it and retrying once");
             Apt::update(cx)?;

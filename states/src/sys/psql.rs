@@ -53,7 +53,9 @@ pub struct Snapshot {
 /// it a warning about root's home directory.
 pub fn cmd(cx: &Context, sql: &str) -> Cmd {
     Cmd::new("setpriv")
-        .args(["--reuid=postgres", "--regid=postgres", "--init-groups", "env", "-i", "-C", "/"])
+        // The kernel clears the parent-death signal when the uid changes: keep it, so psql
+        // ends with a killed run.
+        .args(["--reuid=postgres", "--regid=postgres", "--init-groups", "--pdeathsig", "keep", "env", "-i", "-C", "/"])
         .arg(psql_path(cx))
         .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", "postgres"])
         .stdin(sql.as_bytes())

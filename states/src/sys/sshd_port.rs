@@ -85,7 +85,9 @@ pub fn parse(text: &str) -> Result<Parsed> {
         let rest = words.next().unwrap_or("").trim_start_matches(|c: char| c.is_whitespace() || c == '=');
         let value = rest.split_whitespace().next().unwrap_or("");
         match key.as_str() {
-            // `Port` is not allowed inside a Match block, so nothing after one matters.
+            // `Port` is not allowed inside a Match block, so nothing after one matters, unless
+            // it is `Match all`: what follows that is global again.
+            "match" if value.eq_ignore_ascii_case("all") => {}
             "match" => break,
             "include" => out.includes.extend(rest.split_whitespace().map(|w| w.trim_matches('"').to_string())),
             "port" => out.ports.push(port(value)?),
@@ -251,6 +253,9 @@ mod tests {
         let parsed = parse(conf).unwrap();
         assert_eq!(parsed.ports, [2222, 2200, 2022, 2023]);
         assert_eq!(parsed.includes, ["/etc/ssh/sshd_config.d/*.conf"]);
+        let after_all = parse("Match User x\n  X11Forwarding no\nMatch all\nPort 2222\n").unwrap();
+        assert_eq!(after_all.ports, Vec::<u16>::new(), "a Match block ends the file for ports");
+        assert_eq!(parse("Match all\nPort 2222\n").unwrap().ports, [2222], "after `Match all`, ports are global");
         assert!(parse("Port 70000\n").unwrap_err().to_string().contains("70000"));
         assert_eq!(parse("# nothing\n").unwrap(), Parsed::default());
     }

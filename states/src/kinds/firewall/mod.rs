@@ -46,8 +46,12 @@ pub fn build(params: toml::Table, b: &mut Builder) -> Result<Box<dyn State>> {
     let spec = rules::spec(params)?;
     // Refuse a table that would shut out SSH now, before any state runs; plan checks again
     // with the ports as they are then.
-    let table = rules::table(&spec, &sshd_port::ports(b.cx)?)?;
-    rules::keeps_session(&spec, b.cx.facts.ssh_session.as_ref())?;
+    let ssh_ports = sshd_port::ports(b.cx)?;
+    let table = rules::table(&spec, &ssh_ports)?;
+    // Under --root the table is another machine's: this session is not its concern.
+    if b.cx.is_live() {
+        rules::keeps_session(&spec, b.cx.facts.ssh_session.as_ref(), &ssh_ports)?;
+    }
     // Said when the node has an address of that family, where SSH over it would work otherwise.
     let has = |v6: bool| b.cx.facts.addresses.iter().any(|a| a.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_ipv6() == v6));
     for family in rules::shut_out_families(&spec) {

@@ -250,8 +250,20 @@ pub fn table(spec: &Spec, ssh_ports: &[u16]) -> Result<Table> {
 
 /// Refuses `ssh_from` networks that leave out the SSH session this run came from, naming its
 /// address family when `ssh_from` names none of that family. A run from cron has no session.
-pub fn keeps_session(spec: &Spec, session: Option<&SshSession>) -> Result<()> {
-    let (Some(nets), Some(s)) = (&spec.ssh_from, session) else { return Ok(()) };
+pub fn keeps_session(spec: &Spec, session: Option<&SshSession>, ssh_ports: &[u16]) -> Result<()> {
+    let Some(s) = session else { return Ok(()) };
+    if !ssh_ports.contains(&s.port) {
+        let ports: Vec<String> = ssh_ports.iter().map(ToString::to_string).collect();
+        bail!(
+            "refused: this SSH session came in on tcp/{}, which sshd's configuration does not name (it names {}): the table would not let it in again; nothing was changed",
+            s.port,
+            ports.join(", ")
+        );
+    }
+    let Some(nets) = &spec.ssh_from else { return Ok(()) };
+    if s.client.is_loopback() {
+        return Ok(());
+    }
     if nets.iter().any(|n| n.contains(&s.client)) {
         return Ok(());
     }
