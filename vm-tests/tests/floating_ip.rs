@@ -156,6 +156,23 @@ fn three_app_nodes_keep_the_floating_ip_answering() {
 
     // haproxy stops on the master: it gives the address up.
     let master = nodes.iter().find(|n| n.name() == first).unwrap();
+    // The node's own schedule must not heal haproxy in the middle of the measurement: the
+    // test holds bootstrap's lock there meanwhile (a scheduled run then exits 75).
+    master
+        .exec(&[
+            "systemd-run",
+            "--unit=bt-hold-lock",
+            "--collect",
+            "--quiet",
+            "flock",
+            "/run/bootstrap.lock",
+            "sleep",
+            "300",
+        ])
+        .assert_ok("hold the lock");
+    wait_for("the lock held", Duration::from_secs(10), || {
+        (!master.exec(&["flock", "-n", "/run/bootstrap.lock", "true"]).success()).then_some(())
+    });
     let t = now(&client);
     master.run(&["systemctl", "stop", "haproxy"]).assert_ok("stop haproxy");
     assert!(master.exists("/var/tmp/took-the-address"), "the hook did not run on {first}");
@@ -169,6 +186,7 @@ fn three_app_nodes_keep_the_floating_ip_answering() {
     assert_eq!(by, second);
     eprintln!("[figure] floating IP: haproxy stopped on {first}: {secs:.1} s without an answer, then {second}");
     // The next run heals haproxy there; the address stays where it is (no preemption).
+    master.exec(&["systemctl", "stop", "bt-hold-lock"]).assert_ok("release the lock");
     assert_eq!(apply(master).changed, 1);
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(holder(VIP, &all, Duration::from_secs(5)).name(), second, "the healed node took the address back");
