@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context as _, Result};
 
+use crate::engine::beneath;
 use crate::engine::context::Context;
 use crate::engine::layout::STATE_DIR;
 use crate::engine::runner::Cmd;
-use crate::files::beneath;
 
 /// Marks our temp files, so a later write can sweep those a killed run left behind.
 const TMP_MARK: &str = ".bootstrap-tmp-";

@@ -1,6 +1,7 @@
 //! The engine: the state contract and everything a run needs that is not a state kind.
 
 pub mod atomic;
+pub mod beneath;
 pub mod build;
 pub mod content;
 pub mod context;

@@ -1,5 +1,4 @@
 //! What the kinds that write files share: owner, group and mode; whole generated config files.
 
-pub mod beneath;
 pub mod conf_file;
 pub mod ownership;
