@@ -13,7 +13,7 @@ use states::engine::context::Context;
 use states::engine::contract::{Change, Claim, Plan, State};
 use states::engine::layout::{INSTALLED, NODE_FILE, PREVIOUS, SCRAM_KEY, SECRETS_FILE, SITE_FILE};
 use states::engine::run::Node;
-use states::files::ownership::{apply_meta, MetaOp, Mode, Ownership};
+use states::files::ownership::{apply_meta_at, MetaOp, Mode, Ownership};
 
 pub const ID: &str = "bootstrap-files";
 
@@ -78,7 +78,7 @@ impl State for OwnFiles {
 
     fn apply(&self, cx: &Context, plan: &Plan) -> Result<()> {
         for Fix(abs, op) in plan.ops::<Fix>() {
-            apply_meta(&cx.path(Path::new(abs)), std::iter::once(op))?;
+            apply_meta_at(cx, Path::new(abs), std::iter::once(op))?;
         }
         Ok(())
     }

@@ -373,3 +373,36 @@ validate = ["runuser", "-u", "nobody", "--", "grep", "-q", "checked by nobody", 
     let r = apply(&cx, &nodes);
     assert_eq!((r.changed, r.failed), (1, 0), "{:?}", r.states[0].error);
 }
+
+#[test]
+fn no_directory_or_mode_change_goes_through_a_linked_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let cx = cx(root.path());
+    fs::create_dir_all(root.path().join("var/lib")).unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), root.path().join("var/lib/app")).unwrap();
+    // A file that exists beyond the link with the content the role wants: only its mode differs.
+    fs::write(elsewhere.path().join("conf"), "same\n").unwrap();
+    fs::set_permissions(elsewhere.path().join("conf"), fs::Permissions::from_mode(0o600)).unwrap();
+    let role = r#"
+[[state]]
+id = "meta"
+type = "file"
+path = "/var/lib/app/conf"
+content = "same\n"
+mode = "0666"
+
+[[state]]
+id = "dir"
+type = "directory"
+path = "/var/lib/app/sub"
+"#;
+    let nodes = nodes(&cx, role, &[]).unwrap();
+    let r = apply(&cx, &nodes);
+    assert_eq!(r.failed, 2, "{:?}", r.states);
+    for s in &r.states {
+        assert!(s.error.as_deref().unwrap_or("").contains("/var/lib/app is a symbolic link"), "{:?}", s.error);
+    }
+    assert_eq!(mode(&elsewhere.path().join("conf")), 0o600, "a mode was changed through the link");
+    assert!(!elsewhere.path().join("sub").exists(), "a directory was made through the link");
+}

@@ -14,7 +14,7 @@ use crate::engine::build::display;
 use crate::engine::content::unified_diff;
 use crate::engine::context::Context;
 use crate::engine::contract::{Change, Plan};
-use crate::files::ownership::{apply_meta, MetaOp, Mode, Ownership};
+use crate::files::ownership::{apply_meta_at, MetaOp, Mode, Ownership};
 
 pub struct ConfFile {
     /// Absolute, as on the node; resolved under the root.
@@ -62,6 +62,6 @@ impl ConfFile {
             let w = FileWrite { uid: Some(0), gid: Some(0), mode: 0o644, validate: None, secret: false };
             return atomic::write_file(cx, &self.path, &self.bytes, &w);
         }
-        apply_meta(&cx.path(&self.path), plan.ops::<MetaOp>())
+        apply_meta_at(cx, &self.path, plan.ops::<MetaOp>())
     }
 }

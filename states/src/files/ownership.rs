@@ -9,6 +9,8 @@ use std::sync::{Mutex, OnceLock};
 use anyhow::{anyhow, bail, Context as _, Result};
 use serde::{Deserialize, Deserializer};
 
+use crate::engine::beneath;
+use crate::engine::context::Context;
 use crate::engine::contract::Change;
 
 /// A permission mode such as `0640`, written in roles as an octal string.
@@ -102,6 +104,21 @@ impl Ownership {
         };
         Ok((u, g))
     }
+}
+
+/// `apply_meta` on `abs` (a path as the role names it) under the root, reached without
+/// following a link in any directory on the way (`beneath`).
+pub fn apply_meta_at<'a>(cx: &Context, abs: &Path, ops: impl Iterator<Item = &'a MetaOp>) -> Result<()> {
+    let ops: Vec<&MetaOp> = ops.collect();
+    if ops.is_empty() {
+        return Ok(());
+    }
+    let (dir, name) = beneath::open_parent(cx, abs, None)?;
+    let through = dir.join(&name);
+    // Errors name the path as the operator knows it, not the descriptor's.
+    apply_meta(&through, ops.into_iter()).map_err(|e| {
+        anyhow!("{}", format!("{e:#}").replace(&through.display().to_string(), &abs.display().to_string()))
+    })
 }
 
 /// Carry out attribute operations on `path` (chown first: it may clear set-id bits), on the

@@ -20,7 +20,7 @@ use crate::engine::atomic::{self, FileWrite};
 use crate::engine::context::Context;
 use crate::engine::contract::{Change, Claim, Plan, State};
 use crate::engine::build::{display, managed_path, params, Builder};
-use crate::files::ownership::{apply_meta, MetaOp, Mode, Ownership};
+use crate::files::ownership::{apply_meta_at, MetaOp, Mode, Ownership};
 use crate::sys::x509::{self, Bundle};
 
 const MODE: u32 = 0o600;
@@ -157,7 +157,7 @@ impl State for CertificateState {
 
     fn apply(&self, cx: &Context, plan: &Plan) -> Result<()> {
         if plan.ops::<CreateOp>().next().is_none() {
-            return apply_meta(&cx.path(&self.path), plan.ops::<MetaOp>());
+            return apply_meta_at(cx, &self.path, plan.ops::<MetaOp>());
         }
         let bytes = x509::self_signed_for_days(&self.names, self.days)?;
         let w = FileWrite { uid: None, gid: None, mode: MODE, validate: None, secret: true };

@@ -11,7 +11,8 @@ use serde::Deserialize;
 use crate::engine::context::Context;
 use crate::engine::contract::{Change, Claim, Plan, State};
 use crate::engine::build::{display, managed_path, params, Builder};
-use crate::files::ownership::{apply_meta, MetaOp, Mode, Ownership};
+use crate::engine::beneath;
+use crate::files::ownership::{apply_meta_at, MetaOp, Mode, Ownership};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,19 +66,17 @@ impl State for DirectoryState {
     }
 
     fn apply(&self, cx: &Context, plan: &Plan) -> Result<()> {
-        let real = cx.path(&self.path);
         if plan.ops::<CreateOp>().next().is_none() {
-            return apply_meta(&real, plan.ops::<MetaOp>());
+            return apply_meta_at(cx, &self.path, plan.ops::<MetaOp>());
         }
-        if let Some(parent) = real.parent() {
-            fs::DirBuilder::new().recursive(true).mode(0o755).create(parent)?;
-        }
+        // Missing parents 0755, reached without following a link (`beneath`).
+        let (parent, name) = beneath::open_parent(cx, &self.path, Some(0o755))?;
         let mode = self.own.mode.unwrap_or(Mode(0o755));
         fs::DirBuilder::new()
             .mode(mode.0)
-            .create(&real)
+            .create(parent.join(&name))
             .with_context(|| format!("cannot create {}", self.target()))?;
         // The umask may have narrowed the mode: set owner and mode exactly.
-        apply_meta(&real, self.own.with_mode(mode).all_ops().iter())
+        apply_meta_at(cx, &self.path, self.own.with_mode(mode).all_ops().iter())
     }
 }

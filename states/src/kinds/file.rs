@@ -15,7 +15,7 @@ use crate::engine::context::Context;
 use crate::engine::contract::{Change, Claim, Plan, State};
 use crate::sys::fetch::fetch;
 use crate::engine::build::{display, managed_path, params, Builder};
-use crate::files::ownership::{apply_meta, MetaOp, Mode, Ownership};
+use crate::files::ownership::{apply_meta_at, MetaOp, Mode, Ownership};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -191,7 +191,7 @@ impl State for FileState {
     fn apply(&self, cx: &Context, plan: &Plan) -> Result<()> {
         let real = cx.path(&self.path);
         if plan.ops::<WriteOp>().next().is_none() {
-            return apply_meta(&real, plan.ops::<MetaOp>());
+            return apply_meta_at(cx, &self.path, plan.ops::<MetaOp>());
         }
         let bytes = match &self.body {
             Body::Inline(c) => std::borrow::Cow::Borrowed(&c.bytes),

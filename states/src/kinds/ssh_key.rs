@@ -27,7 +27,7 @@ use crate::engine::atomic::{sync_dir, write_plain};
 use crate::engine::build::{display, managed_path, params, Builder};
 use crate::engine::context::Context;
 use crate::engine::contract::{Change, Claim, Plan, State};
-use crate::files::ownership::{apply_meta, MetaOp, Mode, Ownership};
+use crate::files::ownership::{apply_meta, apply_meta_at, MetaOp, Mode, Ownership};
 use crate::sys::ssh_keygen;
 
 #[derive(Deserialize)]
@@ -172,8 +172,8 @@ impl State for SshKeyState {
                     let text = if has_comment || self.comment.is_empty() { line } else { format!("{line} {}", self.comment) };
                     write_plain(&cx.path(&self.public), format!("{text}\n").as_bytes(), 0o644)?;
                 }
-                Op::PrivateMeta(m) => apply_meta(&cx.path(&self.private), std::iter::once(m))?,
-                Op::PublicMeta(m) => apply_meta(&cx.path(&self.public), std::iter::once(m))?,
+                Op::PrivateMeta(m) => apply_meta_at(cx, &self.private, std::iter::once(m))?,
+                Op::PublicMeta(m) => apply_meta_at(cx, &self.public, std::iter::once(m))?,
             }
         }
         Ok(())
