@@ -32,10 +32,8 @@ pub struct FileWrite<'a> {
 /// 0755; everything after goes through the directory so reached.
 pub fn write_file(cx: &Context, abs: &Path, bytes: &[u8], w: &FileWrite) -> Result<()> {
     let (opened, name) = beneath::open_parent(cx, abs, Some(0o755))?;
-    let dir = opened.path();
-    let dir = dir.as_path();
-    let path = opened.join(&name);
-    let name = name.as_str();
+    let (dir, path) = (opened.path(), opened.join(&name));
+    let (dir, name) = (dir.as_path(), name.as_str());
     sweep_stale(dir, name);
 
     let mut tmp = tempfile::Builder::new()
@@ -59,10 +57,8 @@ pub fn write_file(cx: &Context, abs: &Path, bytes: &[u8], w: &FileWrite) -> Resu
     }
     if w.secret {
         forget_backup(cx, abs)?;
-    } else if let Some(old) = read_regular(&path)? {
-        let dest = backup_path(cx, abs);
-        own_dir(dest.parent().expect("backup path has a parent"))?;
-        write_plain(&dest, &old, 0o600)?;
+    } else {
+        backup(cx, abs, &path)?;
     }
     tmp.persist(&path).map_err(|e| anyhow!("cannot replace {}: {}", abs.display(), e.error))?;
     sync_dir(dir)
@@ -128,12 +124,12 @@ fn read_regular(path: &Path) -> Result<Option<Vec<u8>>> {
 /// The most of an old file that is kept (a managed file is a configuration file).
 const MAX_BACKUP: u64 = 64 << 20;
 
-/// Keep a copy of the current `path` as the previous version of `abs`.
+/// Keep a copy of the current `path` as the previous version of `abs`, when it is a regular
+/// file (read as `read_regular` does).
 pub fn backup(cx: &Context, abs: &Path, path: &Path) -> Result<()> {
+    let Some(bytes) = read_regular(path)? else { return Ok(()) };
     let dest = backup_path(cx, abs);
-    let dir = dest.parent().expect("backup path has a parent");
-    own_dir(dir)?;
-    let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    own_dir(dest.parent().expect("backup path has a parent"))?;
     write_plain(&dest, &bytes, 0o600)
 }
 

@@ -88,7 +88,7 @@ impl State for AbsentState {
         for op in plan.ops::<RemoveOp>() {
             match op {
                 RemoveOp::File { keep_copy } => {
-                    if *keep_copy && real.is_file() && !real.is_symlink() {
+                    if *keep_copy {
                         backup(cx, &self.path, &real)?;
                     } else if !real.is_symlink() {
                         forget_backup(cx, &self.path)?;
