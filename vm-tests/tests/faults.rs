@@ -162,20 +162,7 @@ fn faults_leave_no_secret_no_half_file_and_a_converging_node() {
     for i in 0..12u64 {
         node.run(&["rm", "-rf", "/var/lib/bt-faults"]).assert_ok("rm");
         let unit = format!("bt-kill-{i}");
-        node.exec(&[
-            "systemd-run",
-            &format!("--unit={unit}"),
-            "--collect",
-            "--quiet",
-            "-p",
-            "KillMode=process",
-            BIN,
-            "--roles",
-            ROLES,
-            "apply",
-            "slow",
-        ])
-        .assert_ok("start a run to kill");
+        start_slow_run(&node, &unit);
         std::thread::sleep(Duration::from_millis(150 + i * 170));
         let _ = node.exec(&["systemctl", "kill", "--kill-whom=main", "--signal=SIGKILL", &unit]);
         wait_for("the killed run to end", Duration::from_secs(10), || {
@@ -191,20 +178,7 @@ fn faults_leave_no_secret_no_half_file_and_a_converging_node() {
 
     // A validator that hangs: the run killed under it takes it along.
     node.sh("rm -f /var/lib/bt-faults/hang && touch /run/bt-hang").assert_ok("arm the hang");
-    node.exec(&[
-        "systemd-run",
-        "--unit=bt-hang-run",
-        "--collect",
-        "--quiet",
-        "-p",
-        "KillMode=process",
-        BIN,
-        "--roles",
-        ROLES,
-        "apply",
-        "slow",
-    ])
-    .assert_ok("start the run");
+    start_slow_run(&node, "bt-hang-run");
     wait_for("the validator to hang", Duration::from_secs(30), || {
         node.exec(&["pgrep", "-f", "sleep 300"]).success().then_some(())
     });
@@ -243,6 +217,26 @@ fn faults_leave_no_secret_no_half_file_and_a_converging_node() {
     let said = format!("{}{}", r.stdout, r.stderr);
     assert!(said.contains("would shut out this SSH session, from 2001:db8::5") && said.contains("IPv6"), "{said}");
     assert_eq!(node.run(&["nft", "list", "table", "inet", "bootstrap"]).stdout, table, "the table changed");
+}
+
+/// Starts `apply slow` as unit `unit` whose SIGKILL reaches the main process only, as
+/// `kill -9` from a shell does.
+fn start_slow_run(node: &Node, unit: &str) {
+    let unit = format!("--unit={unit}");
+    node.exec(&[
+        "systemd-run",
+        &unit,
+        "--collect",
+        "--quiet",
+        "-p",
+        "KillMode=process",
+        BIN,
+        "--roles",
+        ROLES,
+        "apply",
+        "slow",
+    ])
+    .assert_ok("start a run to kill");
 }
 
 /// `apply` of `role`, retried while a scheduled run holds the lock.
