@@ -11,6 +11,10 @@ use anyhow::{bail, Result};
 use states::engine::layout::Layout;
 use states::pipeline::{self, Peers};
 
+use states::engine::notify::SystemdNotifier;
+use states::engine::report::{Mode, Status};
+use states::engine::run as engine;
+
 use crate::cli::Opts;
 use crate::execute::{execute, mode, Record};
 use crate::inputs::Inputs;
@@ -18,22 +22,46 @@ use crate::{mark, run};
 
 pub fn run(opts: &Opts) -> Result<i32> {
     run::with_inputs(opts, &[], false, |inputs| {
+        let prepared = pipeline::decommission(inputs.pipeline(opts, Peers::Discover { persist: false })?)?;
         if !opts.check {
+            refusals(&prepared)?;
             record(&opts.root)?;
         }
-        leave(opts, inputs)
+        finish(opts, prepared)
     })
 }
 
 /// Run the removal states (all that is left of them).
 pub fn leave(opts: &Opts, inputs: &mut Inputs) -> Result<i32> {
-    let prepared = pipeline::decommission(inputs.pipeline(opts, Peers::Discover { persist: false })?)?;
+    finish(opts, pipeline::decommission(inputs.pipeline(opts, Peers::Discover { persist: false })?)?)
+}
+
+fn finish(opts: &Opts, prepared: pipeline::Prepared) -> Result<i32> {
     let code = execute(opts, prepared, mode(opts), Record::No)?;
     if code == 1 {
         eprintln!("not all of this node's records could be removed: the schedule stays and retries until they are");
     }
     tracing::info!(code, "decommission run");
     Ok(code)
+}
+
+/// Plans the leaving states that may refuse (`pipeline::MAY_REFUSE`: a swarm manager that
+/// would break the quorum) before anything is recorded or removed: a refusal changes nothing.
+fn refusals(prepared: &pipeline::Prepared) -> Result<()> {
+    if !prepared.nodes.iter().any(|n| pipeline::MAY_REFUSE.contains(&n.kind)) {
+        return Ok(());
+    }
+    let report = engine::run(&prepared.cx, &prepared.nodes, Mode::Check, &SystemdNotifier, &mut |_| {})?;
+    let refused: Vec<String> = report
+        .states
+        .iter()
+        .filter(|s| pipeline::MAY_REFUSE.contains(&s.kind.as_str()) && s.status == Status::Failed)
+        .map(|s| format!("{}: {}", s.id, s.error.as_deref().unwrap_or("failed")))
+        .collect();
+    if !refused.is_empty() {
+        bail!("decommission refused, nothing was changed: {}", prepared.cx.secrets.scrub(&refused.join("; ")));
+    }
+    Ok(())
 }
 
 /// When the node was decommissioned (seconds since the epoch), if it was.

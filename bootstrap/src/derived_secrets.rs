@@ -56,6 +56,7 @@ mod tests {
             min_length: 8,
             max_length: None,
             generate: false,
+            optional: false,
             when: None,
             derive: Some(states::role::Derive { from: from.into(), label: label.into() }),
         };

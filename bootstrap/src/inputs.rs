@@ -204,6 +204,8 @@ fn assemble(opts: &Opts, roles: &[String], install: bool, followed: Followed) ->
     // dry run: it plans the rest and shows what needs the secret as pending.
     let (generated, mut missing): (Vec<_>, Vec<_>) =
         missing.into_iter().partition(|s| s.generate && ((install && !ask) || opts.check));
+    // An optional secret left unset is no reason to stop (nor to ask, without a terminal).
+    missing.retain(|s| !s.optional || (ask && !opts.check));
     let mut missing_secrets = Vec::new();
     if opts.check && !missing.is_empty() {
         missing_secrets = missing.drain(..).map(|s| s.name).collect();
@@ -215,7 +217,10 @@ fn assemble(opts: &Opts, roles: &[String], install: bool, followed: Followed) ->
         secret_values.insert(spec.name.clone(), prompt::generate()?);
     }
     for spec in &missing {
-        secret_values.insert(spec.name.clone(), prompt::secret(spec)?);
+        let value = prompt::secret(spec)?;
+        if !value.is_empty() {
+            secret_values.insert(spec.name.clone(), value);
+        }
     }
     let (bundle, site_status, site_origin) = match followed {
         Some(((current, status), o)) => (Some(current), Some(status), Some(o)),

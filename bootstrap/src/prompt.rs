@@ -54,13 +54,20 @@ pub fn setting(name: &str, spec: &SettingSpec) -> Result<toml::Value> {
 /// Ask for a secret without echo, twice, until it meets the rules. Where generation is allowed
 /// an empty answer generates one (shown never; it is stored root-only).
 pub fn secret(spec: &SecretSpec) -> Result<String> {
-    let hint = if spec.generate { ", Enter to generate one" } else { "" };
+    let hint = match (spec.generate, spec.optional) {
+        (true, _) => ", Enter to generate one",
+        (false, true) => ", Enter to skip",
+        _ => "",
+    };
     loop {
         let first = rpassword::prompt_password(format!("{} ({}{hint}): ", spec.prompt, spec.name))
             .context("cannot read from the terminal")?;
         if first.is_empty() && spec.generate {
             eprintln!("  generated a random value for {}", spec.name);
             return generate();
+        }
+        if first.is_empty() && spec.optional {
+            return Ok(String::new());
         }
         if let Err(e) = check_secret(spec, &first) {
             eprintln!("  {e}");

@@ -257,3 +257,25 @@ fn a_txt_record_from_a_file_follows_the_file_and_leaves_whole() {
 fn nodes_for(cx: &Context, role: &str) -> Vec<states::engine::run::Node> {
     nodes(cx, role, &[]).unwrap()
 }
+
+#[test]
+fn a_record_while_a_file_exists_follows_the_file() {
+    let knot = Knot::start(ZONE, &["_mgr._tcp 60 IN SRV 0 0 2377 sw2"]);
+    let dir = tempfile::tempdir().unwrap();
+    let cx = cx_with_key(dir.path(), KEY_SECRET);
+    let marker = dir.path().join("var/lib/marker");
+    let nodes = nodes_for(&cx, &role(&knot, "_mgr._tcp", "SRV", "0 0 2377 sw1", "while_exists = \"/var/lib/marker\""));
+    // No file: nothing registered (and nothing to remove).
+    assert_eq!(apply(&cx, &nodes).changed, 0);
+    assert_eq!(knot.query("_mgr._tcp.lab.test", "SRV"), ["0 0 2377 sw2.lab.test."]);
+    std::fs::create_dir_all(marker.parent().unwrap()).unwrap();
+    std::fs::write(&marker, "manager\n").unwrap();
+    assert_eq!(summaries(&apply(&cx, &nodes)), ["register _mgr._tcp.lab.test. SRV 0 0 2377 sw1.lab.test."]);
+    assert_eq!(knot.query("_mgr._tcp.lab.test", "SRV").len(), 2);
+    assert_eq!(check(&cx, &nodes).pending, 0);
+    // The file gone (demoted): only this node's record goes.
+    std::fs::remove_file(&marker).unwrap();
+    assert_eq!(summaries(&apply(&cx, &nodes)), ["deregister _mgr._tcp.lab.test. SRV 0 0 2377 sw1.lab.test."]);
+    assert_eq!(knot.query("_mgr._tcp.lab.test", "SRV"), ["0 0 2377 sw2.lab.test."]);
+    assert_eq!(check(&cx, &nodes).pending, 0);
+}

@@ -49,9 +49,24 @@ db_synchronous = true
 storage_node = "store.lab.test"
 shared_volumes = ["uploads", "cache"]
 shared_mount = "/srv/share"
+swarm_managers = 3
+swarm_labels = ["zone=a", "ssd=true"]
+swarm_stack = """
+version: "3.8"
+services:
+  web:
+    image: lab/web:1
+    environment:
+      SECRET: "${APP_SECRET}"
+"""
+swarm_stack_name = "shop"
+swarm_stack_env = ["GREETING=hello"]
+swarm_stack_secret_env = "APP_SECRET"
+swarm_stack_resolve_image = "never"
 "#;
 
-const COMBINATIONS: &[&[&str]] = &[&["app"], &["db"], &["app", "db"], &["storage"], &["app", "storage"]];
+const COMBINATIONS: &[&[&str]] =
+    &[&["app"], &["db"], &["app", "db"], &["storage"], &["app", "storage"], &["swarm"], &["app", "swarm"]];
 
 fn facts() -> Facts {
     Facts {
@@ -83,6 +98,8 @@ fn peers() -> serde_json::Value {
     ], "sshfs_clients": [
         { "host": "app2.lab.test.", "name": "app2.lab.test", "address": "198.18.0.11", "port": 22, "priority": 0, "weight": 0,
           "txt": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIF0000000000000000000000000000000000000000000 app2 shared storage"] },
+    ], "swarm_managers": [
+        { "host": "sw1.lab.test.", "name": "sw1.lab.test", "address": "198.18.0.50", "port": 2377, "priority": 0, "weight": 0 },
     ], "etcd": [
         { "host": "db1.lab.test.", "name": "db1.lab.test", "address": "198.18.0.20", "port": 2379, "priority": 0, "weight": 0 },
     ] })
@@ -98,6 +115,7 @@ fn compile(source: &DirSource, roles: &[&str], site: &str) -> anyhow::Result<Vec
     for name in ["db_cluster_secret", "db_superuser_password", "db_replication_password", "patroni_api_password"] {
         cx.secrets.insert(name, format!("canary-{name}-0001"));
     }
+    cx.secrets.insert("swarm_stack_secret", "canary-stack-secret-0001".into());
     cx.secrets.insert("dns_tsig_key", "q8T0mUQ0m3CHsmp2cC1ItHzMmkzSePWCT7PyBoDGDd8=".into());
     let p = support::compile_roles(source, &mut cx, roles, site, peers())?;
     assert!(!p.nodes.is_empty(), "{roles:?} compiled to no states");

@@ -75,6 +75,20 @@ pub fn remove_lab(lab: &str) {
     }
 }
 
+/// The v1 controllers a nested dockerd writes to (`NodeBuilder::docker`).
+pub const DOCKER_CONTROLLERS: &[&str] = &["cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids"];
+
+/// A dockerd in a container sees the host's v1 hierarchies and makes `/sys/fs/cgroup/<ctrl>/docker`
+/// there: removed once its containers are gone (a group still in use by another lab stays).
+pub fn remove_docker() {
+    for ctrl in DOCKER_CONTROLLERS {
+        let dir = Path::new("/sys/fs/cgroup").join(ctrl).join("docker");
+        if dir.exists() {
+            remove_cgroup_tree(&dir);
+        }
+    }
+}
+
 fn remove_cgroup_tree(dir: &Path) {
     // cgroupfs only allows rmdir of empty groups, children first; files inside are virtual.
     if let Ok(entries) = fs::read_dir(dir) {

@@ -6,7 +6,7 @@ use crate::{HttpServer, Knot, Node, NodeBuilder, Pebble, Zone};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 /// A lab for one test. Dropping it (also on panic) stops what it started and deletes the
@@ -25,6 +25,8 @@ pub(crate) struct LabInner {
     pub(crate) base: PathBuf,
     /// The offline apt repository, bound into every node.
     pub(crate) repo: PathBuf,
+    /// A node ran Docker (`NodeBuilder::docker`): its cgroups on the host go with the lab.
+    pub(crate) docker: AtomicBool,
 }
 
 impl LabInner {
@@ -40,6 +42,9 @@ impl Drop for LabInner {
         self.netns.delete();
         crate::cleanup::remove_tree(&self.dir);
         crate::cgroup::remove_lab(self.name());
+        if self.docker.load(Ordering::SeqCst) {
+            crate::cgroup::remove_docker();
+        }
     }
 }
 
@@ -61,7 +66,7 @@ impl Lab {
         let dir = places::scratch_root().join(&name);
         fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
         // From here on, Drop of `inner` undoes whatever part got created.
-        let inner = Arc::new(LabInner { netns: Netns::named(&name), dir, base, repo });
+        let inner = Arc::new(LabInner { netns: Netns::named(&name), dir, base, repo, docker: AtomicBool::new(false) });
         inner.netns.create();
         eprintln!("[vm-tests] lab {} ready (bridge {BRIDGE} {HOST_ADDR}/{PREFIX_LEN})", inner.name());
         Lab { inner }

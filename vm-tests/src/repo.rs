@@ -40,6 +40,8 @@ pub const PACKAGES: &[&str] = &[
     // shared storage: the app nodes' SSHFS mounts, the tests' ssh/sftp probes
     "sshfs",
     "openssh-client",
+    // the swarm role (Docker from the distribution)
+    "docker.io",
 ];
 
 /// Path of the cached repository (a directory of .debs plus `Packages` and `Release`).

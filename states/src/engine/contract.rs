@@ -101,6 +101,8 @@ pub enum Thing {
     Sysctl(String),
     PgRole(String),
     PgDatabase(String),
+    /// A Docker stack (`web`).
+    Stack(String),
 }
 
 impl std::fmt::Display for Thing {
@@ -115,6 +117,7 @@ impl std::fmt::Display for Thing {
             Thing::Sysctl(s) => write!(f, "sysctl {s}"),
             Thing::PgRole(r) => write!(f, "PostgreSQL role {r}"),
             Thing::PgDatabase(d) => write!(f, "PostgreSQL database {d}"),
+            Thing::Stack(s) => write!(f, "Docker stack {s}"),
         }
     }
 }

@@ -16,6 +16,8 @@
 //! tsig_key_name = "lab-update"
 //! tsig_secret = "dns_tsig"          # the NAME of the secret holding the base64 key
 //! absent = false                    # true: make sure this record is gone
+//! # while_exists = "/var/lib/bootstrap/swarm-manager"  # registered only while this file
+//! #   exists (a state observing the node's role keeps it), deregistered when it doesn't
 //! ```
 //!
 //! Plan asks the server for the record set (a plain query, no side effects; the server must be
@@ -62,6 +64,10 @@ struct Params {
     tsig_secret: String,
     #[serde(default)]
     absent: bool,
+    /// Registered only while this file exists (a state that observes the role keeps it:
+    /// `swarm_member`'s manager marker), removed when it does not.
+    #[serde(default)]
+    while_exists: Option<PathBuf>,
 }
 
 fn default_ttl() -> u32 {
@@ -78,6 +84,7 @@ pub struct DnsRecordState {
     /// The name of the secret holding the key, never the key.
     secret_name: String,
     absent: bool,
+    while_exists: Option<PathBuf>,
 }
 
 /// What the record holds.
@@ -193,6 +200,7 @@ impl DnsRecordState {
             key_name: p.tsig_key_name,
             secret_name: p.tsig_secret,
             absent: p.absent,
+            while_exists: p.while_exists.as_deref().map(managed_path).transpose()?,
         })
     }
 
@@ -310,9 +318,10 @@ impl State for DnsRecordState {
 
     fn plan(&self, cx: &Context) -> Result<Plan> {
         let rtype = self.record_type();
+        let absent = self.absent || self.while_exists.as_ref().is_some_and(|f| !cx.path(f).exists());
         // A name the node owns (not SRV) leaves DNS whole: every record of the type, whatever
         // value it held (a key made again, an old address), also with the value file gone.
-        if self.absent && rtype != RecordType::SRV {
+        if absent && rtype != RecordType::SRV {
             let have = self.observe(cx, rtype)?;
             let mut plan = Plan::default();
             if !have.is_empty() {
@@ -327,7 +336,7 @@ impl State for DnsRecordState {
         let Some(rdata) = self.rdata(cx)? else {
             // The value file is made by a state that runs first (a key generated at install).
             let mut plan = Plan::default();
-            if !self.absent {
+            if !absent {
                 plan.push(Change::new(format!("register {}, once it is made", self.describe()), Op::ReplaceFromFile));
             }
             return Ok(plan);
@@ -338,7 +347,7 @@ impl State for DnsRecordState {
         let mut plan = Plan::default();
         let desc = self.describe_with(&rdata);
         let replace = || Op::Replace(rdata.clone());
-        match (self.absent, rtype) {
+        match (absent, rtype) {
             (true, _) if present => plan.push(Change::new(format!("deregister {desc}"), Op::Remove(rdata.clone()))),
             (true, _) => {}
             (false, RecordType::SRV) if !present => {

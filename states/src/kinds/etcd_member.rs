@@ -22,7 +22,6 @@ use crate::engine::contract::{Change, Claim, Plan, State};
 use crate::engine::runner::Cmd;
 use crate::sys::dns_client;
 use crate::sys::etcd::{self, Member};
-use hickory_resolver::proto::rr::{RData, RecordType};
 use crate::sys::systemd;
 
 /// How long a started member may take to say it is healthy (a joining one catches up first).
@@ -143,18 +142,9 @@ impl EtcdMember {
     /// and authoritatively, lists no `_etcd-client` record but this node's. Discovery alone
     /// can't tell "none" from "lookup failed on a first install".
     fn none_registered(&self) -> Result<()> {
-        let records = dns_client::query(self.registry_server, &self.registry_name, RecordType::SRV).map_err(|e| {
+        let others = dns_client::other_srv_targets(self.registry_server, &self.registry_name, &self.name).map_err(|e| {
             anyhow!("can't tell whether an etcd cluster exists ({e:#}): not forming a new one; retry when DNS answers")
         })?;
-        let mine = format!("{}.", self.name);
-        let others: Vec<String> = records
-            .iter()
-            .filter_map(|r| match &r.data {
-                RData::SRV(srv) => Some(srv.target.to_string()),
-                _ => None,
-            })
-            .filter(|t| !t.starts_with(&mine))
-            .collect();
         if !others.is_empty() {
             bail!(
                 "etcd members are registered in DNS ({}) but discovery gave none this run: not forming a second cluster; retry",

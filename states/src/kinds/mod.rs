@@ -55,6 +55,8 @@ kinds! {
     postgres => ["pg_role": build_role + early, "pg_database": build_database + early],
     etcd_member => ["etcd_member": build],
     patroni => ["patroni": build],
+    swarm_member => ["swarm_member": build],
+    stack => ["stack": build],
 }
 
 /// The kind named `name`.

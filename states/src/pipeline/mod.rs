@@ -123,13 +123,19 @@ fn early_observations(set: &RoleSet) -> Vec<fn(&Context)> {
 
 /// The kinds that take part in leaving, and the parameter that turns them around: DNS records
 /// are removed; a Patroni member hands its leadership over and stops; an etcd member leaves.
-const LEAVING: &[(&str, &str)] = &[("dns_record", "absent"), ("patroni", "leave"), ("etcd_member", "leave")];
+const LEAVING: &[(&str, &str)] =
+    &[("dns_record", "absent"), ("patroni", "leave"), ("etcd_member", "leave"), ("swarm_member", "leave")];
+
+/// The leaving states that may refuse (a swarm manager whose leaving would break the quorum):
+/// `bootstrap decommission` plans them first and changes nothing when one refuses.
+pub const MAY_REFUSE: &[&str] = &["swarm_member"];
 
 /// The states that take the node out of the fleet (`bootstrap decommission`): its `dns_record`,
 /// `patroni` and `etcd_member` states turned around (see `LEAVING`), newest first (so the
 /// `_postgresql` record goes, then Patroni hands over and stops, then etcd is left once Patroni
 /// stopped), then the schedule removed once all of them succeeded: a removal that fails (DNS
-/// down) leaves the schedule, which retries it. Other services and the data stay.
+/// down) leaves the schedule, which retries it. A swarm member leaves before all of them
+/// (demoted first, when a manager). Other services and the data stay.
 pub fn decommission(mut inputs: Inputs<'_>) -> Result<Prepared> {
     let states = std::mem::take(&mut inputs.set.states);
     let mut leaving: Vec<StateSpec> = states
@@ -148,6 +154,11 @@ pub fn decommission(mut inputs: Inputs<'_>) -> Result<Prepared> {
     let patroni: Vec<String> = leaving.iter().filter(|s| s.kind == "patroni").map(|s| s.id.clone()).collect();
     for s in leaving.iter_mut().filter(|s| s.kind == "etcd_member") {
         s.requires = patroni.clone();
+    }
+    // A swarm member leaves first: when it refuses, the node keeps its records and schedule.
+    let swarm: Vec<String> = leaving.iter().filter(|s| s.kind == "swarm_member").map(|s| s.id.clone()).collect();
+    for s in leaving.iter_mut().filter(|s| s.kind != "swarm_member") {
+        s.requires.extend(swarm.iter().cloned());
     }
     let records: Vec<String> = leaving.iter().map(|s| s.id.clone()).collect();
     let mut params = toml::Table::new();

@@ -121,6 +121,7 @@ fn load_one(source: &dyn RoleSource, name: &str, set: &mut RoleSet, path: &mut V
                     have.when = None;
                 }
                 have.generate |= s.generate;
+                have.optional &= s.optional;
                 have.min_length = have.min_length.max(s.min_length);
                 have.max_length = match (have.max_length, s.max_length) {
                     (Some(a), Some(b)) => Some(a.min(b)),

@@ -47,6 +47,10 @@ pub struct SecretSpec {
     /// The operator may press enter to have one generated.
     #[serde(default)]
     pub generate: bool,
+    /// May stay unset: asked for on a terminal (Enter skips it), never required; the state
+    /// that needs it says when and why (a swarm join token, needed only to join).
+    #[serde(default)]
+    pub optional: bool,
     /// Needed only when this renders truthy with the settings (e.g. `"{{settings.dns_server}}"`).
     pub when: Option<String>,
     /// Never asked for nor stored: derived from another secret each run (one fleet secret

@@ -22,6 +22,8 @@ pub enum Kind {
     Bool,
     /// A database or user name: lowercase letters, digits and `_`, not a pg_hba.conf keyword.
     Name,
+    /// A whole file's text (a compose file): lines, but no other control characters.
+    Text,
 }
 
 /// A setting as a role declares it: `[settings.domain] type = "domain" required = true`.
@@ -100,6 +102,16 @@ fn check_one(kind: Kind, v: &toml::Value) -> Result<()> {
         // value read differently from what it is (in a review, a diff, a terminal).
         Kind::String => match s()? {
             t if t.chars().any(char::is_control) => bail!("must not contain control characters (newlines, tabs)"),
+            t if t.chars().any(invisible) => bail!(
+                "must not contain invisible format characters (U+{:04X}: bidirectional controls, zero-width characters)",
+                t.chars().find(|c| invisible(*c)).map_or(0, u32::from)
+            ),
+            _ => Ok(()),
+        },
+        Kind::Text => match s()? {
+            t if t.chars().any(|c| c.is_control() && c != '\n' && c != '\t') => {
+                bail!("must not contain control characters other than newlines and tabs")
+            }
             t if t.chars().any(invisible) => bail!(
                 "must not contain invisible format characters (U+{:04X}: bidirectional controls, zero-width characters)",
                 t.chars().find(|c| invisible(*c)).map_or(0, u32::from)
@@ -273,6 +285,9 @@ mod tests {
         assert!(spec(Kind::String).check("s", &s("Café Ünïcode — fine")).is_ok());
         assert!(spec(Kind::String).check("s", &s("می\u{200C}خواهم 👩\u{200D}💻")).is_ok(), "ZWNJ/ZWJ are text");
         assert!(spec(Kind::String).check("s", &s("tag\u{E0041}")).is_err());
+        assert!(spec(Kind::Text).check("s", &s("version: \"3\"\nservices:\n\tweb: {}\n")).is_ok());
+        assert!(spec(Kind::Text).check("s", &s("a\rb")).is_err());
+        assert!(spec(Kind::Text).check("s", &s("a\u{202E}b")).is_err());
         assert!(spec(Kind::Name).check("n", &s("app_db")).is_ok());
         assert!(spec(Kind::Name).check("n", &s("all")).unwrap_err().to_string().contains("reserved"));
         assert!(spec(Kind::Name).check("n", &s("App")).is_err());

@@ -72,6 +72,9 @@ handlebars::handlebars_helper!(sshhost: |host: str| {
     if host.contains(':') { format!("[{host}]") } else { host.to_string() }
 });
 
+// Any value as JSON (a string quoted and escaped, a list as an array): for JSON files.
+handlebars::handlebars_helper!(json: |v: Json| v.to_string());
+
 handlebars::handlebars_helper!(envquote: |v: str| {
     // Double-quoted as both sh and systemd's EnvironmentFile read it.
     let mut q = String::from("\"");
@@ -133,6 +136,7 @@ impl Templates {
         hb.register_escape_fn(handlebars::no_escape);
         hb.register_helper("hostport", Box::new(hostport));
         hb.register_helper("envquote", Box::new(envquote));
+        hb.register_helper("json", Box::new(json));
         hb.register_helper("servername", Box::new(servername));
         hb.register_helper("others", Box::new(others));
         hb.register_helper("html", Box::new(html));

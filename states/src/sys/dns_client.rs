@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Result};
 use hickory_net::proto::op::{DnsRequest, DnsRequestOptions, Message, OpCode, Query, ResponseCode};
 use hickory_net::proto::rr::rdata::tsig::{TsigAlgorithm, TsigError};
-use hickory_net::proto::rr::{Name, Record, RecordType, TSigner};
+use hickory_net::proto::rr::{Name, RData, Record, RecordType, TSigner};
 use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::udp::UdpClientStream;
 use hickory_net::xfer::{DnsHandle, FirstAnswer};
@@ -114,6 +114,20 @@ pub fn query(server: SocketAddr, name: &Name, rtype: RecordType) -> Result<Vec<R
         bail!("the DNS server {server} is not authoritative for {name}: point `server` at the zone's primary");
     }
     Ok(answer.answers.into_iter().filter(|r| r.record_type() == rtype && r.name == *name).collect())
+}
+
+/// The targets of `name`'s SRV records other than `host`'s, asked of `server` directly and
+/// authoritatively: a positive answer that no other member is registered is an empty list.
+pub fn other_srv_targets(server: SocketAddr, name: &Name, host: &str) -> Result<Vec<String>> {
+    let mine = format!("{host}.");
+    Ok(query(server, name, RecordType::SRV)?
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::SRV(srv) => Some(srv.target.to_string()),
+            _ => None,
+        })
+        .filter(|t| !t.starts_with(&mine))
+        .collect())
 }
 
 /// An update message for `zone` carrying `updates` (RFC 2136 section 2.5 records).

@@ -6,6 +6,7 @@ pub mod apt;
 pub mod challenge;
 pub mod dns_challenge;
 pub mod dns_client;
+pub mod docker_api;
 pub mod dpkg_status;
 pub mod etcd;
 pub mod fetch;

@@ -34,6 +34,26 @@ impl NodeBuilder<'_> {
     pub fn credential(self, name: &str, value: &str) -> Self {
         self.nspawn_arg(&format!("--set-credential={name}:{value}"))
     }
+    /// Docker can run inside: the kernel keyring calls runc makes, and the cgroup v1
+    /// controllers (read-only in a container) remounted read-write before dockerd starts, by a
+    /// drop-in of the lab's own (what a VM would not need). Its cgroups on the host are removed
+    /// with the lab.
+    pub fn docker(self) -> Self {
+        self.lab.inner.docker.store(true, std::sync::atomic::Ordering::SeqCst);
+        let remount: Vec<String> = crate::cgroup::DOCKER_CONTROLLERS
+            .iter()
+            .map(|c| format!("ExecStartPre=/bin/mount -o remount,bind,rw /sys/fs/cgroup/{c}\n"))
+            .collect();
+        let dropin = format!(
+            "# The lab's: cgroup v1 controllers are read-only in a container.\n[Service]\n{}",
+            remount.concat()
+        );
+        self.nspawn_arg("--system-call-filter=@keyring").file(
+            "/etc/systemd/system/docker.service.d/00-lab-cgroups.conf",
+            dropin,
+            0o644,
+        )
+    }
     /// A file written into the node's tree before its first boot.
     pub fn file(mut self, path: &str, contents: impl Into<Vec<u8>>, mode: u32) -> Self {
         self.files.push((path.into(), contents.into(), mode));
