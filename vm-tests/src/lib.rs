@@ -29,6 +29,7 @@ pub mod http;
 pub mod image;
 pub mod knot;
 pub mod lab;
+pub mod measure;
 pub mod network;
 pub mod node;
 pub mod operator;

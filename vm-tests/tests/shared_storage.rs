@@ -255,33 +255,8 @@ fn app_nodes_share_volumes_of_the_storage_node_over_sshfs() {
     }
 
     // The no-op run's cost with the mounts in it (a measure, printed; BENCHMARKS.md).
-    for node in [&store, &app1] {
-        node.sh("apt-get install -y -qq hyperfine >/dev/null").assert_ok("hyperfine");
-        let r = node.run_opts(
-            &[
-                "hyperfine",
-                "-N",
-                "--warmup",
-                "3",
-                "--runs",
-                "20",
-                "--export-json",
-                "/run/h.json",
-                "/usr/local/sbin/bootstrap apply",
-            ],
-            &RunOpts::default().timeout(Duration::from_secs(120)),
-        );
-        if r.success() {
-            let v: serde_json::Value = serde_json::from_str(&node.read_file("/run/h.json")).unwrap_or_default();
-            let ms = |k: &str| v["results"][0][k].as_f64().unwrap_or(f64::NAN) * 1000.0;
-            eprintln!(
-                "[measure] no-op run on {} (hyperfine, 20 runs): median {:.1} ms, min {:.1} ms",
-                node.name(),
-                ms("median"),
-                ms("min")
-            );
-        }
-    }
+    vm_tests::measure::noop_run(&store, "storage node");
+    vm_tests::measure::noop_run(&app1, "app node with two mounts");
 
     // Decommissioned, app2 leaves DNS; the storage node's next run drops its key.
     let r = app2.run(&["/usr/local/sbin/bootstrap", "decommission"]);

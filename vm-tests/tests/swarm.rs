@@ -298,6 +298,9 @@ fn five_nodes_form_one_swarm_and_run_the_sites_stack() {
         assert_eq!(code, 0, "{}: {:?}", node.name(), rep.ids_with(Status::Pending));
     }
 
+    vm_tests::measure::noop_run(&sw[0], "the swarm's leader, with the stack");
+    vm_tests::measure::noop_run(&sw[3], "a worker");
+
     // No token and no stack secret in any output or journal.
     for needle in [&manager_token, &worker_token, &STACK_SECRET.to_string(), &key.secret] {
         for out in &outputs {
