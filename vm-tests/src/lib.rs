@@ -40,6 +40,7 @@ pub mod pty;
 pub mod releases;
 pub mod repo;
 pub mod report;
+pub mod swarm;
 
 pub use binary::bootstrap_bin;
 pub use cmd::RunResult;

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use vm_tests::cmd::poll;
 use vm_tests::operator::{download, serve_binary, INSTALLED};
 use vm_tests::report::{self, apply, check, state, Status};
+use vm_tests::swarm::{fetch, import_web_image as import_image, join_token, node_list};
 use vm_tests::{Lab, Node, RunOpts, RunResult, Zone};
 
 const STACK_SECRET: &str = "canary-stack-Secret-0016";
@@ -65,37 +66,11 @@ fn site(tsig: &str, compose: &str, labels: &str) -> String {
     )
 }
 
-/// The test image, without a registry: busybox's httpd serving "$GREETING from $HOSTNAME".
-fn import_image(node: &Node) {
-    let bb = std::fs::read("/bin/busybox").expect("busybox-static on the host (scripts/setup)");
-    node.put_file("/root/img/bin/busybox", &bb, 0o755);
-    node.put_file("/root/img/www/.keep", b"", 0o644);
-    let cmd = r#"CMD ["/bin/busybox", "sh", "-c", "echo \"$GREETING from $(/bin/busybox hostname)\" > /www/index.html; exec /bin/busybox httpd -f -p 80 -h /www"]"#;
-    node.sh(&format!("cd /root/img && tar -c . | docker import -c '{cmd}' - lab/web:1 >/dev/null"))
-        .assert_ok("docker import");
-}
-
 fn swarm_state(node: &Node) -> String {
     node.run(&["docker", "info", "--format", "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}"])
         .stdout
         .trim()
         .into()
-}
-
-/// `docker node ls` on `manager`: (hostname, status, manager status) per node.
-fn node_list(manager: &Node) -> Vec<(String, String, String)> {
-    let out = manager.run(&["docker", "node", "ls", "--format", "{{.Hostname}} {{.Status}} {{.ManagerStatus}}"]);
-    out.stdout
-        .lines()
-        .map(|l| {
-            let w: Vec<&str> = l.split_whitespace().collect();
-            (w[0].to_string(), w.get(1).unwrap_or(&"").to_string(), w.get(2).unwrap_or(&"").to_string())
-        })
-        .collect()
-}
-
-fn fetch(from: &Node, url: &str) -> String {
-    from.run(&["wget", "-q", "-T", "3", "-t", "1", "--no-check-certificate", "-O", "-", url]).stdout.trim().to_string()
 }
 
 #[test]
@@ -133,10 +108,7 @@ fn five_nodes_form_one_swarm_and_run_the_sites_stack() {
     assert!(daemon.contains("\"max-size\"") && daemon.contains(&format!("\"ip\": \"{}\"", sw[0].addr())), "{daemon}");
 
     // The operator reads the tokens on the manager and gives them to the later nodes.
-    let token = |role: &str| {
-        sw[0].run(&["docker", "swarm", "join-token", "-q", role]).assert_ok("join-token").stdout.trim().to_string()
-    };
-    let (manager_token, worker_token) = (token("manager"), token("worker"));
+    let (manager_token, worker_token) = (join_token(&sw[0], "manager"), join_token(&sw[0], "worker"));
     let joining = base
         .clone()
         .env("BOOTSTRAP_SECRET_SWARM_MANAGER_TOKEN", &manager_token)

@@ -10,7 +10,9 @@
 //! lost printed, and the killed node boots and rejoins. A storage node (`bootstrap storage`,
 //! installed after the app nodes) serves a shared volume the app nodes mount over SSHFS with
 //! keys exchanged through DNS: a file written on app1 is read on app2. Prints what each run did
-//! and what to look at. Teardown on Enter (at once without a terminal, or with `--no-wait`).
+//! and what to look at. Three swarm nodes (`bootstrap swarm`) form a Docker Swarm through DNS,
+//! sw1 first, the others with the join tokens the operator reads on it; the leader deploys the
+//! bundle's stack and rolls out the second bundle's change to it. Teardown on Enter (at once without a terminal, or with `--no-wait`).
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -18,6 +20,7 @@ use std::time::Duration;
 use vm_tests::db_cluster::{leader, lost, now as db_now, start_writer, wait_cluster, writes_resumed};
 use vm_tests::front::{holder, holder_but, now, outage, start_probe};
 use vm_tests::operator::{download, serve_binary, INSTALLED};
+use vm_tests::swarm::{fetch, import_web_image, join_token};
 use vm_tests::{timed, Lab, RunOpts, Zone};
 
 fn show(title: &str, r: &vm_tests::RunResult) {
@@ -37,13 +40,20 @@ fn main() {
     let app = timed("boot app1", || lab.node("app1").nspawn_arg("--bind=/dev/fuse").boot());
     let app2 = timed("boot app2", || lab.node("app2").nspawn_arg("--bind=/dev/fuse").boot());
     let store = timed("boot store", || lab.boot("store"));
+    // A small Docker Swarm: three managers, the fleet's stack on them.
+    let sws: Vec<_> =
+        ["sw1", "sw2", "sw3"].iter().map(|n| timed(&format!("boot {n}"), || lab.node(n).docker().boot())).collect();
     const VIP: &str = "198.18.0.100";
+    // Every swarm node serves "$GREETING from <node>" on :8081 (host mode: no IPVS here for
+    // the routing mesh).
+    const STACK: &str = "version: \"3.8\"\nservices:\n  front:\n    image: lab/web:1\n    hostname: \"{{.Node.Hostname}}\"\n    environment:\n      GREETING: \"${GREETING}\"\n    deploy:\n      mode: global\n    ports:\n      - {target: 80, published: 8081, mode: host}\n";
 
     let fleet = format!(
-        "dns_zone = \"lab.test\"\ndns_server = \"198.18.0.1:53\"\ntsig_key_name = \"{}\"\nprivate_cidr = \"198.18.0.0/24\"\n\
-         floating_ip = \"{VIP}/24\"\ndb_ha = true\nstorage_node = \"store.lab.test\"\nshared_volumes = [\"uploads\"]\n",
-        key.name
-    );
+            "dns_zone = \"lab.test\"\ndns_server = \"198.18.0.1:53\"\ntsig_key_name = \"{}\"\nprivate_cidr = \"198.18.0.0/24\"\n\
+             floating_ip = \"{VIP}/24\"\ndb_ha = true\nstorage_node = \"store.lab.test\"\nshared_volumes = [\"uploads\"]\n\
+             swarm_stack_name = \"web\"\nswarm_stack_resolve_image = \"never\"\nswarm_stack = '''\n{STACK}'''\n",
+            key.name
+        );
     let app_site = |name: &str| {
         format!(
             "domain = \"{name}.lab.test\"\nacme_directory = \"{}\"\nacme_email = \"ops@lab.test\"\nacme_ca_file = \"/etc/bootstrap/acme-ca.pem\"\n",
@@ -81,7 +91,7 @@ fn main() {
         http.put("site.bundle", std::fs::read(&out).unwrap());
         http.put("site.bundle.minisig", std::fs::read(lab.dir().join("site.bundle.minisig")).unwrap());
     };
-    publish(&fleet, 1);
+    publish(&format!("{fleet}swarm_stack_env = [\"GREETING=hello\"]\n"), 1);
     let url = http.url("site.bundle");
     // Per-node values stay on the node and override the bundle's.
     for a in [&app, &app2] {
@@ -114,12 +124,32 @@ fn main() {
         println!("=== {}: bootstrap --check again: exit {} ({})", node.name(), again.code, again.stdout.trim());
     }
 
+    // The swarm: sw1 initialises it; the operator reads the join tokens there and gives them
+    // to sw2 and sw3, which join as managers.
+    for (i, node) in sws.iter().enumerate() {
+        download(node, &http);
+        let mut opts = secrets.clone();
+        if i > 0 {
+            opts = opts
+                .env("BOOTSTRAP_SECRET_SWARM_MANAGER_TOKEN", &join_token(&sws[0], "manager"))
+                .env("BOOTSTRAP_SECRET_SWARM_WORKER_TOKEN", &join_token(&sws[0], "worker"));
+        }
+        let args = ["/root/bootstrap", "--site", url.as_str(), "--site-key", pubkey.as_str(), "swarm"];
+        let r = timed(&format!("./bootstrap swarm on {}", node.name()), || node.run_opts(&args, &opts));
+        show(&format!("{}: ./bootstrap swarm", node.name()), &r);
+        import_web_image(node);
+    }
+    show("sw1: docker node ls", &sws[0].run(&["docker", "node", "ls"]));
+
     // The operator changes the repository: every node follows on its next run.
     publish(
-        &format!("{fleet}site_name = \"demo fleet, bundle 2\"\nfirewall_extra = [\"tcp/8443 from 198.18.0.0/24\"]\n"),
+        &format!(
+            "{fleet}site_name = \"demo fleet, bundle 2\"\nfirewall_extra = [\"tcp/8443 from 198.18.0.0/24\"]\n\
+             swarm_stack_env = [\"GREETING=hello from bundle 2\"]\n"
+        ),
         2,
     );
-    for node in [&dbs[0], &dbs[1], &dbs[2], &app, &app2, &store] {
+    for node in [&dbs[0], &dbs[1], &dbs[2], &app, &app2, &store, &sws[1], &sws[2], &sws[0]] {
         let r = node.run(&[INSTALLED, "apply"]);
         show(&format!("{}: bootstrap apply (what the schedule runs) after the new bundle", node.name()), &r);
         let rule = node.run(&["nft", "list", "table", "inet", "bootstrap"]).stdout.contains("8443");
@@ -128,6 +158,15 @@ fn main() {
             node.name(),
             node.read_file("/etc/motd").lines().find(|l| !l.trim().is_empty()).unwrap_or("")
         );
+    }
+
+    println!("\n=== The swarm's stack (deployed by its leader from the bundle's compose file)");
+    show("sw1: docker service ls", &sws[0].run(&["docker", "service", "ls"]));
+    for node in &sws {
+        let url = format!("http://{}:8081/", node.addr());
+        let page =
+            vm_tests::cmd::poll(Duration::from_secs(60), || Some(fetch(&app, &url)).filter(|p| p.contains("bundle 2")));
+        println!("{url} from app1: {:?}", page.unwrap_or_else(|| fetch(&app, &url)));
     }
 
     // The shared volume: written on one app node, read on the other and on the storage node.
@@ -203,6 +242,7 @@ fn main() {
     println!("            _postgresql._tcp SRV {:?}", knot.query("_postgresql._tcp.lab.test", "SRV"));
     println!("            _https._tcp SRV {:?}", knot.query("_https._tcp.lab.test", "SRV"));
     println!("            _sshfs._tcp SRV {:?}", knot.query("_sshfs._tcp.lab.test", "SRV"));
+    println!("            _swarm-manager._tcp SRV {:?}", knot.query("_swarm-manager._tcp.lab.test", "SRV"));
     let pool: Vec<String> = app
         .read_file("/etc/haproxy/haproxy.cfg")
         .lines()
@@ -224,7 +264,7 @@ fn main() {
     }
 
     println!("\nWhat to look at:");
-    for node in [&dbs[0], &dbs[1], &dbs[2], &app, &app2, &store] {
+    for node in [&dbs[0], &dbs[1], &dbs[2], &app, &app2, &store, &sws[0], &sws[1], &sws[2]] {
         println!("  {} at {}: `nsenter -t {} -a bash`, then `bootstrap status`, `bootstrap --check`, `journalctl -t bootstrap`", node.name(), node.addr(), node.pid1());
     }
     println!(
