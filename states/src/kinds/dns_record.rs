@@ -186,6 +186,10 @@ impl DnsRecordState {
             (Some(_), Some(_)) => bail!("give `value` or `value_file`, not both"),
             (None, None) => bail!("a DNS record needs `value` (or `value_file` for TXT)"),
         };
+        if p.while_exists.is_some() && !p.record_type.eq_ignore_ascii_case("SRV") {
+            // The other types replace their whole set, which other nodes' values may share.
+            bail!("`while_exists` is for SRV records (one node's record beside the others')");
+        }
         // Checked now, so a bad key stops the run before anything changes; never quoted.
         let Some(secret) = cx.secrets.get(&p.tsig_secret) else {
             bail!("secret `{}` (the TSIG key for `tsig_secret`) is not set", p.tsig_secret);

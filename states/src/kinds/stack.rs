@@ -36,6 +36,9 @@ use crate::engine::contract::{Change, Claim, Plan, State, Thing};
 use crate::engine::runner::Cmd;
 use crate::sys::docker_api;
 
+/// Variables the `docker` command itself reads: never taken from a stack's env file.
+const RESERVED: &[&str] = &["PATH", "HOME", "IFS", "SHELL", "TMPDIR"];
+
 /// The label every deployed service carries: the digest of the files it was deployed from.
 const LABEL: &str = "io.bootstrap.stack-digest";
 
@@ -54,8 +57,9 @@ fn default_resolve() -> String {
     "always".into()
 }
 
-pub fn build(t: toml::Table, _b: &mut Builder) -> Result<Box<dyn State>> {
+pub fn build(t: toml::Table, b: &mut Builder) -> Result<Box<dyn State>> {
     let p: Params = params(t)?;
+    docker_api::register(b.cx);
     if p.name.is_empty() || p.name.len() > 40 || !p.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
         bail!("`name` `{}` is not a stack name (letters, digits, - and _, at most 40)", p.name);
@@ -137,6 +141,9 @@ fn read_env(text: &str, shown: &str) -> Result<Vec<(String, String)>> {
         if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(bad());
         }
+        if RESERVED.contains(&k) || k.starts_with("DOCKER_") || k.starts_with("LD_") {
+            bail!("{shown} line {}: `{k}` would change how `docker` itself runs: choose another name", i + 1);
+        }
         // The value is never quoted in a message: it may be a secret.
         let words = shell_words::split(v).map_err(|_| bad())?;
         let value = match &words[..] {
@@ -163,7 +170,7 @@ impl Stack {
         if let Some(f) = &self.env_file {
             let bytes = match std::fs::read(cx.path(f)) {
                 Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!("{} is not there to deploy with", display(f)),
                 Err(e) => return Err(e).with_context(|| format!("cannot read {}", display(f))),
             };
             env = read_env(&String::from_utf8_lossy(&bytes), &display(f))?;
@@ -177,7 +184,7 @@ impl Stack {
     /// Whether this node deploys: the swarm's leader does.
     fn is_leader(&self, cx: &Context) -> Result<bool> {
         let socket = docker_api::socket(cx);
-        let Some(info) = docker_api::swarm_info(&socket)? else { return Ok(false) };
+        let Some(info) = docker_api::swarm_info_if_running(cx)? else { return Ok(false) };
         if info.state != "active" || !info.manager {
             return Ok(false);
         }
@@ -300,5 +307,8 @@ mod tests {
         let err = read_env("PW=\"canary-secret\n", "e").unwrap_err().to_string();
         assert!(err.contains("line 1") && !err.contains("canary"), "{err}");
         assert!(read_env("not a line\n", "e").is_err());
+        for key in ["PATH", "DOCKER_HOST", "LD_PRELOAD"] {
+            assert!(read_env(&format!("{key}=x\n"), "e").unwrap_err().to_string().contains("how `docker` itself runs"));
+        }
     }
 }

@@ -63,8 +63,9 @@ fn default_managers() -> u64 {
     3
 }
 
-pub fn build(t: toml::Table, _b: &mut Builder) -> Result<Box<dyn State>> {
+pub fn build(t: toml::Table, b: &mut Builder) -> Result<Box<dyn State>> {
     let p: Params = params(t)?;
+    docker_api::register(b.cx);
     let addr: std::net::IpAddr =
         p.advertise_addr.parse().map_err(|_| anyhow!("`advertise_addr` `{}` is not an IP address", p.advertise_addr))?;
     if !(1..=7).contains(&p.managers) || p.managers.is_multiple_of(2) {
@@ -121,7 +122,10 @@ enum Op {
     NoDocker,
     Mark(bool),
     Promote { id: String, hostname: String },
-    Leave { demote: bool },
+    /// The leader: more managers than configured (two nodes joined at once).
+    Demote { id: String, hostname: String },
+    /// `force`: the swarm's only node, or a membership that never completed.
+    Leave { demote: bool, force: bool },
 }
 
 impl SwarmMember {
@@ -175,10 +179,19 @@ impl SwarmMember {
                 ));
             }
         }
+        if me_leader && managers > self.managers {
+            // The newest reachable follower goes back to being a worker.
+            if let Some(m) = nodes.iter().rev().find(|n| n.manager && !n.leader && n.reachability == "reachable") {
+                plan.push(Change::new(
+                    format!("demote {} to worker ({managers} managers, {} configured)", m.hostname, self.managers),
+                    Op::Demote { id: m.id.clone(), hostname: m.hostname.clone() },
+                ));
+            }
+        }
         Ok(())
     }
 
-    fn plan_join(&self, plan: &mut Plan) -> Result<()> {
+    fn plan_join(&self, cx: &Context, plan: &mut Plan) -> Result<()> {
         if self.peers.is_empty() {
             self.none_registered()?;
             plan.push(Change::new(
@@ -190,6 +203,8 @@ impl SwarmMember {
         }
         let manager = (self.peers.len() as u64) < self.managers;
         let role = if manager { "manager" } else { "worker" };
+        // Said now, so `--check` shows it and nothing is reset first for a join that can't be.
+        self.token(cx, manager)?;
         plan.push(Change::new(
             format!(
                 "join the swarm as a {role} through {} ({} of {} managers registered)",
@@ -201,6 +216,8 @@ impl SwarmMember {
         ));
         if manager {
             plan.push(Change::new("record that this node is a swarm manager (its DNS record follows)", Op::Mark(true)));
+        } else if cx.path(&self.marker).exists() {
+            plan.push(Change::new("record that this node is no longer a swarm manager", Op::Mark(false)));
         }
         Ok(())
     }
@@ -208,7 +225,7 @@ impl SwarmMember {
     /// Leaving: a manager only when the rest keep their quorum.
     fn plan_leave(&self, cx: &Context, info: &SwarmInfo, plan: &mut Plan) -> Result<()> {
         if !info.manager {
-            plan.push(Change::new("leave the swarm (a worker)", Op::Leave { demote: false }));
+            plan.push(Change::new("leave the swarm (a worker)", Op::Leave { demote: false, force: false }));
             return Ok(());
         }
         let nodes = docker_api::nodes(&docker_api::socket(cx))?;
@@ -223,7 +240,7 @@ impl SwarmMember {
                      Promote another node first (`docker node promote`), or decommission the others first"
                 );
             }
-            plan.push(Change::new("leave the swarm (its only node: the swarm ends)", Op::Leave { demote: false }));
+            plan.push(Change::new("leave the swarm (its only node: the swarm ends)", Op::Leave { demote: false, force: true }));
             return Ok(());
         }
         if !keeps_quorum(m, r) {
@@ -239,7 +256,7 @@ impl SwarmMember {
         }
         plan.push(Change::new(
             format!("demote this manager ({r} of {m} reachable; {} of {} after), then leave the swarm", r.saturating_sub(1), m - 1),
-            Op::Leave { demote: true },
+            Op::Leave { demote: true, force: false },
         ));
         if cx.path(&self.marker).exists() {
             plan.push(Change::new("record that this node is no longer a swarm manager", Op::Mark(false)));
@@ -250,9 +267,6 @@ impl SwarmMember {
     fn mark(&self, cx: &Context, on: bool) -> Result<()> {
         let path = cx.path(&self.marker);
         if on {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
             atomic::write_plain(&path, b"manager\n", 0o644)
         } else {
             match std::fs::remove_file(&path) {
@@ -282,7 +296,7 @@ impl SwarmMember {
 /// Whether `managers` managers, `reachable` of them reachable (this one among them), keep their
 /// quorum once this one leaves: Raft needs a majority of the managers that stay.
 fn keeps_quorum(managers: usize, reachable: usize) -> bool {
-    let (stay, up) = (managers - 1, reachable.saturating_sub(1));
+    let (stay, up) = (managers.saturating_sub(1), reachable.saturating_sub(1));
     up * 2 > stay
 }
 
@@ -297,9 +311,20 @@ impl State for SwarmMember {
 
     fn plan(&self, cx: &Context) -> Result<Plan> {
         let mut plan = Plan::default();
-        let socket = docker_api::socket(cx);
-        let info = match docker_api::swarm_info(&socket)? {
+        let marked = cx.path(&self.marker).exists();
+        let mut info = docker_api::swarm_info_if_running(cx)?;
+        // Right after a restart (a new daemon.json) a member says `pending` for a moment.
+        let t = Instant::now();
+        while info.as_ref().is_some_and(|i| i.state == "pending") && t.elapsed() < Duration::from_secs(15) {
+            std::thread::sleep(Duration::from_millis(500));
+            info = docker_api::swarm_info_if_running(cx)?;
+        }
+        let info = match info {
             Some(i) => i,
+            None if self.leave && marked => bail!(
+                "refused: Docker is not running, so this manager can't demote itself and leave. Start Docker \
+                 (`systemctl start docker`), or demote and remove it on another manager (`docker node demote`, `docker node rm`)"
+            ),
             None if self.leave => return Ok(plan),
             None => {
                 if !cx.is_live() {
@@ -313,20 +338,27 @@ impl State for SwarmMember {
             "active" if self.leave => self.plan_leave(cx, &info, &mut plan)?,
             "active" => self.plan_member(cx, &info, &mut plan)?,
             "inactive" if self.leave => {
-                if cx.path(&self.marker).exists() {
+                if marked {
                     plan.push(Change::new("record that this node is no longer a swarm manager", Op::Mark(false)));
                 }
             }
-            "inactive" => self.plan_join(&mut plan)?,
+            "inactive" => self.plan_join(cx, &mut plan)?,
             "locked" => bail!("the swarm is locked on this node (autolock): unlock it with `docker swarm unlock`"),
+            // A join that never completed (no manager marker): left with force.
+            "pending" | "error" if self.leave && !marked => plan.push(Change::new(
+                format!("leave the unfinished membership ({})", info.state),
+                Op::Leave { demote: false, force: true },
+            )),
             "pending" => bail!("this node's swarm membership is pending (joining): retry shortly"),
-            "error" if !self.leave => {
+            // Only a join that never completed is reset; a member in trouble is the operator's.
+            "error" if !self.leave && !marked && info.cluster_id.is_empty() => {
                 plan.push(Change::new(
                     format!("leave the failed membership ({}), then join again", info.error),
                     Op::Reset,
                 ));
-                self.plan_join(&mut plan)?;
+                self.plan_join(cx, &mut plan)?;
             }
+            "error" => bail!("Docker reports this node's swarm membership in error: {}", info.error),
             other => bail!("Docker reports the swarm state `{other}` on this node ({})", info.error),
         }
         Ok(plan)
@@ -360,15 +392,16 @@ impl State for SwarmMember {
                     }
                 }
                 Op::Mark(on) => self.mark(cx, *on)?,
-                Op::Promote { id, hostname } => {
+                Op::Promote { id, hostname } | Op::Demote { id, hostname } => {
+                    let manager = matches!(op, Op::Promote { .. });
                     let n = docker_api::nodes(&socket)?
                         .into_iter()
                         .find(|n| &n.id == id)
                         .ok_or_else(|| anyhow!("node {hostname} is no longer in the swarm"))?;
-                    docker_api::set_role(&socket, &n, "manager")?;
-                    self.wait_role(cx, id, true)?;
+                    docker_api::set_role(&socket, &n, if manager { "manager" } else { "worker" })?;
+                    self.wait_role(cx, id, manager)?;
                 }
-                Op::Leave { demote } => {
+                Op::Leave { demote, force } => {
                     if *demote {
                         let info = docker_api::swarm_info(&socket)?.ok_or_else(|| anyhow!("Docker stopped"))?;
                         let me = docker_api::nodes(&socket)?
@@ -384,7 +417,8 @@ impl State for SwarmMember {
                             std::thread::sleep(Duration::from_millis(300));
                         }
                     }
-                    docker_api::ok(&socket, "POST", "/swarm/leave", None)?;
+                    let path = if *force { "/swarm/leave?force=true" } else { "/swarm/leave" };
+                    docker_api::ok(&socket, "POST", path, None)?;
                 }
             }
         }

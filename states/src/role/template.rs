@@ -75,8 +75,33 @@ handlebars::handlebars_helper!(sshhost: |host: str| {
 // Any value as JSON (a string quoted and escaped, a list as an array): for JSON files.
 handlebars::handlebars_helper!(json: |v: Json| v.to_string());
 
-handlebars::handlebars_helper!(envquote: |v: str| {
-    // Double-quoted as both sh and systemd's EnvironmentFile read it.
+// `KEY=VALUE` (a setting's item) as an env-file line with the value quoted (`envquote`); an
+// item that is not one is an error naming it.
+fn envline(
+    h: &handlebars::Helper,
+    _: &handlebars::Handlebars,
+    _: &handlebars::Context,
+    _: &mut handlebars::RenderContext,
+    out: &mut dyn handlebars::Output,
+) -> handlebars::HelperResult {
+    let item = h.param(0).and_then(|p| p.value().as_str()).unwrap_or("");
+    let ok = item.split_once('=').filter(|(k, _)| {
+        !k.is_empty()
+            && !k.starts_with(|c: char| c.is_ascii_digit())
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    });
+    let Some((k, v)) = ok else {
+        return Err(handlebars::RenderErrorReason::Other(format!(
+            "`{item}` is not KEY=VALUE (KEY: letters, digits, _)"
+        ))
+        .into());
+    };
+    out.write(&format!("{k}={}", sh_quote(v)))?;
+    Ok(())
+}
+
+/// Double-quoted as both sh and systemd's EnvironmentFile read it.
+fn sh_quote(v: &str) -> String {
     let mut q = String::from("\"");
     for c in v.chars() {
         if matches!(c, '\\' | '"' | '$' | '`') {
@@ -86,7 +111,9 @@ handlebars::handlebars_helper!(envquote: |v: str| {
     }
     q.push('"');
     q
-});
+}
+
+handlebars::handlebars_helper!(envquote: |v: str| sh_quote(v));
 
 handlebars::handlebars_helper!(servername: |v: str| {
     // A name haproxy takes for a server (letters, digits, `-_.:`), derived from what it names,
@@ -137,6 +164,7 @@ impl Templates {
         hb.register_helper("hostport", Box::new(hostport));
         hb.register_helper("envquote", Box::new(envquote));
         hb.register_helper("json", Box::new(json));
+        hb.register_helper("envline", Box::new(envline));
         hb.register_helper("servername", Box::new(servername));
         hb.register_helper("others", Box::new(others));
         hb.register_helper("html", Box::new(html));
@@ -231,6 +259,18 @@ mod tests {
         let c = t.render("e", &Data::new(json!({"q": "a\"b$c`d\\e f"}))).unwrap();
         assert!(c.secret, "a secret through a subexpression still marks the file");
         assert_eq!(String::from_utf8(c.bytes).unwrap(), "P=\"canary-secret\" Q=\"a\\\"b\\$c\\`d\\\\e f\"");
+    }
+
+    #[test]
+    fn envline_quotes_the_value_and_refuses_what_is_not_key_value() {
+        let mut t = templates();
+        t.add("l", "{{#each items}}{{envline this}}\n{{/each}}").unwrap();
+        let c = t.render("l", &Data::new(json!({"items": ["A=hello world", "B=it's $x", "C="]}))).unwrap();
+        assert_eq!(String::from_utf8(c.bytes).unwrap(), "A=\"hello world\"\nB=\"it's \\$x\"\nC=\"\"\n");
+        for bad in ["novalue", "=x", "1A=x", "A B=x"] {
+            let e = t.render("l", &Data::new(json!({"items": [bad]}))).unwrap_err().to_string();
+            assert!(e.contains("is not KEY=VALUE"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -22,6 +22,23 @@ const CAP: usize = 8 << 20;
 /// A call that does not answer in this time failed (a join waits for the managers).
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The daemon's unit: asked of systemd before its socket, since connecting to a socket-activated
+/// `docker.socket` would start a stopped daemon, and a plan must change nothing.
+pub const UNIT: &str = "docker.service";
+
+/// Registers the daemon's unit with the run's one look at systemd (at build time).
+pub fn register(cx: &Context) {
+    crate::sys::systemd::register(cx, UNIT);
+}
+
+/// `swarm_info`, but `None` while the daemon's unit is not active (never started by asking).
+pub fn swarm_info_if_running(cx: &Context) -> Result<Option<SwarmInfo>> {
+    if cx.direct() && crate::sys::systemd::status(cx, UNIT)?.active_state != "active" {
+        return Ok(None);
+    }
+    swarm_info(&socket(cx))
+}
+
 /// Where the daemon listens on the node.
 pub fn socket(cx: &Context) -> PathBuf {
     cx.path("/run/docker.sock")
