@@ -317,6 +317,7 @@ impl State for SwarmMember {
         let t = Instant::now();
         while info.as_ref().is_some_and(|i| i.state == "pending") && t.elapsed() < Duration::from_secs(15) {
             std::thread::sleep(Duration::from_millis(500));
+            docker_api::invalidate(cx);
             info = docker_api::swarm_info_if_running(cx)?;
         }
         let info = match info {
@@ -366,6 +367,7 @@ impl State for SwarmMember {
 
     fn apply(&self, cx: &Context, plan: &Plan) -> Result<()> {
         cx.require_live("swarm membership")?;
+        docker_api::invalidate(cx);
         let socket = docker_api::socket(cx);
         for op in plan.ops::<Op>() {
             match op {

@@ -31,12 +31,25 @@ pub fn register(cx: &Context) {
     crate::sys::systemd::register(cx, UNIT);
 }
 
-/// `swarm_info`, but `None` while the daemon's unit is not active (never started by asking).
+/// The run's one look at the swarm from this node.
+struct Observed(Option<SwarmInfo>);
+
+/// `swarm_info`, but `None` while the daemon's unit is not active (never started by asking);
+/// one call per run for every state that asks (`/info` is the daemon's slowest answer), made
+/// again once the run changed anything.
 pub fn swarm_info_if_running(cx: &Context) -> Result<Option<SwarmInfo>> {
-    if cx.direct() && crate::sys::systemd::status(cx, UNIT)?.active_state != "active" {
-        return Ok(None);
-    }
-    swarm_info(&socket(cx))
+    let seen = cx.shared.observe(|| {
+        if cx.direct() && crate::sys::systemd::status(cx, UNIT)?.active_state != "active" {
+            return Ok(Observed(None));
+        }
+        Ok(Observed(swarm_info(&socket(cx))?))
+    })?;
+    Ok(seen.0.clone())
+}
+
+/// After a change to this node's membership: the next look asks the daemon again.
+pub fn invalidate(cx: &Context) {
+    cx.shared.invalidate::<Observed>();
 }
 
 /// Where the daemon listens on the node.
