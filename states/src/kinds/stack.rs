@@ -183,12 +183,11 @@ impl Stack {
 
     /// Whether this node deploys: the swarm's leader does.
     fn is_leader(&self, cx: &Context) -> Result<bool> {
-        let socket = docker_api::socket(cx);
         let Some(info) = docker_api::swarm_info_if_running(cx)? else { return Ok(false) };
         if info.state != "active" || !info.manager {
             return Ok(false);
         }
-        Ok(docker_api::nodes(&socket)?.iter().any(|n| n.id == info.node_id && n.leader))
+        Ok(docker_api::nodes_observed(cx)?.iter().any(|n| n.id == info.node_id && n.leader))
     }
 
     /// The stack's services as deployed: name → digest label.

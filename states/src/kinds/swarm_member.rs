@@ -168,7 +168,7 @@ impl SwarmMember {
         if !info.manager {
             return Ok(());
         }
-        let nodes = docker_api::nodes(&docker_api::socket(cx))?;
+        let nodes = docker_api::nodes_observed(cx)?;
         let me_leader = nodes.iter().any(|n| n.id == info.node_id && n.leader);
         let managers = nodes.iter().filter(|n| n.manager).count() as u64;
         if me_leader && managers < self.managers {
@@ -228,7 +228,7 @@ impl SwarmMember {
             plan.push(Change::new("leave the swarm (a worker)", Op::Leave { demote: false, force: false }));
             return Ok(());
         }
-        let nodes = docker_api::nodes(&docker_api::socket(cx))?;
+        let nodes = docker_api::nodes_observed(cx)?;
         let managers: Vec<&SwarmNode> = nodes.iter().filter(|n| n.manager).collect();
         let reachable = managers.iter().filter(|n| n.reachability == "reachable").count();
         let (m, r) = (managers.len(), reachable);

@@ -182,6 +182,11 @@ pub struct SwarmNode {
     pub spec: Value,
 }
 
+/// The run's one `GET /nodes`, for the plans that ask (made again once the run changed anything).
+pub fn nodes_observed(cx: &Context) -> Result<std::sync::Arc<Vec<SwarmNode>>> {
+    cx.shared.observe(|| nodes(&socket(cx)))
+}
+
 /// `GET /nodes` (only a manager answers).
 pub fn nodes(socket: &Path) -> Result<Vec<SwarmNode>> {
     let json = ok(socket, "GET", "/nodes", None)?;
