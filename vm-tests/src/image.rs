@@ -1,14 +1,14 @@
-//! The base image: a minimal Debian bookworm with systemd, debootstrapped once and cached.
-//! Nodes boot from copies of it, never from the cached tree itself.
+//! The base image: a minimal Debian (bookworm or trixie) with systemd, debootstrapped once per
+//! release and cached. Nodes boot from copies of it, never from the cached tree itself.
 
 use crate::cmd;
+use crate::debian::Debian;
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-pub const SUITE: &str = "bookworm";
 pub const MIRROR: &str = "http://deb.debian.org/debian";
 /// Packages on top of `minbase`: what a fresh cloud VM has and the lab needs (systemd as PID 1,
 /// ip, ping, wget for "download the binary", CA certificates).
@@ -16,30 +16,32 @@ pub const INCLUDE: &str = "systemd-sysv,dbus,iproute2,iputils-ping,procps,ca-cer
 /// Bump when `customize` changes, so cached images made by the old recipe are not reused.
 const RECIPE: &str = "base-v1";
 
-/// Path of the cached base root filesystem, building it on first use (~1 min).
-pub fn base() -> PathBuf {
-    static BASE: OnceLock<PathBuf> = OnceLock::new();
-    BASE.get_or_init(|| {
-        crate::preconditions::check();
-        let args = debootstrap_args();
-        let key = crate::cache::key(&[RECIPE, &args.join(" ")]);
-        crate::cache::get_or_build(&format!("base-{key}"), |tmp| {
-            let rootfs = tmp.join("rootfs");
-            let debs = crate::cache::root().join("debootstrap-debs");
-            fs::create_dir_all(&debs).unwrap();
-            let mut c = cmd::host("debootstrap");
-            c.arg(format!("--cache-dir={}", debs.display())).args(&args[..2]);
-            c.args([SUITE, rootfs.to_str().unwrap(), MIRROR]);
-            cmd::run_ok(&mut c, Duration::from_secs(900));
-            customize(&rootfs);
-        })
-        .join("rootfs")
-    })
-    .clone()
+/// Path of the release's cached base root filesystem, building it on first use (~1 min).
+pub fn base(debian: Debian) -> PathBuf {
+    static BASES: [OnceLock<PathBuf>; Debian::ALL.len()] = [const { OnceLock::new() }; Debian::ALL.len()];
+    BASES[debian.index()].get_or_init(|| build(debian)).clone()
 }
 
-fn debootstrap_args() -> Vec<String> {
-    vec!["--variant=minbase".into(), format!("--include={INCLUDE}"), SUITE.into(), MIRROR.into()]
+fn build(debian: Debian) -> PathBuf {
+    crate::preconditions::check();
+    let args = debootstrap_args(debian);
+    let key = crate::cache::key(&[RECIPE, &args.join(" ")]);
+    crate::cache::get_or_build(&format!("base-{key}"), |tmp| {
+        let rootfs = tmp.join("rootfs");
+        // Per release: debootstrap takes whatever .debs it finds there.
+        let debs = crate::cache::root().join(format!("debootstrap-debs-{}", debian.suite()));
+        fs::create_dir_all(&debs).unwrap();
+        let mut c = cmd::host("debootstrap");
+        c.arg(format!("--cache-dir={}", debs.display())).args(&args[..2]);
+        c.args([debian.suite(), rootfs.to_str().unwrap(), MIRROR]);
+        cmd::run_ok(&mut c, Duration::from_secs(900));
+        customize(&rootfs);
+    })
+    .join("rootfs")
+}
+
+fn debootstrap_args(debian: Debian) -> Vec<String> {
+    vec!["--variant=minbase".into(), format!("--include={INCLUDE}"), debian.suite().into(), MIRROR.into()]
 }
 
 /// Turns the debootstrap result into a lab-ready image. Per-node identity (hostname, address,

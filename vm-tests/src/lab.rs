@@ -1,6 +1,7 @@
 //! The lab for one test: its namespace, its scratch directory, and every way to put something in it.
 
 use crate::network::{Netns, BRIDGE, HOST_ADDR, PREFIX_LEN};
+use crate::debian::Debian;
 use crate::places;
 use crate::{HttpServer, Knot, Node, NodeBuilder, Pebble, Zone};
 use std::fs;
@@ -25,6 +26,8 @@ pub(crate) struct LabInner {
     pub(crate) base: PathBuf,
     /// The offline apt repository, bound into every node.
     pub(crate) repo: PathBuf,
+    /// The Debian release its nodes run.
+    pub(crate) debian: Debian,
     /// A node ran Docker (`NodeBuilder::docker`): its cgroups on the host go with the lab.
     pub(crate) docker: AtomicBool,
 }
@@ -49,12 +52,17 @@ impl Drop for LabInner {
 }
 
 impl Lab {
-    /// Checks preconditions, makes sure the base image and the offline repository exist (built
-    /// once, cached), and creates the namespace with its bridge.
+    /// A lab of Debian 12 nodes: see `on`.
     pub fn new(test_name: &str) -> Lab {
+        Lab::on(test_name, Debian::Bookworm)
+    }
+
+    /// Checks preconditions, makes sure the release's base image and offline repository exist
+    /// (built once, cached), and creates the namespace with its bridge.
+    pub fn on(test_name: &str, debian: Debian) -> Lab {
         crate::preconditions::check();
-        let base = crate::image::base();
-        let repo = crate::repo::repo();
+        let base = crate::image::base(debian);
+        let repo = crate::repo::repo(debian);
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let slug: String = test_name
             .chars()
@@ -66,10 +74,15 @@ impl Lab {
         let dir = places::scratch_root().join(&name);
         fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
         // From here on, Drop of `inner` undoes whatever part got created.
-        let inner = Arc::new(LabInner { netns: Netns::named(&name), dir, base, repo, docker: AtomicBool::new(false) });
+        let inner = Arc::new(LabInner { netns: Netns::named(&name), dir, base, repo, debian, docker: AtomicBool::new(false) });
         inner.netns.create();
-        eprintln!("[vm-tests] lab {} ready (bridge {BRIDGE} {HOST_ADDR}/{PREFIX_LEN})", inner.name());
+        eprintln!("[vm-tests] lab {} ready (Debian {}, bridge {BRIDGE} {HOST_ADDR}/{PREFIX_LEN})", inner.name(), debian.version());
         Lab { inner }
+    }
+
+    /// The Debian release of its nodes.
+    pub fn debian(&self) -> Debian {
+        self.inner.debian
     }
 
     /// The namespace's name (`/run/netns/<name>`).

@@ -1,4 +1,4 @@
-//! End-to-end test library: boots fresh Debian bookworm systems (systemd-nspawn containers
+//! End-to-end test library: boots fresh Debian 12 or 13 systems (systemd-nspawn containers
 //! from a cached debootstrap image) on a private bridge in a network namespace made for each
 //! test, with real peers (knot, pebble, an HTTP server) on `198.18.0.1`, and an offline apt
 //! repository so nothing needs the internet. See `/work/shared/vm-tests.md` for the measured
@@ -24,6 +24,7 @@ pub mod cgroup;
 pub mod cleanup;
 pub mod cmd;
 pub mod db_cluster;
+pub mod debian;
 pub mod front;
 pub mod http;
 pub mod image;
@@ -44,6 +45,7 @@ pub mod swarm;
 
 pub use binary::bootstrap_bin;
 pub use cmd::RunResult;
+pub use debian::Debian;
 pub use http::HttpServer;
 pub use knot::{Knot, TsigKey, Zone};
 pub use lab::Lab;

@@ -1,8 +1,9 @@
 //! The offline apt repository: every package the roles (and the tests' probes) may install,
-//! downloaded once from the host's apt sources and indexed as a flat repository. Nodes see it
+//! downloaded once per Debian release from Debian's archive and indexed as a flat repository. Nodes see it
 //! read-only at `/srv/repo` as their only apt source, so no test needs the internet.
 
 use crate::cmd;
+use crate::debian::Debian;
 use std::fs;
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -44,38 +45,57 @@ pub const PACKAGES: &[&str] = &[
     "docker.io",
 ];
 
-/// Path of the cached repository (a directory of .debs plus `Packages` and `Release`).
-pub fn repo() -> PathBuf {
-    static REPO: OnceLock<PathBuf> = OnceLock::new();
-    REPO.get_or_init(|| {
-        let base = crate::image::base();
-        // The base image's path already encodes its own key.
-        let key = crate::cache::key(&["repo-v1", base.to_str().unwrap(), &PACKAGES.join(" ")]);
-        crate::cache::get_or_build(&format!("repo-{key}"), |tmp| {
-            fs::create_dir_all(tmp.join("partial")).unwrap();
-            let status = base.join("var/lib/dpkg/status");
-            // Resolve against the base image's dpkg status (so everything missing from a fresh
-            // node is downloaded) using the host's package lists (`apt-get update` on the host).
+/// Path of the release's cached repository (a directory of .debs plus `Packages` and `Release`).
+pub fn repo(debian: Debian) -> PathBuf {
+    static REPOS: [OnceLock<PathBuf>; Debian::ALL.len()] = [const { OnceLock::new() }; Debian::ALL.len()];
+    REPOS[debian.index()].get_or_init(|| build(debian)).clone()
+}
+
+fn build(debian: Debian) -> PathBuf {
+    let base = crate::image::base(debian);
+    // The base image's path already encodes its own key.
+    let key = crate::cache::key(&["repo-v2", base.to_str().unwrap(), &PACKAGES.join(" ")]);
+    crate::cache::get_or_build(&format!("repo-{key}"), |tmp| {
+        fs::create_dir_all(tmp.join("partial")).unwrap();
+        // apt on the host with state of its own: the release's sources and package lists, not
+        // the host's (which may be another release), resolved against the base image's dpkg
+        // status so everything missing from a fresh node is downloaded.
+        let apt = tmp.join("apt-state");
+        for d in ["lists/partial", "cache", "parts"] {
+            fs::create_dir_all(apt.join(d)).unwrap();
+        }
+        fs::write(apt.join("sources.list"), debian.sources()).unwrap();
+        let options = [
+            format!("Dir::Etc::SourceList={}", apt.join("sources.list").display()),
+            format!("Dir::Etc::SourceParts={}", apt.join("parts").display()),
+            format!("Dir::State::Lists={}", apt.join("lists").display()),
+            format!("Dir::Cache={}", apt.join("cache").display()),
+            format!("Dir::Cache::archives={}", tmp.display()),
+            format!("Dir::State::status={}", base.join("var/lib/dpkg/status").display()),
+            "APT::Install-Recommends=false".to_string(),
+            "Acquire::Languages=none".to_string(),
+        ];
+        let apt_get = || {
             let mut c = cmd::host("apt-get");
-            c.arg("-o")
-                .arg(format!("Dir::State::status={}", status.display()))
-                .arg("-o")
-                .arg(format!("Dir::Cache::archives={}", tmp.display()))
-                .args(["-o", "APT::Install-Recommends=false"])
-                .args(["install", "--download-only", "-y", "--no-install-recommends"])
-                .args(PACKAGES);
-            cmd::run_ok(&mut c, Duration::from_secs(900));
-            let _ = fs::remove_dir_all(tmp.join("partial"));
-            let _ = fs::remove_file(tmp.join("lock"));
-            // Index into memory first: `apt-ftparchive release .` would otherwise list a
-            // half-written Release file inside itself.
-            let packages = apt_ftparchive(tmp, "packages");
-            fs::write(tmp.join("Packages"), packages).unwrap();
-            let release = apt_ftparchive(tmp, "release");
-            fs::write(tmp.join("Release"), release).unwrap();
-        })
+            for o in &options {
+                c.arg("-o").arg(o);
+            }
+            c
+        };
+        cmd::run_ok(apt_get().args(["update", "-qq"]), Duration::from_secs(900));
+        let mut c = apt_get();
+        c.args(["install", "--download-only", "-y", "--no-install-recommends"]).args(PACKAGES);
+        cmd::run_ok(&mut c, Duration::from_secs(900));
+        let _ = fs::remove_dir_all(tmp.join("partial"));
+        let _ = fs::remove_file(tmp.join("lock"));
+        crate::cleanup::remove_tree(&apt);
+        // Index into memory first: `apt-ftparchive release .` would otherwise list a
+        // half-written Release file inside itself.
+        let packages = apt_ftparchive(tmp, "packages");
+        fs::write(tmp.join("Packages"), packages).unwrap();
+        let release = apt_ftparchive(tmp, "release");
+        fs::write(tmp.join("Release"), release).unwrap();
     })
-    .clone()
 }
 
 fn apt_ftparchive(dir: &std::path::Path, what: &str) -> String {

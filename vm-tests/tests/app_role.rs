@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use vm_tests::operator::{download, serve_binary, INSTALLED};
 use vm_tests::report::{self, apply, pending, Status};
-use vm_tests::{timed, Lab, Node, RunOpts, Zone};
+use vm_tests::{timed, Debian, Lab, Node, RunOpts, Zone};
 
 const SITE: &str = r#"domain = "app1.lab.test"
 acme_directory = "https://198.18.0.1:14000/dir"
@@ -52,7 +52,16 @@ fn answers(client: &Node, port: u16) -> bool {
 
 #[test]
 fn app_node_tls_firewall_discovery_and_drift() {
-    let lab = Lab::new("app_role");
+    scenario(Debian::Bookworm);
+}
+
+#[test]
+fn app_node_tls_firewall_discovery_and_drift_on_debian13() {
+    scenario(Debian::Trixie);
+}
+
+fn scenario(debian: Debian) {
+    let lab = Lab::on("app_role", debian);
     let knot = lab.start_knot(&[Zone::new("lab.test")
         .record("db1 60 IN A 198.18.0.50")
         .record("db2 60 IN A 198.18.0.51")

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use vm_tests::cmd::wait_for;
 use vm_tests::operator::{download, serve_binary, DOWNLOADED, INSTALLED};
 use vm_tests::report::{self, RunReport, Status};
-use vm_tests::{timed, Lab, Node, RunResult};
+use vm_tests::{timed, Debian, Lab, Node, RunResult};
 
 const CANARY: &str = "canary-Db9q-first-password";
 const ROTATED: &str = "canary-Db9q-rotated-password";
@@ -77,8 +77,8 @@ fn notifications(r: &RunReport) -> Vec<(&str, Status)> {
 }
 
 fn cluster_pid(node: &Node) -> String {
-    let pid =
-        node.exec(&["systemctl", "show", "--value", "-p", "MainPID", "postgresql@15-main"]).assert_ok("MainPID").stdout;
+    let unit = format!("postgresql@{}-main", node.debian().postgresql());
+    let pid = node.exec(&["systemctl", "show", "--value", "-p", "MainPID", &unit]).assert_ok("MainPID").stdout;
     pid.trim().to_string()
 }
 
@@ -107,8 +107,19 @@ fn listeners(node: &Node) -> Vec<String> {
 
 #[test]
 fn db_role_installs_converges_rotates_heals_and_keeps_data() {
+    scenario(Debian::Bookworm);
+}
+
+#[test]
+fn db_role_installs_converges_rotates_heals_and_keeps_data_on_debian13() {
+    scenario(Debian::Trixie);
+}
+
+fn scenario(debian: Debian) {
+    // PostgreSQL's major version, in its paths and unit names.
+    let pg = debian.postgresql();
     let total = Instant::now();
-    let lab = Lab::new("db_role");
+    let lab = Lab::on("db_role", debian);
     let http = lab.http_server(0);
     serve_binary(&http);
     let node = lab.boot("db1");
@@ -158,7 +169,7 @@ fn db_role_installs_converges_rotates_heals_and_keeps_data() {
         "{tcp:?}"
     );
     assert_eq!(
-        node.exec(&["stat", "-c", "%a %U %G", "/etc/postgresql/15/main/pg_hba.conf"]).stdout.trim(),
+        node.exec(&["stat", "-c", "%a %U %G", &format!("/etc/postgresql/{pg}/main/pg_hba.conf")]).stdout.trim(),
         "640 postgres postgres"
     );
     assert_eq!(superuser_psql(&node, "SHOW password_encryption"), "scram-sha-256");
@@ -238,8 +249,8 @@ fn db_role_installs_converges_rotates_heals_and_keeps_data() {
     // (Stopping the umbrella unit returns before the cluster's own unit has stopped: wait until
     // it is inactive, not merely not active (`deactivating`), or a dry run that observes at once
     // may still find PostgreSQL answering.)
-    node.sh("echo 'host all all 0.0.0.0/0 trust' >> /etc/postgresql/15/main/pg_hba.conf && systemctl stop postgresql \
-         && while [ \"$(systemctl show -p ActiveState --value postgresql@15-main)\" != inactive ]; do sleep 0.2; done")
+    node.sh(&format!("echo 'host all all 0.0.0.0/0 trust' >> /etc/postgresql/{pg}/main/pg_hba.conf && systemctl stop postgresql \
+         && while [ \"$(systemctl show -p ActiveState --value postgresql@{pg}-main)\" != inactive ]; do sleep 0.2; done"))
         .assert_ok("drift");
     let (code, plan) = check(&node, &out);
     assert_eq!(code, 2);
@@ -250,12 +261,12 @@ fn db_role_installs_converges_rotates_heals_and_keeps_data() {
     );
     let r = timed("heal pg_hba.conf + stopped PostgreSQL", || apply(&node, &out));
     assert_eq!(r.ids_with(Status::Changed), ["pg-hba", "postgresql-service"], "{r:?}");
-    assert!(!node.read_file("/etc/postgresql/15/main/pg_hba.conf").contains("trust"));
+    assert!(!node.read_file(&format!("/etc/postgresql/{pg}/main/pg_hba.conf")).contains("trust"));
     assert_eq!(rows(&node), "1000");
     assert_eq!(check(&node, &out).0, 0);
 
     // The cluster unit stopped on its own (the umbrella unit stays active): seen and healed.
-    node.exec(&["systemctl", "stop", "postgresql@15-main"]).assert_ok("stop the cluster");
+    node.exec(&["systemctl", "stop", &format!("postgresql@{pg}-main")]).assert_ok("stop the cluster");
     let (code, plan) = check(&node, &out);
     assert_eq!(
         (code, plan.ids_with(Status::Pending)),
@@ -269,7 +280,7 @@ fn db_role_installs_converges_rotates_heals_and_keeps_data() {
     // through Debian's umbrella unit, reaches the cluster; no restart. listen_addresses
     // edited: one restart.
     let pid = cluster_pid(&node);
-    node.sh("echo 'work_mem = 1MB' >> /etc/postgresql/15/main/conf.d/50-bootstrap.conf && systemctl reload postgresql@15-main")
+    node.sh(&format!("echo 'work_mem = 1MB' >> /etc/postgresql/{pg}/main/conf.d/50-bootstrap.conf && systemctl reload postgresql@{pg}-main"))
         .assert_ok("edit settings");
     wait_for_setting(&node, "work_mem", "1MB");
     let r = apply(&node, &out);
@@ -279,7 +290,7 @@ fn db_role_installs_converges_rotates_heals_and_keeps_data() {
     );
     wait_for_setting(&node, "work_mem", "4MB");
     assert_eq!(cluster_pid(&node), pid, "a reload must not restart");
-    node.sh("sed -i 's/localhost,/localhost, /' /etc/postgresql/15/main/conf.d/50-bootstrap-listen.conf")
+    node.sh(&format!("sed -i 's/localhost,/localhost, /' /etc/postgresql/{pg}/main/conf.d/50-bootstrap-listen.conf"))
         .assert_ok("edit listen");
     let r = apply(&node, &out);
     assert_eq!(
@@ -301,9 +312,9 @@ fn db_role_installs_converges_rotates_heals_and_keeps_data() {
     let bad = as_postgres(
         &node,
         &[
-            "/usr/lib/postgresql/15/bin/postgres",
+            &format!("/usr/lib/postgresql/{pg}/bin/postgres"),
             "-D",
-            "/var/lib/postgresql/15/main",
+            &format!("/var/lib/postgresql/{pg}/main"),
             "-c",
             "config_file=/var/tmp/bad.conf",
             "-C",

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use vm_tests::operator::{download, serve_binary, INSTALLED};
 use vm_tests::report::{apply, pending};
-use vm_tests::{timed, Lab, Node, RunOpts, RunResult, Zone};
+use vm_tests::{timed, Debian, Lab, Node, RunOpts, RunResult, Zone};
 
 const PASSWORD: &str = "canary-db-Pw-0001";
 const ROTATED: &str = "canary-db-Pw-0002";
@@ -34,7 +34,17 @@ fn app_sql(app: &Node, sql: &str) -> RunResult {
 
 #[test]
 fn db_and_app_nodes_find_each_other_and_stay_converged() {
-    let lab = Lab::new("fleet");
+    scenario(Debian::Bookworm);
+}
+
+#[test]
+fn db_and_app_nodes_find_each_other_and_stay_converged_on_debian13() {
+    scenario(Debian::Trixie);
+}
+
+fn scenario(debian: Debian) {
+    let pg = debian.postgresql();
+    let lab = Lab::on("fleet", debian);
     let knot = lab.start_knot(&[Zone::new("lab.test")]);
     let key = knot.tsig_key().clone();
     let http = lab.http_server(0);
@@ -114,7 +124,7 @@ fn db_and_app_nodes_find_each_other_and_stay_converged() {
     assert_eq!(app_sql(&app, "select count(*) from rows").assert_ok("after rotation").stdout.trim(), "500");
 
     // Drift on the db node: listed, then healed in one run.
-    db.sh("echo 'host all all 0.0.0.0/0 trust' >> /etc/postgresql/15/main/pg_hba.conf && systemctl stop postgresql")
+    db.sh(&format!("echo 'host all all 0.0.0.0/0 trust' >> /etc/postgresql/{pg}/main/pg_hba.conf && systemctl stop postgresql"))
         .assert_ok("drift");
     knot.update("lab.test", &["delete _postgresql._tcp.lab.test. SRV"]);
     let listed = pending(&db);
@@ -123,7 +133,7 @@ fn db_and_app_nodes_find_each_other_and_stay_converged() {
     }
     apply(&db);
     assert_eq!(knot.query("_postgresql._tcp.lab.test", "SRV"), ["0 0 5432 db1.lab.test."]);
-    assert!(!db.read_file("/etc/postgresql/15/main/pg_hba.conf").contains("trust"));
+    assert!(!db.read_file(&format!("/etc/postgresql/{pg}/main/pg_hba.conf")).contains("trust"));
 
     // Re-runs keep the data: the install command again, and a scheduled-style run.
     let again = db.run_opts(
@@ -142,7 +152,7 @@ fn db_and_app_nodes_find_each_other_and_stay_converged() {
 
     // The journal, by the documented fields, and each line readable on its own.
     let by_field = db.journal(&["-t", "bootstrap", "STATE=pg-hba"]);
-    assert!(by_field.contains("pg-hba (file /etc/postgresql/15/main/pg_hba.conf): changed"), "{by_field}");
+    assert!(by_field.contains(&format!("pg-hba (file /etc/postgresql/{pg}/main/pg_hba.conf): changed")), "{by_field}");
     assert!(!db.journal(&["-t", "bootstrap", "KIND=file", "STATUS=changed"]).is_empty());
 
     // Leaving the fleet. A dry run shows what it would remove and changes nothing.

@@ -4,13 +4,24 @@
 //! journal. Every phase is timed (`--nocapture` shows the `[timing]` lines).
 
 use std::time::Instant;
-use vm_tests::{timed, Lab, RunOpts, Zone};
+use vm_tests::{timed, Debian, Lab, RunOpts, Zone};
 
 #[test]
 fn lab_smoke() {
+    smoke(Debian::Bookworm);
+}
+
+#[test]
+fn lab_smoke_on_debian13() {
+    smoke(Debian::Trixie);
+}
+
+fn smoke(debian: Debian) {
     let total = Instant::now();
-    let lab = timed("lab ready (base image + repo + netns)", || Lab::new("lab_smoke"));
+    let lab = timed("lab ready (base image + repo + netns)", || Lab::on("lab_smoke", debian));
     let mut node = timed("boot fresh node", || lab.boot("smoke1"));
+    let os = node.read_file("/etc/os-release");
+    assert!(os.contains(&format!("VERSION_ID=\"{}\"", debian.version())), "{os}");
 
     // systemd is PID 1 and healthy; identity and address are what the lab assigned.
     assert_eq!(node.exec(&["cat", "/proc/1/comm"]).stdout.trim(), "systemd");

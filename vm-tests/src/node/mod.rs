@@ -45,6 +45,10 @@ impl Node {
     pub fn addr(&self) -> Ipv4Addr {
         self.addr
     }
+    /// The Debian release it runs (its lab's).
+    pub fn debian(&self) -> crate::Debian {
+        self.lab.debian
+    }
     /// The container's root directory on the host.
     pub fn root(&self) -> &Path {
         &self.root
