@@ -4,8 +4,10 @@
 //! once (one at a time, the others say the lock is held, the node ends converged); runs
 //! SIGKILLed at many points (the next run converges; their validators die with them instead
 //! of running on); sshd listening where an `Include` of another directory and `ssh.socket`
-//! say (the table opens every port); a table that would shut out the SSH session running the
-//! install is refused and the live table stays as it was.
+//! say, and where an sshd started by hand listens (the table opens every port; a vendor
+//! drop-in hidden by one of the same name in /etc does not count); a table that would shut
+//! out the SSH session running the install, or with a stale `SSH_CONNECTION` (tmux) any open
+//! SSH connection, is refused and the live table stays as it was.
 
 use std::time::{Duration, Instant};
 
@@ -61,6 +63,15 @@ id = "fw"
 type = "firewall"
 "#;
 
+const FW_ONE_HOST: &str = r#"
+description = "the firewall, SSH from one address only"
+
+[[state]]
+id = "fw"
+type = "firewall"
+ssh_from = ["198.18.0.99/32"]
+"#;
+
 const FW_V4: &str = r#"
 description = "the firewall, SSH from an IPv4 network only"
 
@@ -111,6 +122,7 @@ fn faults_leave_no_secret_no_half_file_and_a_converging_node() {
     node.put_file(&format!("{ROLES}/slow.toml"), slow_role().as_bytes(), 0o644);
     node.put_file(&format!("{ROLES}/fw.toml"), FW.as_bytes(), 0o644);
     node.put_file(&format!("{ROLES}/fwv4.toml"), FW_V4.as_bytes(), 0o644);
+    node.put_file(&format!("{ROLES}/fwhost.toml"), FW_ONE_HOST.as_bytes(), 0o644);
 
     // A validator printing the secret, plain, base64 and hex: refused, and none of it shown.
     let r = bt(&node, "leak", &["apply", "--json"]);
@@ -200,14 +212,34 @@ fn faults_leave_no_secret_no_half_file_and_a_converging_node() {
     node.put_file("/etc/ssh/sshd_config.d/00-site.conf", b"Include /etc/ssh/site.d/*.conf\n", 0o644);
     node.put_file("/etc/ssh/site.d/port.conf", b"Port 22\nPort 2222\n", 0o644);
     node.put_file("/etc/systemd/system/ssh.socket.d/port.conf", b"[Socket]\nListenStream=\nListenStream=2223\n", 0o644);
+    // A vendor drop-in of the same name is hidden by the one in /etc, as systemd reads them.
+    node.put_file("/usr/lib/systemd/system/ssh.socket.d/port.conf", b"[Socket]\nListenStream=2224\n", 0o644);
     node.sh("systemctl daemon-reload && systemctl restart ssh").assert_ok("sshd on 22 and 2222");
+    // An sshd started by hand on a port no configuration names: open too.
+    node.exec(&["systemd-run", "--unit=sshd-by-hand", "/usr/sbin/sshd", "-D", "-p", "2299"]).assert_ok("sshd -p 2299");
+    wait_for("sshd on 2299", Duration::from_secs(10), || {
+        node.exec(&["ss", "-Hltn", "sport = :2299"]).stdout.contains("2299").then_some(())
+    });
     let r = bt(&node, "fw", &["apply"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     let table = node.run(&["nft", "list", "table", "inet", "bootstrap"]).stdout;
-    for port in ["22", "2222", "2223"] {
+    for port in ["22", "2222", "2223", "2299"] {
         assert!(table.contains(&format!("tcp dport {port} accept comment \"ssh\"")), "tcp/{port} not open:\n{table}");
     }
+    assert!(!table.contains("2224"), "the hidden vendor drop-in's port was opened:\n{table}");
     assert_eq!(bt(&node, "fw", &["--check"]).code, 0);
+
+    // A stale SSH_CONNECTION (tmux started over an earlier connection from .99) while the
+    // operator is connected from the lab host: the live connection is kept too, so a table
+    // admitting only .99 is refused, naming the live client.
+    let live = lab.in_netns(|| std::net::TcpStream::connect((node.addr(), 22)).expect("connect to sshd"));
+    let stale = RunOpts::default().env("SSH_CONNECTION", "198.18.0.99 40000 198.18.0.10 22");
+    let r = node.run_opts(&[BIN, "--roles", ROLES, "apply", "fwhost"], &stale);
+    let said = format!("{}{}", r.stdout, r.stderr);
+    assert_eq!(r.code, 1, "{said}");
+    assert!(said.contains("would shut out an open SSH session") && said.contains("from 198.18.0.1 "), "{said}");
+    assert_eq!(node.run(&["nft", "list", "table", "inet", "bootstrap"]).stdout, table, "the table changed");
+    drop(live);
 
     // Run from an SSH session over IPv6 with `ssh_from` naming IPv4 only: refused, the live
     // table as it was.

@@ -28,6 +28,10 @@ pub struct Facts {
 pub struct SshSession {
     pub client: std::net::IpAddr,
     pub port: u16,
+    /// The other half of the connection, to tell a live session from a stale variable (a tmux
+    /// or screen session keeps the one it was started in).
+    pub client_port: u16,
+    pub server: std::net::IpAddr,
 }
 
 impl SshSession {
@@ -57,13 +61,18 @@ impl SshSession {
     /// From `SSH_CONNECTION` (`client_ip client_port server_ip server_port`).
     pub fn parse(text: &str) -> Option<SshSession> {
         let f: Vec<&str> = text.split_whitespace().collect();
-        let [client, _, _, port] = f[..] else { return None };
+        let [client, client_port, server, port] = f[..] else { return None };
         // An IPv4 client of a dual-stack socket shows as ::ffff:a.b.c.d.
-        let client = match client.parse().ok()? {
+        let unmap = |ip: std::net::IpAddr| match ip {
             std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
             v4 => v4,
         };
-        Some(SshSession { client, port: port.parse().ok()? })
+        Some(SshSession {
+            client: unmap(client.parse().ok()?),
+            port: port.parse().ok()?,
+            client_port: client_port.parse().ok()?,
+            server: unmap(server.parse().ok()?),
+        })
     }
 }
 

@@ -20,6 +20,7 @@ pub mod rest;
 pub mod scram;
 pub mod scram_checked;
 pub mod signature;
+pub mod sockets;
 pub mod ssh_keygen;
 pub mod sshd_port;
 pub mod systemd;

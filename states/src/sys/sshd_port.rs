@@ -18,13 +18,16 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context as _, Result};
 
 use crate::engine::context::Context;
+use crate::engine::facts::SshSession;
+use crate::sys::sockets;
 
 pub const DEFAULT: u16 = 22;
 
 /// How deep `Include`s may nest (sshd's own limit is 16).
 const MAX_DEPTH: usize = 16;
 
-/// The TCP ports sshd is configured to listen on, sorted, never empty.
+/// The TCP ports sshd is configured to listen on and those it listens on now, sorted, never
+/// empty.
 pub fn ports(cx: &Context) -> Result<Vec<u16>> {
     let mut seen = Vec::new();
     let mut ports = Vec::new();
@@ -36,6 +39,7 @@ pub fn ports(cx: &Context) -> Result<Vec<u16>> {
         ports.push(DEFAULT);
     }
     ports.extend(socket_ports(cx)?);
+    ports.extend(live_ports(cx));
     ports.sort_unstable();
     ports.dedup();
     Ok(ports)
@@ -111,23 +115,43 @@ fn port(s: &str) -> Result<u16> {
 }
 
 /// The TCP ports of `ssh.socket`, when there is one: the unit (the first of /etc, /run,
-/// /usr/lib, /lib) and then its drop-ins, in file name order.
+/// /usr/lib, /lib) and then its drop-ins, in file name order, as systemd reads them: a drop-in
+/// in an earlier directory hides one of the same name in a later one, and a unit or drop-in
+/// that is empty or a link to /dev/null (masked) adds nothing.
 fn socket_ports(cx: &Context) -> Result<Vec<u16>> {
     const DIRS: &[&str] =
         &["/etc/systemd/system", "/run/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system"];
-    let Some(unit) = DIRS.iter().map(|d| PathBuf::from(d).join("ssh.socket")).find(|p| cx.path(p).is_file()) else {
+    let exists = |p: &Path| fs::symlink_metadata(cx.path(p)).is_ok();
+    let Some(unit) = DIRS.iter().map(|d| PathBuf::from(d).join("ssh.socket")).find(|p| exists(p)) else {
         return Ok(Vec::new());
     };
-    let mut files = vec![unit];
-    let mut drop_ins: Vec<PathBuf> = DIRS.iter().flat_map(|d| glob(cx, &format!("{d}/ssh.socket.d/*.conf"))).collect();
+    if masked(cx, &unit) {
+        return Ok(Vec::new());
+    }
+    let mut drop_ins: Vec<PathBuf> = Vec::new();
+    for d in DIRS {
+        for f in glob_entries(cx, &format!("{d}/ssh.socket.d/*.conf")) {
+            if !drop_ins.iter().any(|seen| seen.file_name() == f.file_name()) {
+                drop_ins.push(f);
+            }
+        }
+    }
     drop_ins.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
-    files.extend(drop_ins);
     let mut ports = Vec::new();
-    for f in files {
+    for f in std::iter::once(unit).chain(drop_ins) {
+        if masked(cx, &f) {
+            continue;
+        }
         let text = fs::read_to_string(cx.path(&f)).with_context(|| format!("cannot read {}", f.display()))?;
         listen_streams(&text, &mut ports);
     }
     Ok(ports)
+}
+
+/// A unit file or drop-in systemd ignores: a link to /dev/null, or empty.
+fn masked(cx: &Context, f: &Path) -> bool {
+    let link = fs::read_link(cx.path(f)).ok();
+    link.is_some_and(|l| l == Path::new("/dev/null")) || fs::metadata(cx.path(f)).map_or(true, |m| m.len() == 0)
 }
 
 /// Applies one unit file's `ListenStream=` lines of `[Socket]` to `ports`: an empty one
@@ -181,6 +205,15 @@ fn glob(cx: &Context, pattern: &str) -> Vec<PathBuf> {
     found.into_iter().filter(|p| cx.path(p).is_file()).collect()
 }
 
+/// Like `glob`, but whatever the names are (a link to /dev/null included).
+fn glob_entries(cx: &Context, pattern: &str) -> Vec<PathBuf> {
+    let (dir, file) = pattern.rsplit_once('/').unwrap_or(("/", pattern));
+    let Ok(entries) = fs::read_dir(cx.path(dir)) else { return Vec::new() };
+    let mut names: Vec<String> = entries.flatten().filter_map(|e| e.file_name().into_string().ok()).collect();
+    names.sort();
+    names.into_iter().filter(|n| wildcard(file, n)).map(|n| Path::new(dir).join(n)).collect()
+}
+
 /// Whether `name` matches `pattern` (`*`: any run, `?`: one character; a leading dot only
 /// when the pattern has one, as in the shell).
 fn wildcard(pattern: &str, name: &str) -> bool {
@@ -203,42 +236,56 @@ fn wildcard(pattern: &str, name: &str) -> bool {
 /// An address sshd listens on for `port` right now (the wildcard as loopback), from
 /// `/proc/net/tcp{,6}`; `None` when nothing listens there.
 pub fn listening(cx: &Context, port: u16) -> Option<SocketAddr> {
-    for (file, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
-        let text = fs::read_to_string(cx.path(file)).unwrap_or_default();
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            // Field 3 is the socket state; 0A is LISTEN.
-            let (Some(local), Some(&"0A")) = (f.get(1), f.get(3)) else { continue };
-            let Some((addr, p)) = local.split_once(':') else { continue };
-            if u16::from_str_radix(p, 16).ok() != Some(port) {
-                continue;
-            }
-            if let Some(ip) = proc_addr(addr, v6) {
-                let ip = match ip {
-                    IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-                    IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-                    other => other,
-                };
-                return Some(SocketAddr::new(ip, port));
-            }
-        }
-    }
-    None
+    let s = sockets::sockets(cx).into_iter().find(|s| s.state == sockets::LISTEN && s.local.port() == port)?;
+    let ip = match s.local.ip() {
+        IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        other => other,
+    };
+    Some(SocketAddr::new(ip, port))
 }
 
-/// `/proc/net/tcp*` prints addresses as 32-bit words in host byte order.
-fn proc_addr(hex: &str, v6: bool) -> Option<IpAddr> {
-    let words: Vec<[u8; 4]> = (0..hex.len() / 8)
-        .map(|i| u32::from_str_radix(hex.get(i * 8..i * 8 + 8)?, 16).ok().map(u32::to_ne_bytes))
-        .collect::<Option<_>>()?;
-    match (v6, words.as_slice()) {
-        (false, [w]) => Some(IpAddr::V4(Ipv4Addr::from(*w))),
-        (true, [a, b, c, d]) => {
-            let bytes: Vec<u8> = [a, b, c, d].iter().flat_map(|w| w.iter().copied()).collect();
-            Some(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?)))
-        }
-        _ => None,
+/// The SSH sessions to keep: the run's own, and when its connection is not open any more
+/// (`SSH_CONNECTION` inherited by a tmux or screen session from an earlier connection) also
+/// every connection open now to one of `ports`, since the one this run comes through can't be
+/// told from the others.
+pub fn sessions_to_keep(cx: &Context, own: Option<&SshSession>, ports: &[u16]) -> Vec<SshSession> {
+    let Some(own) = own else { return Vec::new() };
+    let open: Vec<sockets::Socket> =
+        sockets::sockets(cx).into_iter().filter(|s| s.state == sockets::ESTABLISHED).collect();
+    let live = |s: &sockets::Socket| {
+        s.local == SocketAddr::new(own.server, own.port) && s.remote == SocketAddr::new(own.client, own.client_port)
+    };
+    let mut keep = vec![own.clone()];
+    if !cx.is_live() || open.iter().any(live) {
+        return keep;
     }
+    tracing::debug!("SSH_CONNECTION names a connection that is gone (tmux, screen?): keeping every open SSH connection");
+    keep.extend(open.iter().filter(|s| ports.contains(&s.local.port())).map(|s| SshSession {
+        client: s.remote.ip(),
+        port: s.local.port(),
+        client_port: s.remote.port(),
+        server: s.local.ip(),
+    }));
+    keep
+}
+
+/// The TCP ports sshd's own processes listen on now, whatever its configuration says (started
+/// by hand with `-p`, a file we don't read): the table must open these too. A socket-activated
+/// listener is PID 1's, and its ports come from the socket unit instead.
+pub fn live_ports(cx: &Context) -> Vec<u16> {
+    let held = sockets::inodes_of(cx, "sshd");
+    if held.is_empty() {
+        return Vec::new();
+    }
+    let mut ports: Vec<u16> = sockets::sockets(cx)
+        .into_iter()
+        .filter(|s| s.state == sockets::LISTEN && held.contains(&s.inode))
+        .map(|s| s.local.port())
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
 }
 
 #[cfg(test)]
@@ -273,6 +320,60 @@ mod tests {
     }
 
     #[test]
+    fn a_stale_ssh_connection_variable_keeps_every_open_connection() {
+        let cx = Context {
+            root: "/".into(),
+            facts: Default::default(),
+            secrets: Default::default(),
+            runner: Box::new(crate::engine::runner::SystemRunner),
+            shared: Default::default(),
+        };
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let _accepted = l.accept().unwrap();
+        let here = c.local_addr().unwrap();
+        let live = SshSession::parse(&format!("127.0.0.1 {} 127.0.0.1 {port}", here.port())).unwrap();
+        assert_eq!(sessions_to_keep(&cx, Some(&live), &[port]), [live.clone()]);
+        // tmux kept the variable of a connection that is gone: every open one is kept as well.
+        let stale = SshSession::parse(&format!("198.51.100.7 50000 127.0.0.1 {port}")).unwrap();
+        let kept = sessions_to_keep(&cx, Some(&stale), &[port]);
+        assert!(kept.iter().any(|k| k.client_port == here.port() && k.port == port), "{kept:?}");
+        assert_eq!(kept[0], stale);
+        assert!(sessions_to_keep(&cx, None, &[port]).is_empty());
+    }
+
+    #[test]
+    fn socket_drop_ins_as_systemd_reads_them() {
+        let t = tempfile::tempdir().unwrap();
+        let cx = Context {
+            root: t.path().into(),
+            facts: Default::default(),
+            secrets: Default::default(),
+            runner: Box::new(crate::engine::runner::SystemRunner),
+            shared: Default::default(),
+        };
+        let put = |p: &str, s: &str| {
+            let p = t.path().join(p.trim_start_matches('/'));
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, s).unwrap();
+        };
+        put("/usr/lib/systemd/system/ssh.socket", "[Socket]\nListenStream=22\n");
+        put("/usr/lib/systemd/system/ssh.socket.d/port.conf", "[Socket]\nListenStream=\nListenStream=2201\n");
+        assert_eq!(socket_ports(&cx).unwrap(), [2201]);
+        // The same name in /etc hides the vendor's drop-in.
+        put("/etc/systemd/system/ssh.socket.d/port.conf", "[Socket]\nListenStream=2202\n");
+        assert_eq!(socket_ports(&cx).unwrap(), [22, 2202]);
+        // A drop-in masked by a link to /dev/null hides it too, and adds nothing.
+        fs::remove_file(t.path().join("etc/systemd/system/ssh.socket.d/port.conf")).unwrap();
+        std::os::unix::fs::symlink("/dev/null", t.path().join("etc/systemd/system/ssh.socket.d/port.conf")).unwrap();
+        assert_eq!(socket_ports(&cx).unwrap(), [22]);
+        // A masked unit listens nowhere.
+        std::os::unix::fs::symlink("/dev/null", t.path().join("etc/systemd/system/ssh.socket")).unwrap();
+        assert_eq!(socket_ports(&cx).unwrap(), Vec::<u16>::new());
+    }
+
+    #[test]
     fn wildcards_as_the_shell_matches_them() {
         assert!(wildcard("*.conf", "50-cloud-init.conf"));
         assert!(!wildcard("*.conf", "x.conf.bak"));
@@ -281,11 +382,26 @@ mod tests {
     }
 
     #[test]
-    fn decodes_proc_net_addresses() {
-        if cfg!(target_endian = "little") {
-            assert_eq!(proc_addr("0100007F", false), Some("127.0.0.1".parse().unwrap()));
-            assert_eq!(proc_addr("00000000000000000000000001000000", true), Some("::1".parse().unwrap()));
-        }
-        assert_eq!(proc_addr("00000000", false), Some("0.0.0.0".parse().unwrap()));
+    fn finds_what_a_process_listens_on() {
+        // This test process plays sshd: its comm is the test binary's, so ask for that name.
+        let me = std::fs::read_to_string("/proc/self/comm").unwrap();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let cx = Context {
+            root: "/".into(),
+            facts: Default::default(),
+            secrets: Default::default(),
+            runner: Box::new(crate::engine::runner::SystemRunner),
+            shared: Default::default(),
+        };
+        let held = sockets::inodes_of(&cx, me.trim_end());
+        let ports: Vec<u16> = sockets::sockets(&cx)
+            .into_iter()
+            .filter(|s| s.state == sockets::LISTEN && held.contains(&s.inode))
+            .map(|s| s.local.port())
+            .collect();
+        assert!(ports.contains(&port), "{port} not in {ports:?}");
+        assert_eq!(listening(&cx, port), Some(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port)));
+        assert!(live_ports(&cx).iter().all(|p| *p != port), "only sshd's own sockets count");
     }
 }

@@ -50,7 +50,9 @@ pub fn build(params: toml::Table, b: &mut Builder) -> Result<Box<dyn State>> {
     let table = rules::table(&spec, &ssh_ports)?;
     // Under --root the table is another machine's: this session is not its concern.
     if b.cx.is_live() {
-        rules::keeps_session(&spec, b.cx.facts.ssh_session.as_ref(), &ssh_ports)?;
+        for (i, session) in sshd_port::sessions_to_keep(b.cx, b.cx.facts.ssh_session.as_ref(), &ssh_ports).iter().enumerate() {
+            rules::keeps_session(&spec, session, i == 0, &ssh_ports)?;
+        }
     }
     // Said when the node has an address of that family, where SSH over it would work otherwise.
     let has = |v6: bool| b.cx.facts.addresses.iter().any(|a| a.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_ipv6() == v6));
@@ -258,13 +260,18 @@ fn nft_check(cx: &Context, script: &str) -> Result<()> {
 }
 
 /// After loading: the kernel holds exactly the table we rendered (so it admits SSH, which
-/// `firewall_rules::table` checked), and sshd, where it listens, still accepts a connection.
+/// `firewall_rules::table` checked), every port sshd's processes listen on is one it opens,
+/// and sshd, where it listens, still accepts a connection.
 /// The connection goes over loopback, so it proves sshd and the host's network stack are
 /// alive rather than the SSH rule itself; that rule is proven by the table read back.
 fn confirm(cx: &Context, want: &Table, ssh_ports: &[u16]) -> Result<()> {
     let have = observe(cx)?;
     if have.as_ref() != Some(want) {
         bail!("the table read back is not the one loaded ({})", describe(have.as_ref(), want));
+    }
+    // sshd may have come to listen where the plan did not see it (a restart in this run).
+    if let Some(p) = sshd_port::live_ports(cx).into_iter().find(|p| !ssh_ports.contains(p)) {
+        bail!("sshd listens on tcp/{p}, which the table loaded does not open");
     }
     for &p in ssh_ports {
         if let Some(addr) = sshd_port::listening(cx, p) {

@@ -250,12 +250,14 @@ pub fn table(spec: &Spec, ssh_ports: &[u16]) -> Result<Table> {
 
 /// Refuses `ssh_from` networks that leave out the SSH session this run came from, naming its
 /// address family when `ssh_from` names none of that family. A run from cron has no session.
-pub fn keeps_session(spec: &Spec, session: Option<&SshSession>, ssh_ports: &[u16]) -> Result<()> {
-    let Some(s) = session else { return Ok(()) };
+/// `own`: the run's own session; otherwise another open one, kept because the run's own
+/// variable named a connection that is gone.
+pub fn keeps_session(spec: &Spec, s: &SshSession, own: bool, ssh_ports: &[u16]) -> Result<()> {
+    let which = if own { "this SSH session" } else { "an open SSH session (this run's SSH_CONNECTION is stale: tmux?)" };
     if !ssh_ports.contains(&s.port) {
         let ports: Vec<String> = ssh_ports.iter().map(ToString::to_string).collect();
         bail!(
-            "refused: this SSH session came in on tcp/{}, which sshd's configuration does not name (it names {}): the table would not let it in again; nothing was changed",
+            "refused: {which} came in on tcp/{}, which sshd's configuration does not name (it names {}): the table would not let it in again; nothing was changed",
             s.port,
             ports.join(", ")
         );
@@ -275,7 +277,7 @@ pub fn keeps_session(spec: &Spec, session: Option<&SshSession>, ssh_ports: &[u16
         format!("; it names no {family} network, so SSH over {family} would be shut out")
     };
     bail!(
-        "refused: `ssh_from` ({}) would shut out this SSH session, from {} on tcp/{}{why}; add its network to `ssh_from`, or run from an address it allows; nothing was changed",
+        "refused: `ssh_from` ({}) would shut out {which}, from {} on tcp/{}{why}; add its network to `ssh_from`, or run from an address it allows; nothing was changed",
         listed.join(", "),
         s.client,
         s.port
