@@ -327,10 +327,14 @@ fn a_managed_file_is_never_written_through_a_linked_directory() {
     let elsewhere = tempfile::tempdir().unwrap();
     let cx = cx(root.path());
     // A directory someone else owns swapped for a link (to /etc/sudoers.d, say), and an
-    // absolute link in the tree that would lead out of the root.
+    // absolute link in the tree that would lead out of the root; both that user's (uid 1000:
+    // a link root placed would be followed, inside the root).
     fs::create_dir_all(root.path().join("var/lib")).unwrap();
     std::os::unix::fs::symlink(elsewhere.path(), root.path().join("var/lib/postgresql")).unwrap();
     std::os::unix::fs::symlink(elsewhere.path(), root.path().join("opt")).unwrap();
+    for l in ["var/lib/postgresql", "opt"] {
+        std::os::unix::fs::lchown(root.path().join(l), Some(1000), None).unwrap();
+    }
     let role = r#"
 [[state]]
 id = "inside"
@@ -381,6 +385,7 @@ fn no_directory_or_mode_change_goes_through_a_linked_directory() {
     let cx = cx(root.path());
     fs::create_dir_all(root.path().join("var/lib")).unwrap();
     std::os::unix::fs::symlink(elsewhere.path(), root.path().join("var/lib/app")).unwrap();
+    std::os::unix::fs::lchown(root.path().join("var/lib/app"), Some(1000), None).unwrap();
     // A file that exists beyond the link with the content the role wants: only its mode differs.
     fs::write(elsewhere.path().join("conf"), "same\n").unwrap();
     fs::set_permissions(elsewhere.path().join("conf"), fs::Permissions::from_mode(0o600)).unwrap();
@@ -405,4 +410,73 @@ path = "/var/lib/app/sub"
     }
     assert_eq!(mode(&elsewhere.path().join("conf")), 0o600, "a mode was changed through the link");
     assert!(!elsewhere.path().join("sub").exists(), "a directory was made through the link");
+}
+
+#[test]
+fn a_link_root_placed_is_followed_inside_the_root() {
+    // The operator's `/var/www -> /data/www`: absolute, so under the root, never the host's.
+    let root = tempfile::tempdir().unwrap();
+    let cx = cx(root.path());
+    fs::create_dir_all(root.path().join("var")).unwrap();
+    fs::create_dir_all(root.path().join("data/www")).unwrap();
+    std::os::unix::fs::symlink("/data/www", root.path().join("var/www")).unwrap();
+    let role = r#"
+[[state]]
+id = "page"
+type = "file"
+path = "/var/www/site/index.html"
+content = "hello\n"
+validate = ["grep", "-q", "hello", "{}"]
+
+[[state]]
+id = "dir"
+type = "directory"
+path = "/var/www/site/img"
+"#;
+    let nodes = nodes(&cx, role, &[]).unwrap();
+    let r = apply(&cx, &nodes);
+    assert_eq!((r.changed, r.failed), (2, 0), "{:?}", r.states);
+    assert_eq!(fs::read_to_string(root.path().join("data/www/site/index.html")).unwrap(), "hello\n");
+    assert!(root.path().join("data/www/site/img").is_dir());
+    assert_eq!(check(&cx, &nodes).pending, 0);
+}
+
+#[test]
+fn a_directory_of_another_user_holds_only_that_users_files() {
+    // Debian's /etc/postgresql/15/main is postgres's (here uid 104).
+    let root = tempfile::tempdir().unwrap();
+    let cx = cx(root.path());
+    let main = root.path().join("etc/postgresql/15/main");
+    fs::create_dir_all(&main).unwrap();
+    for d in ["etc/postgresql", "etc/postgresql/15", "etc/postgresql/15/main"] {
+        std::os::unix::fs::chown(root.path().join(d), Some(104), Some(104)).unwrap();
+    }
+    let role = r#"
+[[state]]
+id = "postgres-owned"
+type = "file"
+path = "/etc/postgresql/15/main/pg_hba.conf"
+content = "local all all peer\n"
+owner = "104"
+group = "104"
+mode = "0640"
+
+[[state]]
+id = "root-owned"
+type = "file"
+path = "/etc/postgresql/15/main/root.conf"
+content = "x\n"
+"#;
+    let nodes = nodes(&cx, role, &[]).unwrap();
+    let r = apply(&cx, &nodes);
+    assert_eq!((r.changed, r.failed), (1, 1), "{:?}", r.states);
+    assert_eq!(fs::metadata(main.join("pg_hba.conf")).unwrap().uid(), 104);
+    let err = r.states[1].error.as_deref().unwrap();
+    assert!(err.contains("/etc/postgresql is owned by user 104 (not root and not the file's owner)"), "{err}");
+    assert!(!main.join("root.conf").exists());
+    // Only a mode differs now: fixed through the same walk.
+    fs::set_permissions(main.join("pg_hba.conf"), fs::Permissions::from_mode(0o600)).unwrap();
+    let r = apply(&cx, &nodes);
+    assert_eq!((r.changed, r.failed), (1, 1), "{:?}", r.states);
+    assert_eq!(mode(&main.join("pg_hba.conf")), 0o640);
 }

@@ -150,7 +150,7 @@ fn a_table_that_would_shut_out_the_ssh_session_of_the_run_is_refused() {
     use states::kinds::firewall::rules::keeps_session;
     let spec_with = |from: &str| spec(toml::from_str(&format!("ssh_from = {from}")).unwrap()).unwrap();
     let check = |from: &str, session: &str, ports: &[u16]| {
-        keeps_session(&spec_with(from), SshSession::parse(session).as_ref(), ports).map_err(|e| format!("{e:#}"))
+        keeps_session(&spec_with(from), &SshSession::parse(session).unwrap(), true, ports).map_err(|e| format!("{e:#}"))
     };
     // Over IPv6 with only IPv4 networks: refused, naming the family.
     let err = check("[\"198.18.0.0/24\"]", "2001:db8::5 50122 2001:db8::10 22", &[22]).unwrap_err();
@@ -168,10 +168,13 @@ fn a_table_that_would_shut_out_the_ssh_session_of_the_run_is_refused() {
     // let it in again.
     let err = check("[\"198.18.0.0/24\"]", "198.18.0.99 50122 198.18.0.10 2200", &[22]).unwrap_err();
     assert!(err.contains("came in on tcp/2200, which sshd's configuration does not name"), "{err}");
-    // Inside them, from loopback, or no session (a scheduled run): accepted.
+    // Another open session, kept because this run's variable is stale: said so.
+    let s = SshSession::parse("203.0.113.8 50122 198.18.0.10 22").unwrap();
+    let err = keeps_session(&spec_with("[\"198.18.0.0/24\"]"), &s, false, &[22]).unwrap_err().to_string();
+    assert!(err.contains("would shut out an open SSH session (this run's SSH_CONNECTION is stale"), "{err}");
+    // Inside them, or from loopback: accepted.
     check("[\"198.18.0.0/24\"]", "198.18.0.99 50122 198.18.0.10 22", &[22]).unwrap();
     check("[\"198.18.0.0/24\"]", "127.0.0.1 50122 127.0.0.1 22", &[22]).unwrap();
-    keeps_session(&spec_with("[\"10.0.0.0/8\"]"), None, &[22]).unwrap();
     assert!(SshSession::parse("garbage").is_none());
 }
 

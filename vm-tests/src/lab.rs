@@ -1,7 +1,7 @@
 //! The lab for one test: its namespace, its scratch directory, and every way to put something in it.
 
-use crate::network::{Netns, BRIDGE, HOST_ADDR, PREFIX_LEN};
 use crate::debian::Debian;
+use crate::network::{Netns, BRIDGE, HOST_ADDR, PREFIX_LEN};
 use crate::places;
 use crate::{HttpServer, Knot, Node, NodeBuilder, Pebble, Zone};
 use std::fs;
@@ -74,9 +74,14 @@ impl Lab {
         let dir = places::scratch_root().join(&name);
         fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
         // From here on, Drop of `inner` undoes whatever part got created.
-        let inner = Arc::new(LabInner { netns: Netns::named(&name), dir, base, repo, debian, docker: AtomicBool::new(false) });
+        let inner =
+            Arc::new(LabInner { netns: Netns::named(&name), dir, base, repo, debian, docker: AtomicBool::new(false) });
         inner.netns.create();
-        eprintln!("[vm-tests] lab {} ready (Debian {}, bridge {BRIDGE} {HOST_ADDR}/{PREFIX_LEN})", inner.name(), debian.version());
+        eprintln!(
+            "[vm-tests] lab {} ready (Debian {}, bridge {BRIDGE} {HOST_ADDR}/{PREFIX_LEN})",
+            inner.name(),
+            debian.version()
+        );
         Lab { inner }
     }
 

@@ -124,8 +124,10 @@ fn scenario(debian: Debian) {
     assert_eq!(app_sql(&app, "select count(*) from rows").assert_ok("after rotation").stdout.trim(), "500");
 
     // Drift on the db node: listed, then healed in one run.
-    db.sh(&format!("echo 'host all all 0.0.0.0/0 trust' >> /etc/postgresql/{pg}/main/pg_hba.conf && systemctl stop postgresql"))
-        .assert_ok("drift");
+    db.sh(&format!(
+        "echo 'host all all 0.0.0.0/0 trust' >> /etc/postgresql/{pg}/main/pg_hba.conf && systemctl stop postgresql"
+    ))
+    .assert_ok("drift");
     knot.update("lab.test", &["delete _postgresql._tcp.lab.test. SRV"]);
     let listed = pending(&db);
     for id in ["pg-hba", "postgresql-service", "dns-postgresql"] {

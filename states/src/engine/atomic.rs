@@ -28,10 +28,10 @@ pub struct FileWrite<'a> {
 }
 
 /// Replace `abs` (a path as the role names it, resolved under the root) with `bytes`. The
-/// directories on the way are reached without following links (`beneath`), missing ones made
-/// 0755; everything after goes through the directory so reached.
+/// directories on the way are reached without following links (`beneath`; they may be the
+/// new owner's), missing ones made 0755; everything after goes through the directory so reached.
 pub fn write_file(cx: &Context, abs: &Path, bytes: &[u8], w: &FileWrite) -> Result<()> {
-    let (opened, name) = beneath::open_parent(cx, abs, Some(0o755))?;
+    let (opened, name) = beneath::open_parent(cx, abs, Some(0o755), w.uid)?;
     let (dir, path) = (opened.path(), opened.join(&name));
     let (dir, name) = (dir.as_path(), name.as_str());
     sweep_stale(dir, name);
@@ -51,8 +51,9 @@ pub fn write_file(cx: &Context, abs: &Path, bytes: &[u8], w: &FileWrite) -> Resu
 
     if let Some(argv) = w.validate {
         // The validator may run as another user (`runuser -u postgres`), who can't reach this
-        // process's descriptors: it gets the temp file by its ordinary path. It only reads.
-        let named = cx.path(abs).with_file_name(tmp.path().file_name().unwrap_or_default());
+        // process's descriptors: it gets the temp file by its ordinary path (where the walk
+        // found the directory, links resolved). It only reads.
+        let named = cx.path(opened.resolved()).join(tmp.path().file_name().unwrap_or_default());
         validate(cx, abs, &named, argv)?;
     }
     if w.secret {
@@ -98,11 +99,10 @@ pub fn backup_path(cx: &Context, abs: &Path) -> PathBuf {
     cx.layout().backup_dir().join(abs.strip_prefix("/").unwrap_or(abs))
 }
 
-/// The content of the regular file at `path`, opened without following a link and without
-/// blocking (whoever owns the directory could have put a link to `/etc/shadow` or a FIFO
-/// there since the plan): `None` when there is no regular file.
-fn read_regular(path: &Path) -> Result<Option<Vec<u8>>> {
-    use std::io::Read;
+/// The regular file at `path`, opened without following a link and without blocking (whoever
+/// owns the directory could have put a link to `/etc/shadow` or a FIFO there since the plan):
+/// `None` when there is no regular file.
+pub fn open_regular(path: &Path) -> Result<Option<File>> {
     use std::os::unix::fs::OpenOptionsExt;
     let f = match fs::OpenOptions::new()
         .read(true)
@@ -113,16 +113,22 @@ fn read_regular(path: &Path) -> Result<Option<Vec<u8>>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    if !f.metadata()?.is_file() {
-        return Ok(None);
-    }
+    Ok(f.metadata()?.is_file().then_some(f))
+}
+
+/// The content of the regular file at `path` (opened as `open_regular` does), at most
+/// `MAX_READ` bytes of it.
+pub fn read_regular(path: &Path) -> Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let Some(f) = open_regular(path)? else { return Ok(None) };
     let mut bytes = Vec::new();
-    f.take(MAX_BACKUP).read_to_end(&mut bytes)?;
+    f.take(MAX_READ).read_to_end(&mut bytes).with_context(|| format!("cannot read {}", path.display()))?;
     Ok(Some(bytes))
 }
 
-/// The most of an old file that is kept (a managed file is a configuration file).
-const MAX_BACKUP: u64 = 64 << 20;
+/// The most of a current file that is read, to compare or keep (a managed file is a
+/// configuration file).
+const MAX_READ: u64 = 64 << 20;
 
 /// Keep a copy of the current `path` as the previous version of `abs`, when it is a regular
 /// file (read as `read_regular` does).

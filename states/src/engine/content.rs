@@ -20,6 +20,20 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// `sha256_hex` of everything `r` gives, a piece at a time (a downloaded file may be large).
+pub fn sha256_hex_of(mut r: impl std::io::Read) -> std::io::Result<String> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0; 64 << 10];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => return Ok(hex::encode(h.finalize())),
+            Ok(n) => h.update(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// How secret content is shown everywhere: its size, never the text nor a hash of it (an
 /// unkeyed hash of a small file lets anyone who reads the report test guesses of the password
 /// offline). A diff is shown only when the content changed, so nothing is lost.
@@ -56,6 +70,12 @@ mod tests {
         assert!(!d.contains("canary"), "{d}");
         assert_eq!(d, "<redacted: 0 lines, 0 bytes> -> <redacted: 1 lines, 20 bytes>");
         assert!(!d.contains(&sha256_hex(b"password=canary-123\n")[..12]), "{d}");
+    }
+
+    #[test]
+    fn a_hash_read_in_pieces_is_the_hash_of_the_whole() {
+        let big = vec![7u8; (64 << 10) * 2 + 3];
+        assert_eq!(sha256_hex_of(&big[..]).unwrap(), sha256_hex(&big));
     }
 
     #[test]

@@ -92,6 +92,12 @@ impl Ownership {
         v
     }
 
+    /// The owner's uid, for the directories on the way (`beneath`): `None` when the role
+    /// names none, or a user not made yet (a plan made ahead): root's rule then.
+    pub fn owner_uid(&self) -> Option<u32> {
+        self.owner.as_deref().and_then(|o| uid(o).ok().flatten())
+    }
+
     /// The numeric owner and group for a new path (`None`: the creating process's own).
     pub fn ids(&self) -> Result<(Option<u32>, Option<u32>)> {
         let u = match &self.owner {
@@ -106,14 +112,25 @@ impl Ownership {
     }
 }
 
-/// `apply_meta` on `abs` (a path as the role names it) under the root, reached without
-/// following a link in any directory on the way (`beneath`).
+/// `apply_meta_owned` on a path of root's.
 pub fn apply_meta_at<'a>(cx: &Context, abs: &Path, ops: impl Iterator<Item = &'a MetaOp>) -> Result<()> {
+    apply_meta_owned(cx, abs, None, ops)
+}
+
+/// `apply_meta` on `abs` (a path as the role names it) under the root, reached without
+/// following a link in any directory on the way (`beneath`); those directories may be
+/// `owner`'s (the path's owner as the role gives it, `None`: root).
+pub fn apply_meta_owned<'a>(
+    cx: &Context,
+    abs: &Path,
+    owner: Option<u32>,
+    ops: impl Iterator<Item = &'a MetaOp>,
+) -> Result<()> {
     let ops: Vec<&MetaOp> = ops.collect();
     if ops.is_empty() {
         return Ok(());
     }
-    let (dir, name) = beneath::open_parent(cx, abs, None)?;
+    let (dir, name) = beneath::open_parent(cx, abs, None, owner)?;
     let through = dir.join(&name);
     // Errors name the path as the operator knows it, not the descriptor's.
     apply_meta(&through, ops.into_iter()).map_err(|e| {

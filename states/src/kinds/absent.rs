@@ -4,14 +4,15 @@
 //! `recursive = true`.
 
 use std::fs;
-use std::io::ErrorKind;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context as _, Result};
+use nix::sys::stat::SFlag;
+use nix::unistd::{unlinkat, UnlinkatFlags};
 use serde::Deserialize;
 
 use crate::engine::atomic::{backup, forget_backup, sync_dir};
+use crate::engine::beneath;
 use crate::engine::context::Context;
 use crate::engine::contract::{Change, Claim, Plan, State};
 use crate::engine::build::{display, managed_path, params, Builder};
@@ -55,53 +56,100 @@ impl State for AbsentState {
     }
 
     fn plan(&self, cx: &Context) -> Result<Plan> {
-        let real = cx.path(&self.path);
         let mut plan = Plan::default();
-        match fs::symlink_metadata(&real) {
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", self.target())),
-            Ok(m) if m.is_dir() => {
-                let entries = fs::read_dir(&real)?.count();
-                if entries > 0 && !self.recursive {
-                    bail!("{} is a directory with {entries} entries; set `recursive = true` to remove it", self.target());
-                }
-                plan.push(Change::new(format!("remove directory ({entries} entries)"), RemoveOp::Dir));
+        // Looked at inside its directory, reached without following a link: what is planned
+        // for is what `apply` removes.
+        let Some((dir, name)) = beneath::find_parent(cx, &self.path, None)? else { return Ok(plan) };
+        let Some(st) = beneath::lstat_at(&dir, &name)? else { return Ok(plan) };
+        let kind = beneath::kind(&st);
+        if kind == SFlag::S_IFDIR {
+            let entries = fs::read_dir(dir.join(&name))
+                .with_context(|| format!("cannot read {}", self.target()))?
+                .count();
+            if entries > 0 && !self.recursive {
+                bail!("{} is a directory with {entries} entries; set `recursive = true` to remove it", self.target());
             }
-            Ok(m) if m.file_type().is_symlink() => {
-                plan.push(Change::new("remove symlink", RemoveOp::File { keep_copy: false }))
-            }
+            plan.push(Change::new(format!("remove directory ({entries} entries)"), RemoveOp::Dir));
+        } else if kind == SFlag::S_IFLNK {
+            plan.push(Change::new("remove symlink", RemoveOp::File { keep_copy: false }))
+        } else if st.st_mode & 0o004 == 0 {
             // No diff: the removed content may be secret. Its last version is in the backup,
             // unless it is private: a copy would keep a rotated-out secret forever.
-            Ok(m) if m.permissions().mode() & 0o004 == 0 => plan.push(Change::new(
-                format!("remove file ({} bytes; private, so no copy is kept)", m.len()),
+            plan.push(Change::new(
+                format!("remove file ({} bytes; private, so no copy is kept)", st.st_size),
                 RemoveOp::File { keep_copy: false },
-            )),
-            Ok(m) => {
-                plan.push(Change::new(format!("remove file ({} bytes)", m.len()), RemoveOp::File { keep_copy: true }))
-            }
+            ))
+        } else {
+            plan.push(Change::new(format!("remove file ({} bytes)", st.st_size), RemoveOp::File { keep_copy: true }))
         }
         Ok(plan)
     }
 
     fn apply(&self, cx: &Context, plan: &Plan) -> Result<()> {
-        let real = cx.path(&self.path);
+        let (dir, name) = beneath::open_parent(cx, &self.path, None, None)?;
         for op in plan.ops::<RemoveOp>() {
             match op {
                 RemoveOp::File { keep_copy } => {
+                    // `backup` opens it without following a link.
                     if *keep_copy {
-                        backup(cx, &self.path, &real)?;
-                    } else if !real.is_symlink() {
+                        backup(cx, &self.path, &dir.join(&name))?;
+                    } else if beneath::lstat_at(&dir, &name)?.is_some_and(|st| beneath::kind(&st) != SFlag::S_IFLNK) {
                         forget_backup(cx, &self.path)?;
                     }
-                    fs::remove_file(&real)
+                    unlinkat(&dir, name.as_str(), UnlinkatFlags::NoRemoveDir).map_err(std::io::Error::from)
                 }
-                RemoveOp::Dir => fs::remove_dir_all(&real),
+                // Does not follow a link in the tree (nor one put in its place).
+                RemoveOp::Dir => fs::remove_dir_all(dir.join(&name)),
             }
             .with_context(|| format!("cannot remove {}", self.target()))?;
         }
-        if let Some(dir) = real.parent() {
-            sync_dir(dir)?;
-        }
-        Ok(())
+        sync_dir(&dir.path())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::facts::Facts;
+    use crate::engine::runner::SystemRunner;
+    use crate::engine::secrets::Secrets;
+
+    #[test]
+    fn nothing_is_removed_through_a_linked_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let cx = Context {
+            root: root.path().to_path_buf(),
+            facts: Facts::default(),
+            secrets: Secrets::default(),
+            runner: Box::new(SystemRunner),
+            shared: Default::default(),
+        };
+        fs::write(elsewhere.path().join("sudoers"), "keep").unwrap();
+        fs::create_dir_all(root.path().join("var/lib")).unwrap();
+        // An application's directory swapped for a link by its user (uid 1000).
+        let link = root.path().join("var/lib/app");
+        std::os::unix::fs::symlink(elsewhere.path(), &link).unwrap();
+        std::os::unix::fs::lchown(&link, Some(1000), None).unwrap();
+        let mut t = toml::Table::new();
+        t.insert("path".into(), "/var/lib/app/sudoers".into());
+        let state = AbsentState::build(t).unwrap();
+        let err = format!("{:#}", state.plan(&cx).err().expect("a plan through the link"));
+        assert!(err.contains("/var/lib/app is a symbolic link owned by user 1000"), "{err}");
+        // A plan made before the swap: the removal is refused too.
+        let mut plan = Plan::default();
+        plan.push(Change::new("remove file", RemoveOp::File { keep_copy: true }));
+        let err = format!("{:#}", state.apply(&cx, &plan).expect_err("a removal through the link"));
+        assert!(err.contains("/var/lib/app is a symbolic link"), "{err}");
+        assert_eq!(fs::read_to_string(elsewhere.path().join("sudoers")).unwrap(), "keep");
+
+        // Without the link, the file there goes.
+        fs::remove_file(&link).unwrap();
+        fs::create_dir(&link).unwrap();
+        fs::write(link.join("sudoers"), "x").unwrap();
+        let plan = state.plan(&cx).unwrap();
+        state.apply(&cx, &plan).unwrap();
+        assert!(!link.join("sudoers").exists());
+        assert!(state.plan(&cx).unwrap().changes.is_empty());
     }
 }

@@ -10,12 +10,13 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use serde::Deserialize;
 
 use crate::engine::atomic::{self, FileWrite};
-use crate::engine::content::{sha256_hex, unified_diff, Content};
+use crate::engine::beneath;
+use crate::engine::content::{sha256_hex, sha256_hex_of, unified_diff, Content};
 use crate::engine::context::Context;
 use crate::engine::contract::{Change, Claim, Plan, State};
 use crate::sys::fetch::fetch;
 use crate::engine::build::{display, managed_path, params, Builder};
-use crate::files::ownership::{apply_meta_at, MetaOp, Mode, Ownership};
+use crate::files::ownership::{apply_meta_owned, MetaOp, Mode, Ownership};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -139,15 +140,20 @@ impl State for FileState {
     }
 
     fn plan(&self, cx: &Context) -> Result<Plan> {
-        let real = cx.path(&self.path);
         let shown = display(&self.path);
         let mut plan = Plan::default();
-        let meta = match fs::symlink_metadata(&real) {
-            Ok(m) => Some(m),
-            Err(e) if e.kind() == ErrorKind::NotFound => None,
-            Err(e) => return Err(e).with_context(|| format!("cannot inspect {shown}")),
+        // Through its directory reached without following a link, and the file opened without
+        // following one nor waiting on a FIFO: what is compared is what a write replaces.
+        let found = beneath::find_parent(cx, &self.path, self.own.owner_uid())?;
+        let here = found.as_ref().map(|(dir, name)| dir.join(name));
+        let meta = match here.as_deref().map(fs::symlink_metadata) {
+            Some(Ok(m)) => Some(m),
+            Some(Err(e)) if e.kind() != ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("cannot inspect {shown}"))
+            }
+            _ => None,
         };
-        let Some(meta) = meta else {
+        let (Some(meta), Some(here)) = (meta, here) else {
             let (summary, diff) = match &self.body {
                 Body::Inline(c) => (
                     format!("create file ({} bytes)", c.bytes.len()),
@@ -167,31 +173,36 @@ impl State for FileState {
             plan.push(Change::new("replace symlink with a file", WriteOp));
             return Ok(plan);
         }
+        let not_regular = || Change::new("replace what is there (not a regular file) with a file", WriteOp);
         match &self.body {
-            Body::Inline(c) => {
-                let have = fs::read(&real).with_context(|| format!("cannot read {shown}"))?;
-                if have != c.bytes {
+            Body::Inline(c) => match atomic::read_regular(&here)? {
+                // Equal only when nothing was left unread (the read stops at 64 MiB).
+                Some(have) if have == c.bytes && meta.len() == have.len() as u64 => {}
+                Some(have) => {
                     let diff = unified_diff(&shown, &have, &c.bytes, c.secret);
                     plan.push(Change::new("content differs", WriteOp).with_diff(Some(diff)));
                 }
-            }
-            Body::Remote { url, sha256 } => {
-                let have = fs::read(&real).with_context(|| format!("cannot read {shown}"))?;
-                let have_sum = sha256_hex(&have);
-                if &have_sum != sha256 {
-                    let diff = format!("sha256 {have_sum} -> {sha256}");
-                    plan.push(Change::new(format!("content differs; download {url}"), WriteOp).with_diff(Some(diff)));
+                None => plan.push(not_regular()),
+            },
+            Body::Remote { url, sha256 } => match atomic::open_regular(&here)? {
+                Some(f) => {
+                    let have_sum = sha256_hex_of(f).with_context(|| format!("cannot read {shown}"))?;
+                    if &have_sum != sha256 {
+                        let diff = format!("sha256 {have_sum} -> {sha256}");
+                        plan.push(Change::new(format!("content differs; download {url}"), WriteOp).with_diff(Some(diff)));
+                    }
                 }
-            }
+                None => plan.push(not_regular()),
+            },
         }
         plan.changes.extend(self.own.plan(&meta));
         Ok(plan)
     }
 
     fn apply(&self, cx: &Context, plan: &Plan) -> Result<()> {
-        let real = cx.path(&self.path);
+        let owner = self.own.owner_uid();
         if plan.ops::<WriteOp>().next().is_none() {
-            return apply_meta_at(cx, &self.path, plan.ops::<MetaOp>());
+            return apply_meta_owned(cx, &self.path, owner, plan.ops::<MetaOp>());
         }
         let bytes = match &self.body {
             Body::Inline(c) => std::borrow::Cow::Borrowed(&c.bytes),
@@ -206,7 +217,9 @@ impl State for FileState {
         };
         // Attributes the role leaves open are kept from the current file (the rename replaces
         // a symlink itself, never its target).
-        let existing = fs::symlink_metadata(&real).ok().filter(|m| m.is_file());
+        let existing = beneath::find_parent(cx, &self.path, owner)?
+            .and_then(|(dir, name)| fs::symlink_metadata(dir.join(&name)).ok())
+            .filter(|m| m.is_file());
         let (uid, gid) = self.own.ids()?;
         let mode = self
             .own
@@ -222,5 +235,72 @@ impl State for FileState {
             secret: matches!(&self.body, Body::Inline(c) if c.secret),
         };
         atomic::write_file(cx, &self.path, &bytes, &w)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::build::Render;
+    use crate::engine::facts::Facts;
+    use crate::engine::runner::SystemRunner;
+    use crate::engine::secrets::Secrets;
+    use std::path::Path;
+
+    struct NoTemplates;
+    impl Render for NoTemplates {
+        fn render(&mut self, name: &str) -> Result<Content> {
+            bail!("no template {name}")
+        }
+    }
+
+    fn state(root: &Path, path: &str) -> (Context, FileState) {
+        let cx = Context {
+            root: root.to_path_buf(),
+            facts: Facts::default(),
+            secrets: Secrets::default(),
+            runner: Box::new(SystemRunner),
+            shared: Default::default(),
+        };
+        let mut t = toml::Table::new();
+        t.insert("path".into(), path.into());
+        t.insert("content".into(), "wanted\n".into());
+        let s = FileState::build(t, &mut Builder::new("f", &cx, &mut NoTemplates)).unwrap();
+        (cx, s)
+    }
+
+    #[test]
+    fn the_plan_reads_nothing_through_a_link_nor_waits_on_a_fifo() {
+        let root = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        fs::write(elsewhere.path().join("conf"), "canary-shadow\n").unwrap();
+        fs::create_dir_all(root.path().join("var/lib")).unwrap();
+        // A directory its user (uid 1000) swapped for a link: its diff would show what is there.
+        let link = root.path().join("var/lib/app");
+        std::os::unix::fs::symlink(elsewhere.path(), &link).unwrap();
+        std::os::unix::fs::lchown(&link, Some(1000), None).unwrap();
+        let (cx, s) = state(root.path(), "/var/lib/app/conf");
+        let err = format!("{:#}", s.plan(&cx).err().expect("a plan through the link"));
+        assert!(err.contains("/var/lib/app is a symbolic link owned by user 1000"), "{err}");
+        assert!(!err.contains("canary"), "{err}");
+
+        // A link at the file itself is replaced, never read.
+        fs::create_dir_all(root.path().join("etc")).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path().join("conf"), root.path().join("etc/conf")).unwrap();
+        let (cx, s) = state(root.path(), "/etc/conf");
+        let plan = s.plan(&cx).unwrap();
+        assert_eq!(plan.changes[0].summary, "replace symlink with a file");
+        assert!(plan.changes[0].diff.is_none());
+
+        // A FIFO: the plan returns (a read would wait for a writer forever).
+        nix::unistd::mkfifo(&root.path().join("etc/fifo"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        let (done, wait) = std::sync::mpsc::channel();
+        let r = root.path().to_path_buf();
+        std::thread::spawn(move || {
+            let (cx, s) = state(&r, "/etc/fifo");
+            let _ = done.send(s.plan(&cx).map(|p| p.changes[0].summary.clone()).map_err(|e| e.to_string()));
+        });
+        let summary = wait.recv_timeout(std::time::Duration::from_secs(10)).expect("the plan waited on the FIFO");
+        assert_eq!(summary.unwrap(), "replace what is there (not a regular file) with a file");
     }
 }

@@ -1,14 +1,16 @@
 //! `symlink`: a link at `path` pointing to `target`, replaced atomically. An existing file is
 //! replaced only with `force = true`; a directory never is.
 
-use std::fs;
-use std::io::ErrorKind;
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{bail, Context as _, Result};
+use nix::fcntl::{readlinkat, renameat};
+use nix::sys::stat::SFlag;
+use nix::unistd::{symlinkat, unlinkat, UnlinkatFlags};
 use serde::Deserialize;
 
 use crate::engine::atomic::sync_dir;
+use crate::engine::beneath;
 use crate::engine::context::Context;
 use crate::engine::contract::{Change, Claim, Plan, State};
 use crate::engine::build::{display, managed_path, params, Builder};
@@ -54,37 +56,86 @@ impl State for SymlinkState {
     }
 
     fn plan(&self, cx: &Context) -> Result<Plan> {
-        let real = cx.path(&self.path);
         let want = self.target.display();
         let mut plan = Plan::default();
-        match fs::symlink_metadata(&real) {
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                plan.push(Change::new(format!("create symlink -> {want}"), LinkOp));
-            }
-            Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", self.target())),
-            Ok(m) if m.file_type().is_symlink() => {
-                let have = fs::read_link(&real)?;
+        // Looked at inside its directory, reached without following a link.
+        let found = beneath::find_parent(cx, &self.path, None)?;
+        let st = match &found {
+            Some((dir, name)) => beneath::lstat_at(dir, name)?.map(|st| beneath::kind(&st)),
+            None => None,
+        };
+        match (st, &found) {
+            (Some(SFlag::S_IFLNK), Some((dir, name))) => {
+                let have = PathBuf::from(
+                    readlinkat(dir, name.as_str()).with_context(|| format!("cannot read the link {}", self.target()))?,
+                );
                 if have != self.target {
                     plan.push(Change::new(format!("retarget {} -> {want}", have.display()), LinkOp));
                 }
             }
-            Ok(m) if m.is_dir() => bail!("{} is a directory; it is never replaced by a symlink", self.target()),
-            Ok(_) if self.force => plan.push(Change::new(format!("replace file with symlink -> {want}"), LinkOp)),
-            Ok(_) => bail!("{} is a file; set `force = true` to replace it with a symlink", self.target()),
+            (Some(SFlag::S_IFDIR), _) => bail!("{} is a directory; it is never replaced by a symlink", self.target()),
+            (Some(_), _) if self.force => plan.push(Change::new(format!("replace file with symlink -> {want}"), LinkOp)),
+            (Some(_), _) => bail!("{} is a file; set `force = true` to replace it with a symlink", self.target()),
+            (None, _) => plan.push(Change::new(format!("create symlink -> {want}"), LinkOp)),
         }
         Ok(plan)
     }
 
     fn apply(&self, cx: &Context, _plan: &Plan) -> Result<()> {
-        let real = cx.path(&self.path);
-        let dir = real.parent().ok_or_else(|| anyhow!("{} has no parent", self.target()))?;
-        fs::create_dir_all(dir)?;
-        let name = real.file_name().and_then(|n| n.to_str()).unwrap_or("link");
-        let tmp = dir.join(format!(".{name}.bootstrap-link-{}", std::process::id()));
-        let _ = fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(&self.target, &tmp)
-            .with_context(|| format!("cannot create a symlink in {}", dir.display()))?;
-        fs::rename(&tmp, &real).with_context(|| format!("cannot replace {}", self.target()))?;
-        sync_dir(dir)
+        // Missing parents 0755, reached without following a link; the new link is made beside
+        // the name and renamed over it, all inside that directory.
+        let (dir, name) = beneath::open_parent(cx, &self.path, Some(0o755), None)?;
+        let tmp = format!(".{name}.bootstrap-link-{}", std::process::id());
+        let _ = unlinkat(&dir, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+        symlinkat(&self.target, &dir, tmp.as_str())
+            .with_context(|| format!("cannot create a symlink beside {}", self.target()))?;
+        renameat(&dir, tmp.as_str(), &dir, name.as_str()).with_context(|| format!("cannot replace {}", self.target()))?;
+        sync_dir(&dir.path())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::facts::Facts;
+    use crate::engine::runner::SystemRunner;
+    use crate::engine::secrets::Secrets;
+    use std::fs;
+    use std::path::Path;
+
+    #[test]
+    fn no_link_is_made_through_a_linked_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let cx = Context {
+            root: root.path().to_path_buf(),
+            facts: Facts::default(),
+            secrets: Secrets::default(),
+            runner: Box::new(SystemRunner),
+            shared: Default::default(),
+        };
+        fs::create_dir_all(root.path().join("var/lib")).unwrap();
+        // An application's directory swapped for a link by its user (uid 1000).
+        let link = root.path().join("var/lib/app");
+        std::os::unix::fs::symlink(elsewhere.path(), &link).unwrap();
+        std::os::unix::fs::lchown(&link, Some(1000), None).unwrap();
+        let mut t = toml::Table::new();
+        t.insert("path".into(), "/var/lib/app/current".into());
+        t.insert("target".into(), "/etc/shadow".into());
+        let state = SymlinkState::build(t).unwrap();
+        let err = format!("{:#}", state.plan(&cx).err().expect("a plan through the link"));
+        assert!(err.contains("/var/lib/app is a symbolic link owned by user 1000"), "{err}");
+        let err = format!("{:#}", state.apply(&cx, &Plan::default()).expect_err("a link made through the link"));
+        assert!(err.contains("/var/lib/app is a symbolic link"), "{err}");
+        assert!(fs::read_dir(elsewhere.path()).unwrap().next().is_none(), "a link was made through the link");
+
+        // Without the link: made, then converged.
+        fs::remove_file(&link).unwrap();
+        fs::create_dir(&link).unwrap();
+        let plan = state.plan(&cx).unwrap();
+        assert_eq!(plan.changes[0].summary, "create symlink -> /etc/shadow");
+        state.apply(&cx, &plan).unwrap();
+        assert_eq!(fs::read_link(link.join("current")).unwrap(), Path::new("/etc/shadow"));
+        assert!(state.plan(&cx).unwrap().changes.is_empty());
     }
 }

@@ -104,7 +104,8 @@ mod tests {
             let l = "   0: 0100007F:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12345 1 0000000000000000 100 0 0 10 0";
             let s = parse_line(l, false).unwrap();
             assert_eq!((s.local, s.state, s.inode), ("127.0.0.1:22".parse().unwrap(), LISTEN, 12345));
-            let mapped = "0: 0000000000000000FFFF00000A00000A:0016 0000000000000000FFFF00000B00000A:D431 01 0:0 0:0 0 0 0 777 1";
+            let mapped =
+                "0: 0000000000000000FFFF00000A00000A:0016 0000000000000000FFFF00000B00000A:D431 01 0:0 0:0 0 0 0 777 1";
             let s = parse_line(mapped, true).unwrap();
             assert_eq!((s.local, s.remote), ("10.0.0.10:22".parse().unwrap(), "10.0.0.11:54321".parse().unwrap()));
             assert_eq!(proc_addr("00000000000000000000000001000000", true), Some("::1".parse().unwrap()));

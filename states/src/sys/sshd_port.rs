@@ -260,7 +260,9 @@ pub fn sessions_to_keep(cx: &Context, own: Option<&SshSession>, ports: &[u16]) -
     if !cx.is_live() || open.iter().any(live) {
         return keep;
     }
-    tracing::debug!("SSH_CONNECTION names a connection that is gone (tmux, screen?): keeping every open SSH connection");
+    tracing::debug!(
+        "SSH_CONNECTION names a connection that is gone (tmux, screen?): keeping every open SSH connection"
+    );
     keep.extend(open.iter().filter(|s| ports.contains(&s.local.port())).map(|s| SshSession {
         client: s.remote.ip(),
         port: s.local.port(),
@@ -334,7 +336,7 @@ mod tests {
         let _accepted = l.accept().unwrap();
         let here = c.local_addr().unwrap();
         let live = SshSession::parse(&format!("127.0.0.1 {} 127.0.0.1 {port}", here.port())).unwrap();
-        assert_eq!(sessions_to_keep(&cx, Some(&live), &[port]), [live.clone()]);
+        assert_eq!(sessions_to_keep(&cx, Some(&live), &[port]), std::slice::from_ref(&live));
         // tmux kept the variable of a connection that is gone: every open one is kept as well.
         let stale = SshSession::parse(&format!("198.51.100.7 50000 127.0.0.1 {port}")).unwrap();
         let kept = sessions_to_keep(&cx, Some(&stale), &[port]);
