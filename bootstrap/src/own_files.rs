@@ -60,8 +60,10 @@ impl State for OwnFiles {
     fn plan(&self, cx: &Context) -> Result<Plan> {
         let mut plan = Plan::default();
         for &(abs, mode) in FILES {
-            // Links are not followed: a link in place of one of these is nobody's to fix here.
-            let Ok(meta) = std::fs::symlink_metadata(cx.path(abs)) else { continue };
+            // Links are not followed: a link in place of one of these is nobody's to fix here;
+            // nor is one on the way (the fix would refuse it: the plan says so already).
+            let Some((dir, name)) = states::engine::beneath::find_parent(cx, Path::new(abs), None)? else { continue };
+            let Ok(meta) = std::fs::symlink_metadata(dir.join(&name)) else { continue };
             if meta.file_type().is_symlink() {
                 continue;
             }

@@ -148,10 +148,13 @@ fn bad_input_is_refused_clearly_before_anything_runs() {
 fn a_table_that_would_shut_out_the_ssh_session_of_the_run_is_refused() {
     use states::engine::facts::SshSession;
     use states::kinds::firewall::rules::keeps_session;
-    let spec_with = |from: &str| spec(toml::from_str(&format!("ssh_from = {from}")).unwrap()).unwrap();
-    let check = |from: &str, session: &str, ports: &[u16]| {
-        keeps_session(&spec_with(from), &SshSession::parse(session).unwrap(), true, ports).map_err(|e| format!("{e:#}"))
+    let check_in = |site: &str, session: &str, ports: &[u16], own: bool| {
+        let spec = spec(toml::from_str(site).unwrap()).unwrap();
+        let t = table(&spec, ports).unwrap();
+        keeps_session(&spec, &t, &SshSession::parse(session).unwrap(), own, ports).map_err(|e| format!("{e:#}"))
     };
+    let check =
+        |from: &str, session: &str, ports: &[u16]| check_in(&format!("ssh_from = {from}"), session, ports, true);
     // Over IPv6 with only IPv4 networks: refused, naming the family.
     let err = check("[\"198.18.0.0/24\"]", "2001:db8::5 50122 2001:db8::10 22", &[22]).unwrap_err();
     assert!(
@@ -169,9 +172,12 @@ fn a_table_that_would_shut_out_the_ssh_session_of_the_run_is_refused() {
     let err = check("[\"198.18.0.0/24\"]", "198.18.0.99 50122 198.18.0.10 2200", &[22]).unwrap_err();
     assert!(err.contains("came in on tcp/2200, which sshd's configuration does not name"), "{err}");
     // Another open session, kept because this run's variable is stale: said so.
-    let s = SshSession::parse("203.0.113.8 50122 198.18.0.10 22").unwrap();
-    let err = keeps_session(&spec_with("[\"198.18.0.0/24\"]"), &s, false, &[22]).unwrap_err().to_string();
+    let err = check_in("ssh_from = [\"198.18.0.0/24\"]", "203.0.113.8 50122 198.18.0.10 22", &[22], false).unwrap_err();
     assert!(err.contains("would shut out an open SSH session (this run's SSH_CONNECTION is stale"), "{err}");
+    // Admitted by another rule (the storage role's SFTP from the private network): kept.
+    let site = "ssh_from = [\"203.0.113.0/24\"]\nextra = [\"tcp/22 from 198.18.0.0/24\"]";
+    check_in(site, "198.18.0.60 50122 198.18.0.10 22", &[22], false).unwrap();
+    check_in(site, "198.18.1.60 50122 198.18.0.10 22", &[22], false).unwrap_err();
     // Inside them, or from loopback: accepted.
     check("[\"198.18.0.0/24\"]", "198.18.0.99 50122 198.18.0.10 22", &[22]).unwrap();
     check("[\"198.18.0.0/24\"]", "127.0.0.1 50122 127.0.0.1 22", &[22]).unwrap();

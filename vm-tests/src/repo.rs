@@ -68,6 +68,9 @@ fn build(debian: Debian) -> PathBuf {
         let options = [
             format!("Dir::Etc::SourceList={}", apt.join("sources.list").display()),
             format!("Dir::Etc::SourceParts={}", apt.join("parts").display()),
+            // Nor the host's pins.
+            format!("Dir::Etc::Preferences={}", apt.join("preferences").display()),
+            format!("Dir::Etc::PreferencesParts={}", apt.join("parts").display()),
             format!("Dir::State::Lists={}", apt.join("lists").display()),
             format!("Dir::Cache={}", apt.join("cache").display()),
             format!("Dir::Cache::archives={}", tmp.display()),

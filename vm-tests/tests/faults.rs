@@ -170,23 +170,39 @@ fn faults_leave_no_secret_no_half_file_and_a_converging_node() {
     assert_eq!(bt(&node, "slow", &["--check"]).code, 0, "not converged after the concurrent runs");
 
     // Killed with SIGKILL at many points (the main process only, as `kill -9` from a shell
-    // does): the next run converges, and no validator of a killed run is left running.
+    // does), each on a fresh start of the role: after each, no temp file, every file there is
+    // whole, no validator of the killed run runs on, and the next run converges.
+    let mut points = Vec::new();
     for i in 0..12u64 {
         node.run(&["rm", "-rf", "/var/lib/bt-faults"]).assert_ok("rm");
         let unit = format!("bt-kill-{i}");
         start_slow_run(&node, &unit);
-        std::thread::sleep(Duration::from_millis(150 + i * 170));
+        let at = 150 + i * 170;
+        std::thread::sleep(Duration::from_millis(at));
         let _ = node.exec(&["systemctl", "kill", "--kill-whom=main", "--signal=SIGKILL", &unit]);
         wait_for("the killed run to end", Duration::from_secs(10), || {
             (node.exec(&["systemctl", "is-active", &unit]).stdout.trim() != "active").then_some(())
         });
+        let written = node.sh("cd /var/lib/bt-faults 2>/dev/null && ls -A | wc -l").stdout.trim().to_string();
+        points.push(format!("{at} ms: {written} files"));
+        let tmp = node
+            .run(&["sh", "-c", "find /var/lib/bt-faults /var/lib/bootstrap -name '*bootstrap-tmp*' | wc -l"])
+            .stdout;
+        assert_eq!(tmp.trim(), "0", "temp files of the run killed at {at} ms left behind");
+        for n in 0..6 {
+            let f = format!("/var/lib/bt-faults/slow-{n}");
+            if node.exists(&f) {
+                assert_eq!(node.read_file(&f), format!("{n}\n"), "{f} half-written by the run killed at {at} ms");
+            }
+        }
+        let orphan =
+            poll(Duration::from_secs(3), || (!node.exec(&["pgrep", "-f", "sleep 0.3"]).success()).then_some(()));
+        assert!(orphan.is_some(), "a validator of the run killed at {at} ms runs on");
+        let r = apply_retrying(&node, "slow");
+        assert_eq!(r.code, 0, "the run after the kill at {at} ms failed:\n{}\n{}", r.stdout, r.stderr);
     }
-    let r = apply_retrying(&node, "slow");
-    assert_eq!(r.code, 0, "the run after the kills failed:\n{}\n{}", r.stdout, r.stderr);
+    eprintln!("[measure] 12 SIGKILLs, each followed by a converging run: {}", points.join(", "));
     assert_eq!(bt(&node, "slow", &["--check"]).code, 0);
-    let tmp =
-        node.run(&["sh", "-c", "find /var/lib/bt-faults /var/lib/bootstrap -name '*bootstrap-tmp*' | wc -l"]).stdout;
-    assert_eq!(tmp.trim(), "0", "temp files of killed runs left behind");
 
     // A validator that hangs: the run killed under it takes it along.
     node.sh("rm -f /var/lib/bt-faults/hang && touch /run/bt-hang").assert_ok("arm the hang");

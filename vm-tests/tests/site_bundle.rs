@@ -57,6 +57,10 @@ id = "shop-page"
 type = "file"
 path = "/srv/shop/index.html"
 template = "shop.html.hbs"
+# In a directory the shop owns, its files are the shop's too (bootstrap refuses to write a
+# root-owned file where another user could replace it).
+owner = "shop"
+group = "shop"
 requires = ["shop-dir"]
 
 [[state]]

@@ -101,7 +101,7 @@ pub fn backup_path(cx: &Context, abs: &Path) -> PathBuf {
 
 /// The regular file at `path`, opened without following a link and without blocking (whoever
 /// owns the directory could have put a link to `/etc/shadow` or a FIFO there since the plan):
-/// `None` when there is no regular file.
+/// `None` when there is no regular file, or it has another name too.
 pub fn open_regular(path: &Path) -> Result<Option<File>> {
     use std::os::unix::fs::OpenOptionsExt;
     let f = match fs::OpenOptions::new()
@@ -113,7 +113,11 @@ pub fn open_regular(path: &Path) -> Result<Option<File>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    Ok(f.metadata()?.is_file().then_some(f))
+    // A file with another name too (a hard link) is not read as this one: whoever owns the
+    // directory may have linked `/etc/shadow` in; it is written anew instead.
+    use std::os::unix::fs::MetadataExt;
+    let m = f.metadata()?;
+    Ok((m.is_file() && m.nlink() == 1).then_some(f))
 }
 
 /// The content of the regular file at `path` (opened as `open_regular` does), at most

@@ -196,13 +196,14 @@ impl Trust<'_> {
         let st = fstat(fd).map_err(|e| anyhow!("cannot inspect {}: {e}", here.display()))?;
         if !self.root(st.st_uid) && Some(st.st_uid) != self.owner {
             bail!(
-                "{} is owned by user {} (not root and not the file's owner): another user could replace what bootstrap writes there (on the way to {})",
+                "{} is owned by user {}{} (not root and not the file's owner): another user could replace what bootstrap writes there (on the way to {}); if what is written there is that user's, say so with `owner`",
                 here.display(),
                 st.st_uid,
+                name_of(st.st_uid),
                 self.abs.display()
             );
         }
-        if st.st_mode & 0o022 != 0 && st.st_mode & 0o1000 == 0 {
+        if writable_by_others(&st) && st.st_mode & 0o1000 == 0 {
             bail!(
                 "{} is writable by {} (mode {:04o}, no sticky bit): another user could replace what bootstrap writes there (on the way to {})",
                 here.display(),
@@ -231,7 +232,7 @@ impl Trust<'_> {
         if !self.root(st.st_uid) {
             return Err(refused(format!("in a directory owned by user {}", st.st_uid)));
         }
-        if st.st_mode & 0o022 != 0 {
+        if writable_by_others(&st) {
             return Err(refused(format!(
                 "in a directory writable by {} (mode {:04o})",
                 others(&st),
@@ -258,6 +259,25 @@ pub fn kind(st: &FileStat) -> SFlag {
     SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT
 }
 
+/// ` (name)` of a uid for messages, when this system knows it.
+fn name_of(uid: u32) -> String {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| format!(" ({})", u.name))
+        .unwrap_or_default()
+}
+
+/// Groups whose write access is root's anyway: root's own, and Debian's `staff` (gid 50,
+/// fixed by base-passwd), which may write `/usr/local` (root's PATH runs from it) and keeps it
+/// 2775 on systems installed before that changed.
+const ROOT_EQUIVALENT_GROUPS: [u32; 2] = [0, 50];
+
+/// Can someone other than the owner (and root) write in it?
+fn writable_by_others(st: &FileStat) -> bool {
+    st.st_mode & 0o002 != 0 || (st.st_mode & 0o020 != 0 && !ROOT_EQUIVALENT_GROUPS.contains(&st.st_gid))
+}
+
 fn others(st: &FileStat) -> &'static str {
     if st.st_mode & 0o002 != 0 {
         "every user"
@@ -268,20 +288,11 @@ fn others(st: &FileStat) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::facts::Facts;
-    use crate::engine::runner::SystemRunner;
-    use crate::engine::secrets::Secrets;
     use std::fs;
     use std::os::unix::fs::{chown, lchown, symlink, PermissionsExt};
 
     fn cx(root: &Path) -> Context {
-        Context {
-            root: root.to_path_buf(),
-            facts: Facts::default(),
-            secrets: Secrets::default(),
-            runner: Box::new(SystemRunner),
-            shared: Default::default(),
-        }
+        Context::for_tests(root)
     }
 
     fn chmod(p: &Path, mode: u32) {
@@ -359,18 +370,27 @@ mod tests {
         }
         let abs = Path::new("/etc/postgresql/15/main");
         let err = open_dir(&cx, abs, None, None).err().unwrap().to_string();
-        assert!(err.contains("/etc/postgresql is owned by user 104 (not root and not the file's owner)"), "{err}");
+        assert!(
+            err.contains("/etc/postgresql is owned by user 104") && err.contains("(not root and not the file's owner)"),
+            "{err}"
+        );
         open_dir(&cx, abs, None, Some(104)).unwrap();
         let err = open_dir(&cx, abs, None, Some(105)).err().unwrap().to_string();
         assert!(err.contains("owned by user 104"), "{err}");
 
         fs::create_dir_all(t.path().join("srv/shared")).unwrap();
         chmod(&t.path().join("srv/shared"), 0o775);
+        chown(t.path().join("srv/shared"), None, Some(1000)).unwrap();
         let err = refused(&cx, "/srv/shared/x");
         assert!(err.contains("/srv/shared is writable by its group (mode 0775, no sticky bit)"), "{err}");
         assert!(!t.path().join("srv/shared/x").exists());
         fs::create_dir_all(t.path().join("tmp")).unwrap();
         chmod(&t.path().join("tmp"), 0o1777);
         open_dir(&cx, Path::new("/tmp/x"), Some(0o755), None).unwrap();
+        // Root's group, or Debian's root-equivalent staff on an older /usr/local: allowed.
+        fs::create_dir_all(t.path().join("usr/local")).unwrap();
+        chown(t.path().join("usr/local"), None, Some(50)).unwrap();
+        chmod(&t.path().join("usr/local"), 0o2775);
+        open_dir(&cx, Path::new("/usr/local/lib/bootstrap"), Some(0o755), None).unwrap();
     }
 }

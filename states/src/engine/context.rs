@@ -19,6 +19,18 @@ pub struct Context {
 }
 
 impl Context {
+    /// For unit tests: `root` with no facts or secrets, and the real runner.
+    #[cfg(test)]
+    pub(crate) fn for_tests(root: &Path) -> Context {
+        Context {
+            root: root.to_path_buf(),
+            facts: Facts::default(),
+            secrets: Secrets::default(),
+            runner: Box::new(crate::engine::runner::SystemRunner),
+            shared: Default::default(),
+        }
+    }
+
     /// `abs` (an absolute path as a role names it) inside the root.
     pub fn path(&self, abs: impl AsRef<Path>) -> PathBuf {
         self.layout().path(abs)

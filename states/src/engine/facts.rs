@@ -67,11 +67,13 @@ impl SshSession {
             std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
             v4 => v4,
         };
+        // A link-local address may carry its zone (`fe80::1%eth0`).
+        let ip = |s: &str| s.split('%').next().unwrap_or(s).parse().ok().map(unmap);
         Some(SshSession {
-            client: unmap(client.parse().ok()?),
+            client: ip(client)?,
             port: port.parse().ok()?,
             client_port: client_port.parse().ok()?,
-            server: unmap(server.parse().ok()?),
+            server: ip(server)?,
         })
     }
 }

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _, Result};
 
 use crate::engine::atomic::{self, FileWrite};
+use crate::engine::beneath;
 use crate::engine::build::display;
 use crate::engine::content::unified_diff;
 use crate::engine::context::Context;
@@ -32,23 +33,28 @@ fn root_0644() -> Ownership {
 impl ConfFile {
     /// The changes that make the file match: a write with a diff, or owner/mode fixes.
     pub fn plan(&self, cx: &Context) -> Result<Vec<Change>> {
-        let real = cx.path(&self.path);
         let shown = display(&self.path);
+        let create = || {
+            let diff = unified_diff(&shown, b"", &self.bytes, false);
+            Ok(vec![Change::new(format!("create {shown}"), WriteOp).with_diff(Some(diff))])
+        };
+        // Through the parent opened without following links, as the write will go.
+        let Some((dir, name)) = beneath::find_parent(cx, &self.path, None)? else { return create() };
+        let real = dir.join(&name);
         let meta = match fs::symlink_metadata(&real) {
             Ok(m) => m,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                let diff = unified_diff(&shown, b"", &self.bytes, false);
-                return Ok(vec![Change::new(format!("create {shown}"), WriteOp).with_diff(Some(diff))]);
-            }
+            Err(e) if e.kind() == ErrorKind::NotFound => return create(),
             Err(e) => return Err(e).with_context(|| format!("cannot inspect {shown}")),
         };
         if meta.is_dir() {
             bail!("{shown} is a directory, not a file");
         }
+        let replace = || Ok(vec![Change::new(format!("replace {shown} (not a regular file)"), WriteOp)]);
         if !meta.is_file() {
-            return Ok(vec![Change::new(format!("replace {shown} (not a regular file)"), WriteOp)]);
+            return replace();
         }
-        let have = fs::read(&real).with_context(|| format!("cannot read {shown}"))?;
+        // Swapped for something else since, or linked elsewhere too: written anew all the same.
+        let Some(have) = atomic::read_regular(&real)? else { return replace() };
         if have != self.bytes {
             let diff = unified_diff(&shown, &have, &self.bytes, false);
             return Ok(vec![Change::new(format!("update {shown}"), WriteOp).with_diff(Some(diff))]);
@@ -63,5 +69,28 @@ impl ConfFile {
             return atomic::write_file(cx, &self.path, &self.bytes, &w);
         }
         apply_meta_at(cx, &self.path, plan.ops::<MetaOp>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{lchown, symlink};
+
+    #[test]
+    fn the_plan_reads_nothing_through_a_link_another_user_placed() {
+        let t = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("job"), "* * * * * root /bin/true\n").unwrap();
+        fs::create_dir_all(t.path().join("etc")).unwrap();
+        symlink(outside.path(), t.path().join("etc/cron.d")).unwrap();
+        lchown(t.path().join("etc/cron.d"), Some(1000), None).unwrap();
+        let cx = Context::for_tests(t.path());
+        let f = ConfFile { path: "/etc/cron.d/job".into(), bytes: b"x\n".to_vec() };
+        let err = f.plan(&cx).err().map(|e| format!("{e:#}")).unwrap_or_default();
+        assert!(err.contains("/etc/cron.d is a symbolic link owned by user 1000"), "{err}");
+        // Missing directories: a plain create.
+        let g = ConfFile { path: "/etc/sysctl.d/90-x.conf".into(), bytes: b"x\n".to_vec() };
+        assert_eq!(g.plan(&cx).unwrap().len(), 1);
     }
 }

@@ -163,6 +163,19 @@ pub fn apply_meta<'a>(path: &Path, ops: impl Iterator<Item = &'a MetaOp>) -> Res
                 .with_context(|| format!("cannot open {} to change its owner or mode", path.display()))?,
         )
     };
+    // A second name for the file (a hard link its directory's owner made to /etc/shadow, say)
+    // would carry the change elsewhere.
+    if let Some(f) = &file {
+        use std::os::unix::fs::MetadataExt;
+        let m = f.metadata().with_context(|| format!("cannot inspect {}", path.display()))?;
+        if m.is_file() && m.nlink() > 1 {
+            bail!(
+                "{} has {} hard links: bootstrap changes no owner or mode of a file that also has another name",
+                path.display(),
+                m.nlink()
+            );
+        }
+    }
     for op in ops {
         match (op, &file) {
             (MetaOp::Chown { owner, group }, f) => {
@@ -212,6 +225,23 @@ pub fn gid(name: &str) -> Result<Option<u32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_with_a_second_name_is_neither_read_nor_changed() {
+        let t = tempfile::tempdir().unwrap();
+        let secret = t.path().join("shadow");
+        std::fs::write(&secret, "root:x\n").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let managed = t.path().join("pg_hba.conf");
+        std::fs::hard_link(&secret, &managed).unwrap();
+        let err = apply_meta(&managed, [MetaOp::Chmod(Mode(0o644))].iter()).unwrap_err().to_string();
+        assert!(err.contains("has 2 hard links"), "{err}");
+        assert_eq!(std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(crate::engine::atomic::read_regular(&managed).unwrap().is_none(), "read through a hard link");
+        std::fs::remove_file(&secret).unwrap();
+        assert_eq!(crate::engine::atomic::read_regular(&managed).unwrap().unwrap(), b"root:x\n");
+        apply_meta(&managed, [MetaOp::Chmod(Mode(0o644))].iter()).unwrap();
+    }
 
     #[test]
     fn mode_parsing() {

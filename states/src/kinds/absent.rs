@@ -110,21 +110,12 @@ impl State for AbsentState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::facts::Facts;
-    use crate::engine::runner::SystemRunner;
-    use crate::engine::secrets::Secrets;
 
     #[test]
     fn nothing_is_removed_through_a_linked_directory() {
         let root = tempfile::tempdir().unwrap();
         let elsewhere = tempfile::tempdir().unwrap();
-        let cx = Context {
-            root: root.path().to_path_buf(),
-            facts: Facts::default(),
-            secrets: Secrets::default(),
-            runner: Box::new(SystemRunner),
-            shared: Default::default(),
-        };
+        let cx = Context::for_tests(root.path());
         fs::write(elsewhere.path().join("sudoers"), "keep").unwrap();
         fs::create_dir_all(root.path().join("var/lib")).unwrap();
         // An application's directory swapped for a link by its user (uid 1000).

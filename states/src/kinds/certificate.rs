@@ -17,6 +17,7 @@ use anyhow::{bail, Context as _, Result};
 use serde::Deserialize;
 
 use crate::engine::atomic::{self, FileWrite};
+use crate::engine::beneath;
 use crate::engine::context::Context;
 use crate::engine::contract::{Change, Claim, Plan, State};
 use crate::engine::build::{display, managed_path, params, Builder};
@@ -74,14 +75,20 @@ pub enum Current {
     Present(Bundle),
 }
 
+/// Read as the write will go: through its directory reached without following a link, the
+/// file itself neither a link nor a FIFO.
 pub fn current(cx: &Context, path: &Path) -> Result<Current> {
-    match fs::read(cx.path(path)) {
-        Ok(bytes) => Ok(match x509::inspect(&bytes) {
+    let Some((dir, name)) = beneath::find_parent(cx, path, None)? else { return Ok(Current::Missing) };
+    let here = dir.join(&name);
+    match atomic::read_regular(&here)? {
+        Some(bytes) => Ok(match x509::inspect(&bytes) {
             Ok(b) => Current::Present(b),
             Err(e) => Current::Unreadable(format!("{e:#}")),
         }),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(Current::Missing),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        None => match fs::symlink_metadata(&here) {
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(Current::Missing),
+            _ => Ok(Current::Unreadable("not a regular file (a link, a FIFO, or a file with another name too)".into())),
+        },
     }
 }
 
@@ -147,7 +154,9 @@ impl State for CertificateState {
                 CreateOp,
             )),
             None => {
-                let meta = fs::metadata(cx.path(&self.path))?;
+                let (dir, name) = beneath::open_parent(cx, &self.path, None, None)?;
+                let meta = fs::symlink_metadata(dir.join(&name))
+                    .with_context(|| format!("cannot inspect {}", display(&self.path)))?;
                 let own = Ownership { mode: Some(Mode(MODE)), ..Default::default() };
                 plan.changes.extend(own.plan(&meta));
             }

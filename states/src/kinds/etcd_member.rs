@@ -313,7 +313,8 @@ impl State for EtcdMember {
                     cx.runner.check(&Cmd::new("systemctl").args(["disable", "--now", self.unit.as_str()]))?;
                     systemd::invalidate(cx);
                     self.set_aside_data(cx)?;
-                    match std::fs::remove_file(cx.path(&self.file)) {
+                    let (dir, name) = crate::engine::beneath::open_parent(cx, &self.file, None, None)?;
+                    match std::fs::remove_file(dir.join(&name)) {
                         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
                         _ => {}
                     }

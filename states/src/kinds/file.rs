@@ -242,9 +242,6 @@ impl State for FileState {
 mod tests {
     use super::*;
     use crate::engine::build::Render;
-    use crate::engine::facts::Facts;
-    use crate::engine::runner::SystemRunner;
-    use crate::engine::secrets::Secrets;
     use std::path::Path;
 
     struct NoTemplates;
@@ -255,13 +252,7 @@ mod tests {
     }
 
     fn state(root: &Path, path: &str) -> (Context, FileState) {
-        let cx = Context {
-            root: root.to_path_buf(),
-            facts: Facts::default(),
-            secrets: Secrets::default(),
-            runner: Box::new(SystemRunner),
-            shared: Default::default(),
-        };
+        let cx = Context::for_tests(root);
         let mut t = toml::Table::new();
         t.insert("path".into(), path.into());
         t.insert("content".into(), "wanted\n".into());

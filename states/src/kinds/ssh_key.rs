@@ -17,13 +17,13 @@
 
 use std::fs;
 use std::io::ErrorKind;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
 use serde::Deserialize;
 
 use crate::engine::atomic::{sync_dir, write_plain};
+use crate::engine::beneath;
 use crate::engine::build::{display, managed_path, params, Builder};
 use crate::engine::context::Context;
 use crate::engine::contract::{Change, Claim, Plan, State};
@@ -77,9 +77,11 @@ fn regular(path: &Path, shown: &str) -> Result<Option<fs::Metadata>> {
     }
 }
 
-/// Whether `path` looks like an OpenSSH private key (its armor lines), read without keeping it.
+/// Whether `path` looks like an OpenSSH private key (its armor lines), read without keeping it
+/// (nor following a link, nor waiting on a FIFO).
 fn is_private_key(path: &Path) -> bool {
-    let Ok(text) = fs::read_to_string(path) else { return false };
+    let Ok(Some(bytes)) = crate::engine::atomic::read_regular(path) else { return false };
+    let text = String::from_utf8_lossy(&bytes);
     let text = text.trim();
     text.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----") && text.ends_with("-----END OPENSSH PRIVATE KEY-----")
 }
@@ -96,21 +98,34 @@ impl SshKeyState {
             .collect()
     }
 
+    /// The key's directory, reached without following a link (made if missing: its own
+    /// directory 0700, any missing above it 0755), and the two file names in it.
+    fn open(&self, cx: &Context) -> Result<(beneath::Dir, String, String)> {
+        let parent = self.private.parent().context("a key path has a directory")?;
+        if let Some(above) = parent.parent() {
+            beneath::open_dir(cx, above, Some(0o755), None)?;
+        }
+        let dir = beneath::open_dir(cx, parent, Some(0o700), None)?;
+        Ok((dir, file_name(&self.private)?, file_name(&self.public)?))
+    }
+
     fn generate(&self, cx: &Context) -> Result<()> {
-        let real = cx.path(&self.private);
-        let dir = real.parent().context("a key path has a directory")?;
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        let (opened, private, public) = self.open(cx)?;
+        let dir = opened.path();
         // ssh-keygen writes into a private directory beside the key; both halves are moved
         // in place after (the public one first, so a private key never lacks its public one
         // for long, and one that does gets it back on the next run).
         // Work directories of a run killed while making a key hold a private key: gone.
-        for stale in fs::read_dir(dir)?.flatten().filter(|e| e.file_name().to_string_lossy().starts_with(".ssh-key.")) {
+        for stale in fs::read_dir(&dir)?.flatten().filter(|e| e.file_name().to_string_lossy().starts_with(".ssh-key.")) {
             let _ = fs::remove_dir_all(stale.path());
         }
-        let work = tempfile::Builder::new().prefix(".ssh-key.").tempdir_in(dir)?;
+        let work = tempfile::Builder::new().prefix(".ssh-key.").tempdir_in(&dir)?;
         fs::set_permissions(work.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        let work_name = work.path().file_name().context("a work directory has a name")?.to_owned();
+        // ssh-keygen can't reach this process's descriptors: it gets the ordinary path.
+        let for_child = cx.path(opened.resolved()).join(&work_name).join("key");
+        ssh_keygen::generate(cx.runner.as_ref(), &for_child, &self.comment)?;
         let key = work.path().join("key");
-        ssh_keygen::generate(cx.runner.as_ref(), &key, &self.comment)?;
         let mut key_pub = key.clone().into_os_string();
         key_pub.push(".pub");
         apply_meta(Path::new(&key_pub), own(0o644).all_ops().iter())?;
@@ -119,10 +134,14 @@ impl SshKeyState {
         for f in [Path::new(&key_pub), key.as_path()] {
             fs::File::open(f)?.sync_all()?;
         }
-        fs::rename(&key_pub, cx.path(&self.public))?;
-        fs::rename(&key, &real)?;
-        sync_dir(dir)
+        fs::rename(&key_pub, opened.join(&public))?;
+        fs::rename(&key, opened.join(&private))?;
+        sync_dir(&dir)
     }
+}
+
+fn file_name(p: &Path) -> Result<String> {
+    p.file_name().and_then(|n| n.to_str()).map(str::to_string).with_context(|| format!("{} has no file name", p.display()))
 }
 
 impl State for SshKeyState {
@@ -143,18 +162,23 @@ impl State for SshKeyState {
                 Op::Generate,
             )
         };
-        let Some(meta) = regular(&cx.path(&self.private), &private)? else {
+        // Through the directory as the write will reach it, without following a link.
+        let Some((dir, name)) = beneath::find_parent(cx, &self.private, None)? else {
+            plan.push(generate(""));
+            return Ok(plan);
+        };
+        let Some(meta) = regular(&dir.join(&name), &private)? else {
             plan.push(generate(""));
             return Ok(plan);
         };
         // A key file that is not one (empty after a crash, truncated) is of no use to anyone:
         // made again (whoever trusted it gets the new public key through DNS).
-        if !is_private_key(&cx.path(&self.private)) {
+        if !is_private_key(&dir.join(&name)) {
             plan.push(generate(&format!(" ({private} holds no OpenSSH private key)")));
             return Ok(plan);
         }
         plan.changes.extend(self.meta_changes(&meta, 0o600, &private, Op::PrivateMeta));
-        match regular(&cx.path(&self.public), &public)? {
+        match regular(&dir.join(&file_name(&self.public)?), &public)? {
             Some(m) => plan.changes.extend(self.meta_changes(&m, 0o644, &public, Op::PublicMeta)),
             None => plan.push(Change::new(format!("write {public} from the private key"), Op::Public)),
         }
@@ -166,11 +190,13 @@ impl State for SshKeyState {
             match op {
                 Op::Generate => self.generate(cx)?,
                 Op::Public => {
-                    let line = ssh_keygen::public_of(cx.runner.as_ref(), &cx.path(&self.private))?;
+                    let (dir, private, public) = self.open(cx)?;
+                    let for_child = cx.path(dir.resolved()).join(&private);
+                    let line = ssh_keygen::public_of(cx.runner.as_ref(), &for_child)?;
                     // ssh-keygen -y gives the comment the key was made with, if it has one.
                     let has_comment = line.split_whitespace().count() > 2;
                     let text = if has_comment || self.comment.is_empty() { line } else { format!("{line} {}", self.comment) };
-                    write_plain(&cx.path(&self.public), format!("{text}\n").as_bytes(), 0o644)?;
+                    write_plain(&dir.join(&public), format!("{text}\n").as_bytes(), 0o644)?;
                 }
                 Op::PrivateMeta(m) => apply_meta_at(cx, &self.private, std::iter::once(m))?,
                 Op::PublicMeta(m) => apply_meta_at(cx, &self.public, std::iter::once(m))?,

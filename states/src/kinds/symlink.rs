@@ -97,9 +97,6 @@ impl State for SymlinkState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::facts::Facts;
-    use crate::engine::runner::SystemRunner;
-    use crate::engine::secrets::Secrets;
     use std::fs;
     use std::path::Path;
 
@@ -107,13 +104,7 @@ mod tests {
     fn no_link_is_made_through_a_linked_directory() {
         let root = tempfile::tempdir().unwrap();
         let elsewhere = tempfile::tempdir().unwrap();
-        let cx = Context {
-            root: root.path().to_path_buf(),
-            facts: Facts::default(),
-            secrets: Secrets::default(),
-            runner: Box::new(SystemRunner),
-            shared: Default::default(),
-        };
+        let cx = Context::for_tests(root.path());
         fs::create_dir_all(root.path().join("var/lib")).unwrap();
         // An application's directory swapped for a link by its user (uid 1000).
         let link = root.path().join("var/lib/app");

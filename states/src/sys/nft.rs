@@ -313,7 +313,8 @@ fn ports(v: &Value) -> Option<Vec<(u16, u16)>> {
 // ---------------------------------------------------------------------------------------------
 // What the table lets in
 
-/// How much of "a new TCP connection to port P from some remote host" a rule matches.
+/// How much of "a new TCP connection to port P from some remote host" (or from one given
+/// address) a rule matches.
 enum Reach {
     Never,
     Some,
@@ -322,7 +323,7 @@ enum Reach {
 }
 
 impl Rule {
-    fn reach_new_tcp(&self, port: u16) -> Reach {
+    fn reach_new_tcp(&self, port: u16, from: Option<std::net::IpAddr>) -> Reach {
         let mut reach = Reach::All;
         for m in &self.matches {
             match m {
@@ -333,7 +334,11 @@ impl Rule {
                 Match::Iifname(_) => reach = Reach::Some,
                 Match::IcmpType(_) | Match::Icmpv6Type(_) | Match::L4proto(_) => return Reach::Never,
                 Match::Saddr(n) if n.is_empty() => return Reach::Never,
-                Match::Saddr(_) => reach = Reach::Some,
+                Match::Saddr(n) => match from {
+                    Some(a) if n.iter().any(|net| net.contains(&a)) => {}
+                    Some(_) => return Reach::Never,
+                    None => reach = Reach::Some,
+                },
                 Match::Dport(Proto::Tcp, r) if r.iter().any(|&(lo, hi)| lo <= port && port <= hi) => {}
                 Match::Dport(..) => return Reach::Never,
                 Match::Unknown(_) => return Reach::Unsure,
@@ -347,9 +352,18 @@ impl Table {
     /// Whether a new TCP connection to `port` from at least some remote address gets through
     /// every input base chain of this table (in nftables a drop by any base chain is final).
     pub fn admits_new_tcp(&self, port: u16) -> bool {
+        self.admits(port, None)
+    }
+
+    /// Whether a new TCP connection to `port` from `from` gets through (as `admits_new_tcp`).
+    pub fn admits_new_tcp_from(&self, from: std::net::IpAddr, port: u16) -> bool {
+        self.admits(port, Some(from))
+    }
+
+    fn admits(&self, port: u16, from: Option<std::net::IpAddr>) -> bool {
         self.chains.iter().filter(|c| c.base.as_ref().is_some_and(|b| b.hook == "input")).all(|c| {
             for r in &c.rules {
-                match (r.reach_new_tcp(port), r.verdict) {
+                match (r.reach_new_tcp(port, from), r.verdict) {
                     (Reach::Some | Reach::All, Some(Verdict::Accept)) => return true,
                     (Reach::All | Reach::Unsure, Some(Verdict::Drop)) => return false,
                     _ => {}

@@ -23,10 +23,25 @@ pub struct Socket {
 
 /// Every TCP socket of the host, IPv4 then IPv6.
 pub fn sockets(cx: &Context) -> Vec<Socket> {
+    read(cx, |_| true)
+}
+
+/// The host's listening TCP sockets only: the other lines (a busy proxy's thousands of
+/// connections) are skipped before their addresses are decoded.
+pub fn listeners(cx: &Context) -> Vec<Socket> {
+    read(cx, |state| state == LISTEN)
+}
+
+fn read(cx: &Context, keep: impl Fn(u8) -> bool) -> Vec<Socket> {
     let mut out = Vec::new();
     for (file, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
         let text = fs::read_to_string(cx.path(file)).unwrap_or_default();
-        out.extend(text.lines().skip(1).filter_map(|l| parse_line(l, v6)));
+        for line in text.lines().skip(1) {
+            let state = line.split_whitespace().nth(3).and_then(|st| u8::from_str_radix(st, 16).ok());
+            if state.is_some_and(&keep) {
+                out.extend(parse_line(line, v6));
+            }
+        }
     }
     out
 }
@@ -68,18 +83,31 @@ fn proc_addr(hex: &str, v6: bool) -> Option<IpAddr> {
     }
 }
 
-/// The socket inodes held open by processes whose command name is `comm` (`/proc/PID/fd`
-/// links read `socket:[INODE]`). Only under the live root: another tree's processes aren't ours.
+/// The socket inodes held open by the processes whose command name is `comm` and whose
+/// parent's is not: a daemon's listener, not the children it forks per connection (bookworm's
+/// per-session sshd is also `sshd`, and holds what a session forwards: X11's 6010, `-R`).
+/// Only under the live root: another tree's processes aren't ours.
 pub fn inodes_of(cx: &Context, comm: &str) -> HashSet<u64> {
     let mut out = HashSet::new();
     if !cx.is_live() {
         return out;
     }
     let Ok(procs) = fs::read_dir("/proc") else { return out };
-    for p in procs.flatten() {
-        let name = p.file_name();
-        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else { continue };
-        if !fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == comm) {
+    // (pid, parent, command name) of every process, from one read of its `stat` each.
+    let table: Vec<(u32, u32, String)> = procs
+        .flatten()
+        .filter_map(|p| p.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (head, tail) = stat.rsplit_once(')')?;
+            let name = head.split_once('(')?.1.to_string();
+            let ppid = tail.split_whitespace().nth(1)?.parse().ok()?;
+            Some((pid, ppid, name))
+        })
+        .collect();
+    let name_of = |pid: u32| table.iter().find(|(p, _, _)| *p == pid).map(|(_, _, n)| n.as_str());
+    for (pid, ppid, name) in &table {
+        if name != comm || name_of(*ppid) == Some(comm) {
             continue;
         }
         let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else { continue };

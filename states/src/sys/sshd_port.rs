@@ -39,7 +39,7 @@ pub fn ports(cx: &Context) -> Result<Vec<u16>> {
         ports.push(DEFAULT);
     }
     ports.extend(socket_ports(cx)?);
-    ports.extend(live_ports(cx));
+    ports.extend(live_ports(cx, false));
     ports.sort_unstable();
     ports.dedup();
     Ok(ports)
@@ -236,7 +236,7 @@ fn wildcard(pattern: &str, name: &str) -> bool {
 /// An address sshd listens on for `port` right now (the wildcard as loopback), from
 /// `/proc/net/tcp{,6}`; `None` when nothing listens there.
 pub fn listening(cx: &Context, port: u16) -> Option<SocketAddr> {
-    let s = sockets::sockets(cx).into_iter().find(|s| s.state == sockets::LISTEN && s.local.port() == port)?;
+    let s = sockets::listeners(cx).into_iter().find(|s| s.local.port() == port)?;
     let ip = match s.local.ip() {
         IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
@@ -245,49 +245,64 @@ pub fn listening(cx: &Context, port: u16) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
-/// The SSH sessions to keep: the run's own, and when its connection is not open any more
-/// (`SSH_CONNECTION` inherited by a tmux or screen session from an earlier connection) also
-/// every connection open now to one of `ports`, since the one this run comes through can't be
-/// told from the others.
+/// The SSH sessions to keep: the run's own while its connection is open. When the connection
+/// it names is gone although sshd still listens where it came in (`SSH_CONNECTION` inherited
+/// by a tmux or screen session from an earlier connection), every connection open now to one
+/// of `ports` instead, since the one this run comes through can't be told from the others.
+/// A variable naming an address this host doesn't listen on can't be judged and is kept.
 pub fn sessions_to_keep(cx: &Context, own: Option<&SshSession>, ports: &[u16]) -> Vec<SshSession> {
     let Some(own) = own else { return Vec::new() };
-    let open: Vec<sockets::Socket> =
-        sockets::sockets(cx).into_iter().filter(|s| s.state == sockets::ESTABLISHED).collect();
-    let live = |s: &sockets::Socket| {
-        s.local == SocketAddr::new(own.server, own.port) && s.remote == SocketAddr::new(own.client, own.client_port)
-    };
-    let mut keep = vec![own.clone()];
-    if !cx.is_live() || open.iter().any(live) {
-        return keep;
+    if !cx.is_live() {
+        return vec![own.clone()];
+    }
+    let all = sockets::sockets(cx);
+    let server = SocketAddr::new(own.server, own.port);
+    let live = all.iter().any(|s| {
+        s.state == sockets::ESTABLISHED && s.local == server && s.remote == SocketAddr::new(own.client, own.client_port)
+    });
+    let came_in_here = all.iter().any(|s| {
+        s.state == sockets::LISTEN
+            && s.local.port() == own.port
+            && (s.local.ip() == own.server || s.local.ip().is_unspecified())
+    });
+    if live || !came_in_here {
+        return vec![own.clone()];
     }
     tracing::debug!(
         "SSH_CONNECTION names a connection that is gone (tmux, screen?): keeping every open SSH connection"
     );
-    keep.extend(open.iter().filter(|s| ports.contains(&s.local.port())).map(|s| SshSession {
-        client: s.remote.ip(),
-        port: s.local.port(),
-        client_port: s.remote.port(),
-        server: s.local.ip(),
-    }));
-    keep
+    all.iter()
+        .filter(|s| s.state == sockets::ESTABLISHED && ports.contains(&s.local.port()))
+        .map(|s| SshSession {
+            client: s.remote.ip(),
+            port: s.local.port(),
+            client_port: s.remote.port(),
+            server: s.local.ip(),
+        })
+        .collect()
 }
 
-/// The TCP ports sshd's own processes listen on now, whatever its configuration says (started
+/// The TCP ports sshd's listener listens on now, whatever its configuration says (started
 /// by hand with `-p`, a file we don't read): the table must open these too. A socket-activated
-/// listener is PID 1's, and its ports come from the socket unit instead.
-pub fn live_ports(cx: &Context) -> Vec<u16> {
-    let held = sockets::inodes_of(cx, "sshd");
-    if held.is_empty() {
-        return Vec::new();
+/// listener is PID 1's, and its ports come from the socket unit instead. Observed once per run
+/// (made again after a change), `fresh` asks again at once (the confirmation after a load).
+pub fn live_ports(cx: &Context, fresh: bool) -> Vec<u16> {
+    struct LivePorts(Vec<u16>);
+    let observe = || {
+        let held = sockets::inodes_of(cx, "sshd");
+        if held.is_empty() {
+            return Vec::new();
+        }
+        let mut ports: Vec<u16> =
+            sockets::listeners(cx).into_iter().filter(|s| held.contains(&s.inode)).map(|s| s.local.port()).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+    };
+    if fresh {
+        return observe();
     }
-    let mut ports: Vec<u16> = sockets::sockets(cx)
-        .into_iter()
-        .filter(|s| s.state == sockets::LISTEN && held.contains(&s.inode))
-        .map(|s| s.local.port())
-        .collect();
-    ports.sort_unstable();
-    ports.dedup();
-    ports
+    cx.shared.observe(|| Ok(LivePorts(observe()))).map(|p| p.0.clone()).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -323,13 +338,7 @@ mod tests {
 
     #[test]
     fn a_stale_ssh_connection_variable_keeps_every_open_connection() {
-        let cx = Context {
-            root: "/".into(),
-            facts: Default::default(),
-            secrets: Default::default(),
-            runner: Box::new(crate::engine::runner::SystemRunner),
-            shared: Default::default(),
-        };
+        let cx = Context::for_tests(std::path::Path::new("/"));
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
@@ -337,24 +346,21 @@ mod tests {
         let here = c.local_addr().unwrap();
         let live = SshSession::parse(&format!("127.0.0.1 {} 127.0.0.1 {port}", here.port())).unwrap();
         assert_eq!(sessions_to_keep(&cx, Some(&live), &[port]), std::slice::from_ref(&live));
-        // tmux kept the variable of a connection that is gone: every open one is kept as well.
+        // tmux kept the variable of a connection that is gone: every open one is kept instead.
         let stale = SshSession::parse(&format!("198.51.100.7 50000 127.0.0.1 {port}")).unwrap();
         let kept = sessions_to_keep(&cx, Some(&stale), &[port]);
         assert!(kept.iter().any(|k| k.client_port == here.port() && k.port == port), "{kept:?}");
-        assert_eq!(kept[0], stale);
+        assert!(!kept.contains(&stale), "{kept:?}");
+        // Named where nothing listens here: can't be judged, kept as it is.
+        let elsewhere = SshSession::parse("2001:db8::5 40000 2001:db8::10 22").unwrap();
+        assert_eq!(sessions_to_keep(&cx, Some(&elsewhere), &[port]), std::slice::from_ref(&elsewhere));
         assert!(sessions_to_keep(&cx, None, &[port]).is_empty());
     }
 
     #[test]
     fn socket_drop_ins_as_systemd_reads_them() {
         let t = tempfile::tempdir().unwrap();
-        let cx = Context {
-            root: t.path().into(),
-            facts: Default::default(),
-            secrets: Default::default(),
-            runner: Box::new(crate::engine::runner::SystemRunner),
-            shared: Default::default(),
-        };
+        let cx = Context::for_tests(t.path());
         let put = |p: &str, s: &str| {
             let p = t.path().join(p.trim_start_matches('/'));
             fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -389,13 +395,7 @@ mod tests {
         let me = std::fs::read_to_string("/proc/self/comm").unwrap();
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        let cx = Context {
-            root: "/".into(),
-            facts: Default::default(),
-            secrets: Default::default(),
-            runner: Box::new(crate::engine::runner::SystemRunner),
-            shared: Default::default(),
-        };
+        let cx = Context::for_tests(std::path::Path::new("/"));
         let held = sockets::inodes_of(&cx, me.trim_end());
         let ports: Vec<u16> = sockets::sockets(&cx)
             .into_iter()
@@ -404,6 +404,6 @@ mod tests {
             .collect();
         assert!(ports.contains(&port), "{port} not in {ports:?}");
         assert_eq!(listening(&cx, port), Some(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port)));
-        assert!(live_ports(&cx).iter().all(|p| *p != port), "only sshd's own sockets count");
+        assert!(live_ports(&cx, true).iter().all(|p| *p != port), "only sshd's own sockets count");
     }
 }

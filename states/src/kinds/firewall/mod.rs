@@ -50,8 +50,9 @@ pub fn build(params: toml::Table, b: &mut Builder) -> Result<Box<dyn State>> {
     let table = rules::table(&spec, &ssh_ports)?;
     // Under --root the table is another machine's: this session is not its concern.
     if b.cx.is_live() {
-        for (i, session) in sshd_port::sessions_to_keep(b.cx, b.cx.facts.ssh_session.as_ref(), &ssh_ports).iter().enumerate() {
-            rules::keeps_session(&spec, session, i == 0, &ssh_ports)?;
+        let own = b.cx.facts.ssh_session.as_ref();
+        for session in sshd_port::sessions_to_keep(b.cx, own, &ssh_ports) {
+            rules::keeps_session(&spec, &table, &session, Some(&session) == own, &ssh_ports)?;
         }
     }
     // Said when the node has an address of that family, where SSH over it would work otherwise.
@@ -270,7 +271,7 @@ fn confirm(cx: &Context, want: &Table, ssh_ports: &[u16]) -> Result<()> {
         bail!("the table read back is not the one loaded ({})", describe(have.as_ref(), want));
     }
     // sshd may have come to listen where the plan did not see it (a restart in this run).
-    if let Some(p) = sshd_port::live_ports(cx).into_iter().find(|p| !ssh_ports.contains(p)) {
+    if let Some(p) = sshd_port::live_ports(cx, true).into_iter().find(|p| !ssh_ports.contains(p)) {
         bail!("sshd listens on tcp/{p}, which the table loaded does not open");
     }
     for &p in ssh_ports {
@@ -284,9 +285,10 @@ fn confirm(cx: &Context, want: &Table, ssh_ports: &[u16]) -> Result<()> {
 
 /// Point the enable link at the unit, replacing whatever is there, atomically.
 fn enable(cx: &Context) -> Result<()> {
-    let link = cx.path(ENABLE_LINK);
-    let dir = link.parent().expect("link has a parent");
-    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // Through the directory reached without following a link, as every write.
+    let (opened, name) = crate::engine::beneath::open_parent(cx, Path::new(ENABLE_LINK), Some(0o755), None)?;
+    let (dir, link) = (opened.path(), opened.join(&name));
+    let dir = dir.as_path();
     let tmp = dir.join(".bootstrap-firewall.service.tmp");
     match fs::remove_file(&tmp) {
         Err(e) if e.kind() != ErrorKind::NotFound => return Err(e.into()),

@@ -252,8 +252,13 @@ pub fn table(spec: &Spec, ssh_ports: &[u16]) -> Result<Table> {
 /// address family when `ssh_from` names none of that family. A run from cron has no session.
 /// `own`: the run's own session; otherwise another open one, kept because the run's own
 /// variable named a connection that is gone.
-pub fn keeps_session(spec: &Spec, s: &SshSession, own: bool, ssh_ports: &[u16]) -> Result<()> {
+/// Whatever `ssh_from` says, a session the table still admits (by another rule: the storage
+/// role's SFTP from `private_cidr`) is kept.
+pub fn keeps_session(spec: &Spec, table: &Table, s: &SshSession, own: bool, ssh_ports: &[u16]) -> Result<()> {
     let which = if own { "this SSH session" } else { "an open SSH session (this run's SSH_CONNECTION is stale: tmux?)" };
+    if s.client.is_loopback() || table.admits_new_tcp_from(s.client, s.port) {
+        return Ok(());
+    }
     if !ssh_ports.contains(&s.port) {
         let ports: Vec<String> = ssh_ports.iter().map(ToString::to_string).collect();
         bail!(
