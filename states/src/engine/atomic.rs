@@ -86,7 +86,9 @@ pub fn write_plain(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     // A bare file name (`-o site.bundle`): the current directory.
     let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
     own_dir(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    sweep_stale(dir, name);
+    let mut tmp = tempfile::Builder::new().prefix(&format!(".{name}{TMP_MARK}")).tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().set_permissions(fs::Permissions::from_mode(mode))?;
     tmp.as_file().sync_all()?;

@@ -260,11 +260,15 @@ pub fn sessions_to_keep(cx: &Context, own: Option<&SshSession>, ports: &[u16]) -
     let live = all.iter().any(|s| {
         s.state == sockets::ESTABLISHED && s.local == server && s.remote == SocketAddr::new(own.client, own.client_port)
     });
-    let came_in_here = all.iter().any(|s| {
-        s.state == sockets::LISTEN
-            && s.local.port() == own.port
-            && (s.local.ip() == own.server || s.local.ip().is_unspecified())
-    });
+    // Only a server address of this node's can be judged: another (a namespace's, a
+    // forwarded variable) is kept as it is.
+    let ours = own.server.is_loopback() || cx.facts.addresses.contains(&own.server.to_string());
+    let came_in_here = ours
+        && all.iter().any(|s| {
+            s.state == sockets::LISTEN
+                && s.local.port() == own.port
+                && (s.local.ip() == own.server || s.local.ip().is_unspecified())
+        });
     if live || !came_in_here {
         return vec![own.clone()];
     }
@@ -355,6 +359,11 @@ mod tests {
         let elsewhere = SshSession::parse("2001:db8::5 40000 2001:db8::10 22").unwrap();
         assert_eq!(sessions_to_keep(&cx, Some(&elsewhere), &[port]), std::slice::from_ref(&elsewhere));
         assert!(sessions_to_keep(&cx, None, &[port]).is_empty());
+        // A listener on every address still doesn't make a server address that isn't ours.
+        let any = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+        let any_port = any.local_addr().unwrap().port();
+        let foreign = SshSession::parse(&format!("198.51.100.7 50000 198.51.100.10 {any_port}")).unwrap();
+        assert_eq!(sessions_to_keep(&cx, Some(&foreign), &[any_port]), std::slice::from_ref(&foreign));
     }
 
     #[test]
