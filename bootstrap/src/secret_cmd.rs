@@ -26,16 +26,21 @@ pub fn set(opts: &Opts, name: &str) -> Result<i32> {
             None => return Err(secret_sources::missing_error(&[spec])),
         };
         secret_sources::check_secret(&spec, &value)?;
-        let old = inputs.secret_values.insert(name.to_string(), value);
+        // The value in use is the stored one: a new value given in the environment (or
+        // credentials) is already what the inputs hold, so what it replaces there may be itself.
+        let stored = secret_sources::stored(&opts.root)?.remove(name);
+        let held = inputs.secret_values.insert(name.to_string(), value.clone());
+        let mut old: Vec<String> = stored.into_iter().chain(held).filter(|v| *v != value).collect();
+        old.dedup();
         // A tool may still print the old value (an error about it), or one derived from it:
         // scrubbed too.
-        if let Some(old) = &old {
-            inputs.retired.push(old.clone());
-            inputs.retired.extend(crate::derived_secrets::of(&inputs.derived, name, old));
+        for o in &old {
+            inputs.retired.push(o.clone());
+            inputs.retired.extend(crate::derived_secrets::of(&inputs.derived, name, o));
         }
         let prepared = pipeline::prepare(inputs.pipeline(opts, Peers::Discover { persist: true })?)?;
         secret_sources::store(&opts.root, &inputs.secret_values)?;
-        if old.is_some() {
+        if !old.is_empty() {
             eprintln!("secret `{name}` replaced; applying what depends on it");
         }
         execute(opts, prepared, Mode::Apply, Record::Yes)

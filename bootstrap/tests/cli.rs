@@ -231,7 +231,10 @@ fn canary_secrets_never_appear_in_any_output() {
     outputs.push(run(r, &["--roles", rd, "--check", "--json", "s"], &env));
     let applied = run(r, &["--roles", rd, "apply", "s"], &env);
     assert_eq!(code(&applied), 1, "the validator must reject: {}", text(&applied));
-    assert!(text(&applied).contains("bad line: token = <redacted>"), "{}", text(&applied));
+    // The validator's output is not shown for a file holding a secret; which file, which tool.
+    let rejected = "/etc/app/validated.conf rejected by `sh` (exit 1); its output is not shown";
+    assert!(text(&applied).contains(rejected), "{}", text(&applied));
+    assert!(!text(&applied).contains("bad line"), "{}", text(&applied));
     outputs.push(applied);
     fs::write(r.join("etc/app/token.conf"), format!("token = {canary}-old\n")).unwrap();
     outputs.push(run(r, &["--roles", rd, "--check", "s"], &env));
@@ -245,6 +248,44 @@ fn canary_secrets_never_appear_in_any_output() {
     assert_eq!(fs::metadata(&f).unwrap().mode() & 0o777, 0o600);
     // Its previous version (the hand-edited `-old` value) is not kept.
     assert!(!r.join("var/lib/bootstrap/backup/etc/app/token.conf").exists());
+}
+
+#[test]
+fn secret_set_keeps_the_rotated_out_value_out_of_every_output() {
+    let (old, new) = ("canary-Old7-rotated-out", "canary-New7-rotated-in");
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    // `peek` comes first, and its validator prints the token file as it is then: the old value.
+    let role = r#"
+[[secret]]
+name = "api_token"
+prompt = "API token for the upstream"
+
+[[state]]
+id = "peek"
+type = "file"
+path = "/etc/app/peek.conf"
+content = "peek\n"
+validate = ["sh", "-c", "f=\"$(dirname \"$1\")/token.conf\"; [ -e \"$f\" ] || exit 0; echo \"bad: $(cat \"$f\")\" >&2; exit 1", "validator"]
+
+[[state]]
+id = "token-file"
+type = "file"
+path = "/etc/app/token.conf"
+template = "token.conf.hbs"
+"#;
+    let roles = roles_dir(&[("s.toml", role), ("templates/token.conf.hbs", "token = {{secret \"api_token\"}}\n")]);
+    let o = run(r, &["--roles", roles.path().to_str().unwrap(), "s"], &[("BOOTSTRAP_SECRET_API_TOKEN", old)]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    fs::write(r.join("etc/app/peek.conf"), "drift\n").unwrap();
+
+    let o = run(r, &["secret", "set", "api_token"], &[("BOOTSTRAP_SECRET_API_TOKEN", new)]);
+    assert_eq!(code(&o), 1, "the validator must reject: {}", text(&o));
+    assert!(text(&o).contains("bad: token = <redacted>"), "{}", text(&o));
+    assert!(!text(&o).contains("canary-Old7"), "the rotated-out value leaked:\n{}", text(&o));
+    let report = fs::read_to_string(r.join("var/lib/bootstrap/last-run.json")).unwrap();
+    assert!(report.contains("bad: token = <redacted>") && !report.contains("canary-Old7"), "{report}");
+    assert_eq!(fs::read_to_string(r.join("etc/app/token.conf")).unwrap(), format!("token = {new}\n"));
 }
 
 #[test]

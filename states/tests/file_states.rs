@@ -39,16 +39,15 @@ mode = "0640"
     assert_eq!(mode(&path), 0o640);
     assert_eq!(check(&cx, &nodes).pending, 0);
 
-    // Content drift: a diff that names the line, then healed with a backup of the old version.
+    // Content drift: a diff that names the line, then healed. The old version is not kept: at
+    // 0640 others may not read it, so it may hold a secret (`a_private_file_replaced_keeps_no_copy`).
     fs::write(&path, "greeting=edited\n").unwrap();
     let r = check(&cx, &nodes);
     let diff = r.states[0].changes[0].diff.as_deref().unwrap();
     assert!(diff.contains("-greeting=edited") && diff.contains("+greeting=hello on node1"), "{diff}");
     assert_eq!(apply(&cx, &nodes).changed, 1);
     assert_eq!(fs::read_to_string(&path).unwrap(), "greeting=hello on node1\n");
-    let backup = root.path().join("var/lib/bootstrap/backup/etc/app/app.conf");
-    assert_eq!(fs::read_to_string(&backup).unwrap(), "greeting=edited\n");
-    assert_eq!(mode(&backup), 0o600);
+    assert!(!root.path().join("var/lib/bootstrap/backup/etc/app/app.conf").exists());
 
     // Mode drift alone: no content rewrite, only chmod.
     fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).unwrap();
@@ -116,6 +115,63 @@ validate = ["sh", "-c", "grep -q bad \"$1\" && echo \"syntax error in $1 at line
     let leftovers: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(leftovers.len(), 1, "temp file left behind: {leftovers:?}");
     assert_eq!(r.exit_code(), 1);
+}
+
+#[test]
+fn a_secret_files_validator_output_is_not_shown() {
+    // The tools print the candidate, whole (`cat`) or split into characters (`od -c`), which no
+    // scrubber recognises: only the file, the tool, its exit code and a plausible line remain.
+    let canary = "Zq81xK-canary-PV3w";
+    let root = tempfile::tempdir().unwrap();
+    let cx = cx_with_secrets(root.path(), &[("api_token", canary)]);
+    let role = |validate: &str| {
+        format!("[[state]]\nid = \"token\"\ntype = \"file\"\npath = \"/etc/app/token.conf\"\ntemplate = \"token.hbs\"\nvalidate = {validate}\n")
+    };
+    let templates = [("token.hbs", "user = app\ntoken = {{secret \"api_token\"}}\n")];
+    let cases = [
+        (r#"["sh", "-c", "od -c \"$1\"; exit 1", "od"]"#, "`sh` (exit 1);"),
+        (r#"["sh", "-c", "cat \"$1\" >&2; echo \"$1:2: bad token\" >&2; exit 3", "cat"]"#, "`sh` (exit 3) at line 2;"),
+        // A number the candidate has no line for is not a line number (it may be the secret's).
+        (r#"["sh", "-c", "echo \"bad value at line 81 in $1\" >&2; exit 1", "x"]"#, "`sh` (exit 1);"),
+    ];
+    for (validate, how) in cases {
+        let r = apply(&cx, &nodes(&cx, &role(validate), &templates).unwrap());
+        let err = r.states[0].error.as_deref().unwrap();
+        let want = format!("/etc/app/token.conf rejected by {how} its output is not shown, the file holds a secret");
+        assert!(err.contains(&want), "{validate}: {err}");
+        for piece in canary.as_bytes().windows(3) {
+            assert!(!err.contains(std::str::from_utf8(piece).unwrap()), "{validate}: {err}");
+        }
+        assert!(!err.contains("   ") && !err.contains("user = app"), "{validate}: {err}");
+        assert!(!root.path().join("etc/app/token.conf").exists());
+    }
+}
+
+#[test]
+fn a_private_file_replaced_keeps_no_copy() {
+    // A file that held a secret (root-only) now gets public content: the old content is not
+    // kept in the backup directory, and an earlier copy goes too.
+    let root = tempfile::tempdir().unwrap();
+    let cx = cx(root.path());
+    let file = root.path().join("etc/app/app.conf");
+    fs::create_dir_all(file.parent().unwrap()).unwrap();
+    fs::write(&file, "password=canary-private-old\n").unwrap();
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o640)).unwrap();
+    let kept = root.path().join("var/lib/bootstrap/backup/etc/app/app.conf");
+    fs::create_dir_all(kept.parent().unwrap()).unwrap();
+    fs::write(&kept, "password=canary-older\n").unwrap();
+    let role = "[[state]]\nid = \"conf\"\ntype = \"file\"\npath = \"/etc/app/app.conf\"\ncontent = \"public\\n\"\nmode = \"0644\"\n";
+    let nodes = nodes(&cx, role, &[]).unwrap();
+    assert_eq!(apply(&cx, &nodes).changed, 1);
+    assert_eq!(fs::read_to_string(&file).unwrap(), "public\n");
+    assert!(!kept.exists(), "a copy of a private file was kept");
+    let leaked = std::process::Command::new("grep").args(["-r", "canary-"]).arg(root.path()).output().unwrap();
+    assert!(leaked.stdout.is_empty(), "{}", String::from_utf8_lossy(&leaked.stdout));
+    // A file others may read is kept, root-only.
+    fs::write(&file, "edited\n").unwrap();
+    assert_eq!(apply(&cx, &nodes).changed, 1);
+    assert_eq!(fs::read_to_string(&kept).unwrap(), "edited\n");
+    assert_eq!(mode(&kept), 0o600);
 }
 
 #[test]

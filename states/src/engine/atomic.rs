@@ -3,7 +3,7 @@
 
 use std::fs::{self, File};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context as _, Result};
@@ -23,7 +23,8 @@ pub struct FileWrite<'a> {
     /// Validator argv; `{}` stands for the temp file (appended when absent).
     pub validate: Option<&'a [String]>,
     /// The content holds a secret (or a private key): no previous version is kept, and one
-    /// kept before is removed, so a rotated-out secret doesn't outlive its rotation.
+    /// kept before is removed, so a rotated-out secret doesn't outlive its rotation; a
+    /// rejecting validator's output is not shown (it may quote the candidate).
     pub secret: bool,
 }
 
@@ -54,9 +55,11 @@ pub fn write_file(cx: &Context, abs: &Path, bytes: &[u8], w: &FileWrite) -> Resu
         // process's descriptors: it gets the temp file by its ordinary path (where the walk
         // found the directory, links resolved). It only reads.
         let named = cx.path(opened.resolved()).join(tmp.path().file_name().unwrap_or_default());
-        validate(cx, abs, &named, argv)?;
+        validate(cx, abs, &named, argv, w.secret.then_some(bytes))?;
     }
-    if w.secret {
+    // The file being replaced may hold a secret even when the new content doesn't (a secret
+    // moved elsewhere): a private one is not kept, as `absent` doesn't keep one.
+    if w.secret || fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && is_private(m.mode())) {
         forget_backup(cx, abs)?;
     } else {
         backup(cx, abs, &path)?;
@@ -65,7 +68,10 @@ pub fn write_file(cx: &Context, abs: &Path, bytes: &[u8], w: &FileWrite) -> Resu
     sync_dir(dir)
 }
 
-fn validate(cx: &Context, abs: &Path, tmp: &Path, argv: &[String]) -> Result<()> {
+/// Run the validator on the candidate at `tmp`. With `secret` (the candidate's bytes), its
+/// output is not shown: a tool may quote the candidate in forms no scrubber recognises
+/// (`od -c` splits it into characters).
+fn validate(cx: &Context, abs: &Path, tmp: &Path, argv: &[String], secret: Option<&[u8]>) -> Result<()> {
     let tmp = tmp.to_string_lossy();
     let mut argv: Vec<String> = argv.iter().map(|a| a.replace("{}", &tmp)).collect();
     if !argv.iter().any(|a| a.contains(tmp.as_ref())) {
@@ -73,11 +79,40 @@ fn validate(cx: &Context, abs: &Path, tmp: &Path, argv: &[String]) -> Result<()>
     }
     let out = cx.runner.run(&Cmd::from_argv(&argv)?)?;
     if !out.success() {
+        if let Some(bytes) = secret {
+            let code = out.code.map_or("a signal".to_string(), |c| format!("exit {c}"));
+            let line = line_number(out.message(), bytes).map_or(String::new(), |n| format!(" at line {n}"));
+            return Err(anyhow!(
+                "{} rejected by `{}` ({code}){line}; its output is not shown, the file holds a secret",
+                abs.display(),
+                argv[0]
+            ));
+        }
         // The tool names the temp file; the operator knows the real one.
         let msg = out.message().replace(tmp.as_ref(), &abs.to_string_lossy());
         return Err(anyhow!("{} rejected by `{}`: {msg}", abs.display(), argv[0]));
     }
     Ok(())
+}
+
+/// The line a tool's message points at (`line N`, `:N:`), only when the candidate has that
+/// many lines: a number from the message could otherwise be part of a quoted secret.
+fn line_number(msg: &str, candidate: &[u8]) -> Option<usize> {
+    let lines = candidate.split(|&b| b == b'\n').count();
+    let digits = |s: &str| s.find(|c: char| !c.is_ascii_digit()).map_or(s, |end| &s[..end]).to_string();
+    let lower = msg.to_ascii_lowercase();
+    let after_line = lower.match_indices("line ").map(|(i, _)| digits(&lower[i + 5..]));
+    let colons = lower
+        .match_indices(':')
+        .map(|(i, _)| &lower[i + 1..])
+        .filter_map(|rest| rest.split_once(':').map(|(n, _)| n.to_string()))
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    after_line.chain(colons).find_map(|n| n.parse::<usize>().ok()).filter(|n| (1..=lines).contains(n))
+}
+
+/// A file mode others may not read: the file may hold a secret, so no copy of it is kept.
+pub fn is_private(mode: u32) -> bool {
+    mode & 0o004 == 0
 }
 
 /// Replace an internal file of ours (reports, queues) atomically with `mode`; no backup.
@@ -174,6 +209,10 @@ fn own_dir(dir: &Path) -> Result<()> {
     for m in missing.into_iter().rev() {
         let mode = if m == dir || m.ends_with(state) { 0o700 } else { 0o755 };
         match fs::DirBuilder::new().mode(mode).create(m) {
+            // Exactly `mode`, whatever the umask (sudo keeps a 077 one): /var made 0700 would
+            // shut every service out of its files.
+            Ok(()) => fs::set_permissions(m, fs::Permissions::from_mode(mode))
+                .with_context(|| format!("cannot set the mode of {}", m.display()))?,
             Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
                 return Err(e).with_context(|| format!("cannot create {}", m.display()))
             }
@@ -210,7 +249,8 @@ mod tests {
     #[test]
     fn our_files_in_a_fresh_tree_leave_the_directories_above_passable() {
         let root = tempfile::tempdir().unwrap();
-        let umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+        // The strictest umask an operator's shell may have: the modes must not depend on it.
+        let umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
         write_plain(&root.path().join("var/lib/bootstrap/backup/etc/app/x.conf"), b"x", 0o600).unwrap();
         nix::sys::stat::umask(umask);
         assert_eq!(mode(&root.path().join("var")), 0o755);

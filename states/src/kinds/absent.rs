@@ -11,7 +11,7 @@ use nix::sys::stat::SFlag;
 use nix::unistd::{unlinkat, UnlinkatFlags};
 use serde::Deserialize;
 
-use crate::engine::atomic::{backup, forget_backup, sync_dir};
+use crate::engine::atomic::{backup, forget_backup, is_private, sync_dir};
 use crate::engine::beneath;
 use crate::engine::context::Context;
 use crate::engine::contract::{Change, Claim, Plan, State};
@@ -72,7 +72,7 @@ impl State for AbsentState {
             plan.push(Change::new(format!("remove directory ({entries} entries)"), RemoveOp::Dir));
         } else if kind == SFlag::S_IFLNK {
             plan.push(Change::new("remove symlink", RemoveOp::File { keep_copy: false }))
-        } else if st.st_mode & 0o004 == 0 {
+        } else if is_private(st.st_mode) {
             // No diff: the removed content may be secret. Its last version is in the backup,
             // unless it is private: a copy would keep a rotated-out secret forever.
             plan.push(Change::new(
