@@ -33,6 +33,8 @@ pub fn follow(opts: &Opts, origin: &Origin, accept: bundle::Accept<'_>) -> Resul
     match r.current {
         Some(current) => {
             if let Some(e) = &status.error {
+                // The server's or a tool's text: escaped, as every message is.
+                let e = crate::output::printable(e);
                 eprintln!("site bundle: {e}; converging to the last good one (serial {})", current.serial);
             }
             Ok((current, status))

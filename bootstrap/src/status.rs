@@ -3,11 +3,12 @@
 
 use anyhow::Result;
 use chrono::{Local, TimeZone};
-use states::engine::report::Status;
+use states::engine::report::{RunReport, Status};
 
 use states::engine::layout::Layout;
 
 use crate::cli::Opts;
+use crate::output::printable;
 use crate::{node, report_file, schedule};
 
 pub fn show(opts: &Opts) -> Result<i32> {
@@ -42,6 +43,8 @@ pub fn show(opts: &Opts) -> Result<i32> {
             at(r.verified_at)
         );
         if let Some(e) = &r.error {
+            // Text from the server or a tool, kept on disk: escaped like all such text.
+            let e = printable(e);
             println!("  failed: the last attempt to get a newer bundle: {e} (the last good one is in use)");
             code = 1;
         }
@@ -65,30 +68,14 @@ pub fn show(opts: &Opts) -> Result<i32> {
             when.unwrap_or_default()
         );
     }
+    // Patroni's answers: member names and states are its text.
     for line in crate::db_status::lines(root) {
-        println!("{line}");
+        println!("{}", printable(&line));
     }
     match report_file::load(root) {
         None => println!("last run: none"),
         Some(r) => {
-            let when =
-                Local.timestamp_opt(r.started as i64, 0).single().map(|t| t.format("%Y-%m-%d %H:%M:%S %Z").to_string());
-            println!(
-                "last run: {} ({:.0} ms): {} states, {} changed ({} drift corrected), {} failed, {} skipped",
-                when.unwrap_or_default(),
-                r.duration_ms,
-                r.states.len(),
-                r.changed,
-                r.states.iter().filter(|s| s.change == Some(states::engine::report::ChangeKind::Drift)).count(),
-                r.failed,
-                r.skipped
-            );
-            for s in r.states.iter().filter(|s| s.status == Status::Failed) {
-                println!("  failed: {} ({} {}): {}", s.id, s.kind, s.target, s.error.as_deref().unwrap_or(""));
-            }
-            for n in r.notifications.iter().filter(|n| n.status == Status::Failed) {
-                println!("  failed: {}: {}", n.notification, n.error.as_deref().unwrap_or(""));
-            }
+            print!("{}", last_run(&r));
             if r.has_failures() {
                 code = 1;
             }
@@ -103,7 +90,8 @@ pub fn show(opts: &Opts) -> Result<i32> {
     for (path, names, until, issuer) in certificates(root) {
         let left = until.duration_since(std::time::SystemTime::now()).map_or(0, |d| d.as_secs() / 86400);
         let until = chrono::DateTime::<chrono::Local>::from(until).format("%Y-%m-%d");
-        println!("tls:      {} for {} until {until} ({left} days), issuer {issuer}", path.display(), names.join(", "));
+        let (names, issuer) = (printable(&names.join(", ")).into_owned(), printable(&issuer).into_owned());
+        println!("tls:      {} for {names} until {until} ({left} days), issuer {issuer}", path.display());
     }
     let pending = std::fs::read_to_string(Layout::new(root).pending_notifications())
         .ok()
@@ -116,6 +104,30 @@ pub fn show(opts: &Opts) -> Result<i32> {
         println!("pending:  {} (carried out by the next run)", list.join(", "));
     }
     Ok(code)
+}
+
+/// The last run: counts, then each failure with its error. Errors hold tools' text (and the
+/// report is a file on disk): control and invisible characters come out escaped.
+fn last_run(r: &RunReport) -> String {
+    let when = Local.timestamp_opt(r.started as i64, 0).single().map(|t| t.format("%Y-%m-%d %H:%M:%S %Z").to_string());
+    let mut out = format!(
+        "last run: {} ({:.0} ms): {} states, {} changed ({} drift corrected), {} failed, {} skipped\n",
+        when.unwrap_or_default(),
+        r.duration_ms,
+        r.states.len(),
+        r.changed,
+        r.states.iter().filter(|s| s.change == Some(states::engine::report::ChangeKind::Drift)).count(),
+        r.failed,
+        r.skipped
+    );
+    for s in r.states.iter().filter(|s| s.status == Status::Failed) {
+        let line = format!("  failed: {} ({} {}): {}\n", s.id, s.kind, s.target, s.error.as_deref().unwrap_or(""));
+        out.push_str(&printable(&line));
+    }
+    for n in r.notifications.iter().filter(|n| n.status == Status::Failed) {
+        out.push_str(&printable(&format!("  failed: {}: {}\n", n.notification, n.error.as_deref().unwrap_or(""))));
+    }
+    out
 }
 
 /// Certificates haproxy serves (`/etc/haproxy/certs/*.pem`), with names, expiry and issuer.
@@ -131,4 +143,48 @@ fn certificates(root: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<String>,
         .collect();
     found.sort_by(|a, b| a.0.cmp(&b.0));
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use states::engine::report::{Mode, NotificationReport, RunReport, StateReport, Status};
+
+    #[test]
+    fn a_reports_errors_are_shown_escaped() {
+        let root = tempfile::tempdir().unwrap();
+        let failed = StateReport {
+            id: "conf".into(),
+            kind: "file".into(),
+            target: "/etc/app.conf".into(),
+            status: Status::Failed,
+            changes: Vec::new(),
+            error: Some("rejected: \u{1b}[2J\u{1b}]0;owned\u{7}all good \u{202E}dab".into()),
+            duration_ms: 1.0,
+            fingerprint: String::new(),
+            change: None,
+        };
+        let note = NotificationReport {
+            notification: "reload app".into(),
+            status: Status::Failed,
+            error: Some("exit 1: \u{200B}\u{1b}[31m".into()),
+        };
+        let report = RunReport {
+            mode: Mode::Apply,
+            started: 0,
+            duration_ms: 1.0,
+            states: vec![failed],
+            notifications: vec![note],
+            unchanged: 0,
+            changed: 0,
+            pending: 0,
+            failed: 1,
+            skipped: 0,
+            site: None,
+        };
+        crate::report_file::write(root.path(), &report).unwrap();
+        let shown = super::last_run(&crate::report_file::load(root.path()).expect("the report file"));
+        assert!(!shown.contains(['\u{1b}', '\u{7}', '\u{202E}', '\u{200B}']), "{shown:?}");
+        assert!(shown.contains("rejected: \\u{1b}[2J\\u{1b}]0;owned\\u{7}all good \\u{202e}dab\n"), "{shown}");
+        assert!(shown.contains("  failed: reload app: exit 1: \\u{200b}\\u{1b}[31m\n"), "{shown}");
+    }
 }

@@ -15,6 +15,7 @@ use crate::engine::content::{sha256_hex, sha256_hex_of, unified_diff, Content};
 use crate::engine::context::Context;
 use crate::engine::contract::{Change, Claim, Plan, State};
 use crate::sys::fetch::fetch;
+use crate::sys::http;
 use crate::engine::build::{display, managed_path, params, Builder};
 use crate::files::ownership::{apply_meta_owned, MetaOp, Mode, Ownership};
 
@@ -160,7 +161,7 @@ impl State for FileState {
                     unified_diff(&shown, b"", &c.bytes, c.secret),
                 ),
                 Body::Remote { url, sha256 } => {
-                    (format!("create file from {url}"), format!("sha256 {sha256}"))
+                    (format!("create file from {}", http::shown(url)), format!("sha256 {sha256}"))
                 }
             };
             plan.push(Change::new(summary, WriteOp).with_diff(Some(diff)));
@@ -189,7 +190,8 @@ impl State for FileState {
                     let have_sum = sha256_hex_of(f).with_context(|| format!("cannot read {shown}"))?;
                     if &have_sum != sha256 {
                         let diff = format!("sha256 {have_sum} -> {sha256}");
-                        plan.push(Change::new(format!("content differs; download {url}"), WriteOp).with_diff(Some(diff)));
+                        let summary = format!("content differs; download {}", http::shown(url));
+                        plan.push(Change::new(summary, WriteOp).with_diff(Some(diff)));
                     }
                 }
                 None => plan.push(not_regular()),
@@ -210,7 +212,7 @@ impl State for FileState {
                 let got = fetch(url)?;
                 let sum = sha256_hex(&got);
                 if &sum != sha256 {
-                    bail!("{url} has sha256 {sum}, expected {sha256}; nothing written");
+                    bail!("{} has sha256 {sum}, expected {sha256}; nothing written", http::shown(url));
                 }
                 std::borrow::Cow::Owned(got)
             }
@@ -258,6 +260,37 @@ mod tests {
         t.insert("content".into(), "wanted\n".into());
         let s = FileState::build(t, &mut Builder::new("f", &cx, &mut NoTemplates)).unwrap();
         (cx, s)
+    }
+
+    #[test]
+    fn a_source_urls_credentials_reach_no_summary_nor_error() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let _ = s.read(&mut [0u8; 2048]);
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nother").unwrap();
+        });
+        let root = tempfile::tempdir().unwrap();
+        let cx = Context::for_tests(root.path());
+        let mut t = toml::Table::new();
+        t.insert("path".into(), "/opt/tool".into());
+        t.insert("source".into(), format!("http://ops:hunter2pw@127.0.0.1:{port}/tool").into());
+        t.insert("sha256".into(), sha256_hex(b"wanted").into());
+        let s = FileState::build(t, &mut Builder::new("f", &cx, &mut NoTemplates)).unwrap();
+        let bare = format!("http://127.0.0.1:{port}/tool");
+
+        let plan = s.plan(&cx).unwrap();
+        assert_eq!(plan.changes[0].summary, format!("create file from {bare}"));
+        let e = format!("{:#}", s.apply(&cx, &plan).unwrap_err());
+        server.join().unwrap();
+        assert!(e.starts_with(&format!("{bare} has sha256 ")) && !e.contains("hunter2pw"), "{e}");
+
+        fs::create_dir_all(root.path().join("opt")).unwrap();
+        fs::write(root.path().join("opt/tool"), "old").unwrap();
+        let plan = s.plan(&cx).unwrap();
+        assert_eq!(plan.changes[0].summary, format!("content differs; download {bare}"));
     }
 
     #[test]

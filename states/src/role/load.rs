@@ -76,6 +76,17 @@ fn check_secret_name(label: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// A role's name becomes a file name in the roles directory: `../x` would read outside it.
+fn check_role_name(name: &str, included_by: Option<&String>) -> Result<()> {
+    let ok = name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if !ok {
+        let by = included_by.map_or(String::new(), |r| format!(" (included by `{r}`)"));
+        bail!("role name {name:?}{by} must be lowercase letters, digits, `_` and `-`, starting with a letter or digit");
+    }
+    Ok(())
+}
+
 fn load_one(source: &dyn RoleSource, name: &str, set: &mut RoleSet, path: &mut Vec<String>) -> Result<()> {
     if set.roles.iter().any(|r| r == name) {
         return Ok(());
@@ -83,6 +94,7 @@ fn load_one(source: &dyn RoleSource, name: &str, set: &mut RoleSet, path: &mut V
     if path.iter().any(|r| r == name) {
         bail!("roles include each other: {} -> {name}", path.join(" -> "));
     }
+    check_role_name(name, path.last())?;
     let file = format!("{name}.toml");
     let Some((text, label)) = source.read_labeled(&file)? else {
         bail!("unknown role `{name}` (available: {})", source.role_names().join(", "));
@@ -175,6 +187,26 @@ mod tests {
         let source = Layered(vec![Box::new(DirSource(dir.path().to_path_buf())), Box::new(EmbeddedSource(EMBEDDED))]);
         let e = load(&source, &["app".to_string()]).err().expect("fell through to the embedded role").to_string();
         assert!(e.contains("cannot read") && e.contains("app.toml") && !e.contains("unknown role"), "{e}");
+    }
+
+    #[test]
+    fn a_role_name_that_could_leave_the_roles_directory_is_refused() {
+        let outer = tempfile::tempdir().unwrap();
+        let roles = outer.path().join("roles");
+        std::fs::create_dir(&roles).unwrap();
+        // A role file beside the roles directory, which no name may reach.
+        std::fs::write(outer.path().join("x.toml"), "[settings.outside]\n").unwrap();
+        let source = DirSource(roles.clone());
+        for bad in ["../x", "a/b", "/etc/x", "", ".x", "-x", "App", "x.y", "x\u{202e}"] {
+            let e = load(&source, &[bad.to_string()]).err().unwrap_or_else(|| panic!("{bad:?} accepted")).to_string();
+            assert!(e.contains(&format!("role name {bad:?} must be")), "{e}");
+        }
+        std::fs::write(roles.join("app.toml"), "includes = [\"../x\"]\n").unwrap();
+        let e = load(&source, &["app".to_string()]).err().expect("an include out of the directory").to_string();
+        assert!(e.contains("role name \"../x\" (included by `app`) must be"), "{e}");
+        std::fs::write(roles.join("app.toml"), "includes = [\"web-2\"]\n").unwrap();
+        std::fs::write(roles.join("web-2.toml"), "").unwrap();
+        assert_eq!(load(&source, &["app".to_string()]).unwrap().roles, ["web-2", "app"]);
     }
 
     #[test]

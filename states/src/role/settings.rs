@@ -94,30 +94,34 @@ pub fn invisible(c: char) -> bool {
     matches!(c, '\u{061C}' | '\u{180E}' | '\u{200B}' | '\u{200E}' | '\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{E0000}'..='\u{E007F}')
 }
 
+/// No control characters: a newline in a setting would add lines to a config file (and a URL
+/// parser drops it silently). Nor invisible format characters: a bidirectional override or a
+/// zero-width space makes a value read differently from what it is (in a review, a diff, a
+/// terminal). Every textual kind, before its own parse; `text` keeps its lines and tabs.
+fn plain(kind: Kind, t: &str) -> Result<()> {
+    if kind == Kind::Text {
+        if t.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+            bail!("must not contain control characters other than newlines and tabs");
+        }
+    } else if t.chars().any(char::is_control) {
+        bail!("must not contain control characters (newlines, tabs)");
+    }
+    if let Some(c) = t.chars().find(|c| invisible(*c)) {
+        bail!(
+            "must not contain invisible format characters (U+{:04X}: bidirectional controls, zero-width characters)",
+            u32::from(c)
+        );
+    }
+    Ok(())
+}
+
 fn check_one(kind: Kind, v: &toml::Value) -> Result<()> {
     let s = || v.as_str().ok_or_else(|| anyhow!("must be a string, not {}", v.type_str()));
+    if let Some(t) = v.as_str() {
+        plain(kind, t)?;
+    }
     match kind {
-        // No control characters: a newline in a setting would add lines to a config file. Nor
-        // invisible format characters: a bidirectional override or a zero-width space makes a
-        // value read differently from what it is (in a review, a diff, a terminal).
-        Kind::String => match s()? {
-            t if t.chars().any(char::is_control) => bail!("must not contain control characters (newlines, tabs)"),
-            t if t.chars().any(invisible) => bail!(
-                "must not contain invisible format characters (U+{:04X}: bidirectional controls, zero-width characters)",
-                t.chars().find(|c| invisible(*c)).map_or(0, u32::from)
-            ),
-            _ => Ok(()),
-        },
-        Kind::Text => match s()? {
-            t if t.chars().any(|c| c.is_control() && c != '\n' && c != '\t') => {
-                bail!("must not contain control characters other than newlines and tabs")
-            }
-            t if t.chars().any(invisible) => bail!(
-                "must not contain invisible format characters (U+{:04X}: bidirectional controls, zero-width characters)",
-                t.chars().find(|c| invisible(*c)).map_or(0, u32::from)
-            ),
-            _ => Ok(()),
-        },
+        Kind::String | Kind::Text => s().map(drop),
         Kind::Name => {
             let t = s()?;
             let ok = !t.is_empty()
@@ -291,6 +295,25 @@ mod tests {
         assert!(spec(Kind::Name).check("n", &s("app_db")).is_ok());
         assert!(spec(Kind::Name).check("n", &s("all")).unwrap_err().to_string().contains("reserved"));
         assert!(spec(Kind::Name).check("n", &s("App")).is_err());
+    }
+
+    #[test]
+    fn every_textual_kind_refuses_control_and_invisible_characters() {
+        let cases = [
+            (Kind::Url, "https://x/\nevil", "control characters"),
+            (Kind::Url, "https://x/\u{202E}live", "U+202E"),
+            (Kind::Email, "ops\u{1b}[2J@example.com", "control characters"),
+            (Kind::Domain, "app\u{200B}.example.com", "U+200B"),
+            (Kind::Cidr, "10.0.0.0/8\t", "control characters"),
+            (Kind::Name, "app\u{FEFF}", "U+FEFF"),
+        ];
+        for (kind, value, why) in cases {
+            let e = spec(kind).check("upstream", &s(value)).unwrap_err().to_string();
+            assert!(e.starts_with("setting `upstream`: ") && e.contains(why), "{kind:?} {value:?}: {e}");
+        }
+        let list = SettingSpec { list: true, ..spec(Kind::Url) };
+        let e = list.check("mirrors", &toml::Value::Array(vec![s("https://ok/"), s("https://x/\revil")])).unwrap_err();
+        assert!(e.to_string().starts_with("setting `mirrors`[1]: must not contain control"), "{e}");
     }
 
     #[test]

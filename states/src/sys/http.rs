@@ -71,15 +71,10 @@ pub fn get(url: &str, have: Option<&Validators>, timeout: Duration, cap: u64) ->
     let client = builder
         .timeout(timeout)
         .connect_timeout(timeout)
-        // Never follow a redirect off https, nor to another scheme.
         .redirect(reqwest::redirect::Policy::custom(|attempt| {
-            let from_https = attempt.previous().iter().any(|u| u.scheme() == "https");
-            if attempt.url().scheme() != "https" && from_https {
-                attempt.error("a redirect away from https")
-            } else if attempt.previous().len() > 5 {
-                attempt.error("too many redirects")
-            } else {
-                attempt.follow()
+            match refused_redirect(attempt.previous(), attempt.url()) {
+                Some(why) => attempt.error(why),
+                None => attempt.follow(),
             }
         }))
         .build()
@@ -116,6 +111,19 @@ pub fn get(url: &str, have: Option<&Validators>, timeout: Duration, cap: u64) ->
     Ok(Fetched::Body { bytes, etag, last_modified })
 }
 
+/// Why a redirect to `next` after `previous` is not followed: never off https once a request
+/// went there, nor more than 5 in a row.
+fn refused_redirect(previous: &[url::Url], next: &url::Url) -> Option<&'static str> {
+    let from_https = previous.iter().any(|u| u.scheme() == "https");
+    if next.scheme() != "https" && from_https {
+        Some("a redirect away from https")
+    } else if previous.len() > 5 {
+        Some("too many redirects")
+    } else {
+        None
+    }
+}
+
 /// reqwest's error without the URL it carries (which may hold credentials).
 fn without_url(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
@@ -137,5 +145,25 @@ fn without_url(e: &reqwest::Error) -> String {
         kind.to_string()
     } else {
         format!("{kind}: {detail}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redirect_away_from_https_is_refused() {
+        let u = |s: &str| url::Url::parse(s).unwrap();
+        let https = [u("https://files.example/a")];
+        assert_eq!(refused_redirect(&https, &u("http://files.example/a")), Some("a redirect away from https"));
+        // Also later in a chain that went through https.
+        let chain = [u("http://files.example/a"), u("https://files.example/b")];
+        assert_eq!(refused_redirect(&chain, &u("http://files.example/c")), Some("a redirect away from https"));
+        assert_eq!(refused_redirect(&https, &u("https://mirror.example/a")), None);
+        // Plain http to plain http: the caller checks what it gets (a signature, a sha256).
+        assert_eq!(refused_redirect(&[u("http://files.example/a")], &u("http://mirror.example/a")), None);
+        let many: Vec<_> = (0..6).map(|i| u(&format!("https://files.example/{i}"))).collect();
+        assert_eq!(refused_redirect(&many, &u("https://files.example/6")), Some("too many redirects"));
     }
 }
