@@ -1,5 +1,6 @@
 //! One run at a time: a non-blocking `flock` on `/run/bootstrap.lock`. The kernel drops the lock
-//! when its holder dies, so a lock left by a killed run never blocks.
+//! when its holder dies, so a lock left by a killed run never blocks; what its children left
+//! going is waited for once the lock is held (`engine::children`).
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
@@ -9,7 +10,9 @@ use anyhow::{Context as _, Result};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
+use states::engine::children;
 use states::engine::layout::{Layout, LOCK_FILE};
+
 /// The exit code when another run holds the lock (EX_TEMPFAIL).
 pub const BUSY: i32 = 75;
 
@@ -19,13 +22,23 @@ pub fn busy() -> i32 {
     BUSY
 }
 
+/// What a killed run's children left going may not overlap this run: wait for it (then kill
+/// it), and record this run's children. Best effort: without the record, a run still runs.
+fn settle_children(root: &Path) {
+    let dir = Layout::new(root).children_dir();
+    if let Err(e) = children::take_over(&dir) {
+        tracing::warn!("{e:#}");
+    }
+}
+
 pub enum Lock {
     Held(#[allow(dead_code)] Flock<File>),
     Busy,
 }
 
 /// Take the lock. A dry run (`create = false`) writes nothing: it locks the file only when it
-/// exists, and when it does not, no run is under way.
+/// exists, and when it does not, no run is under way. An acting run on the node settles what a
+/// killed run's children left before it goes on (`settle_children`).
 pub fn acquire(root: &Path, create: bool) -> Result<Option<Lock>> {
     let path = Layout::new(root).lock_file();
     if !create && !path.exists() {
@@ -47,7 +60,12 @@ pub fn acquire(root: &Path, create: bool) -> Result<Option<Lock>> {
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(l) => Ok(Some(Lock::Held(l))),
+        Ok(l) => {
+            if create && root == Path::new("/") {
+                settle_children(root);
+            }
+            Ok(Some(Lock::Held(l)))
+        }
         Err((_, Errno::EWOULDBLOCK)) => Ok(Some(Lock::Busy)),
         Err((_, e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
     }

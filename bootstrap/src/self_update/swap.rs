@@ -3,22 +3,23 @@
 //! fsynced, run (`--version`, then a `--check` of the node), and only then renamed over the
 //! installed one, whose previous version is kept for `--rollback`.
 
-use std::io::{Read, Seek, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use states::engine::atomic::{sync_dir, write_plain};
 use states::engine::layout::Layout;
-use wait_timeout::ChildExt;
+use states::engine::runner::{Cmd, Runner, SystemRunner};
 
 /// Set for the staged binary's `--check`: the run that stages it holds the lock.
 pub const SELF_CHECK_ENV: &str = "BOOTSTRAP_SELF_CHECK";
 /// A dry run of a node takes well under a second; a staged binary that hangs must not hold the
 /// lock (and every scheduled run) for long.
 const SELF_CHECK_TIMEOUT: Duration = Duration::from_secs(120);
+/// `--version` answers at once; a binary that hangs must not hold the lock either.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(30);
 const STAGED_PREFIX: &str = ".bootstrap.new.";
 
 /// Install `bytes`, verified as release `version`, as the node's binary.
@@ -57,35 +58,25 @@ fn self_check(bin: &Path, root: &Path, version: &str) -> Result<()> {
     if said != version {
         bail!("the new binary says it is {said}, its signed manifest says {version}: not installed");
     }
-    // Its report is not needed, only whether it errs and why: stderr to a file (a pipe could
-    // fill up and stall it), and a bound, since the lock is held meanwhile.
-    let mut err_file = tempfile::tempfile()?;
-    let mut child = Command::new(bin)
+    check_node(bin, root, SELF_CHECK_TIMEOUT)
+}
+
+/// `bin --check` of the node, within `timeout` (the lock is held meanwhile). Through the
+/// engine's runner: in its own group, killed as one on the bound, and with this run if it dies.
+fn check_node(bin: &Path, root: &Path, timeout: Duration) -> Result<()> {
+    let cmd = Cmd::new(bin.to_string_lossy())
         .arg("--check")
         .arg("--root")
-        .arg(root)
+        .arg(root.to_string_lossy())
         .args(["--color", "never"])
         .env(SELF_CHECK_ENV, "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(err_file.try_clone()?)
-        .spawn()
-        .with_context(|| format!("cannot run the new binary {}", bin.display()))?;
-    let status = match child.wait_timeout(SELF_CHECK_TIMEOUT)? {
-        Some(status) => status,
-        None => {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("the new binary's `--check` of this node took over {SELF_CHECK_TIMEOUT:?}; not installed");
-        }
-    };
-    let mut err = String::new();
-    err_file.seek(std::io::SeekFrom::Start(0))?;
-    err_file.read_to_string(&mut err)?;
-    match status.code() {
+        .timeout(timeout);
+    let out =
+        SystemRunner.run(&cmd).map_err(|e| anyhow!("the new binary's `--check` of this node: {e:#}; not installed"))?;
+    match out.code {
         Some(0 | 2) => Ok(()),
         code => {
-            let tail: Vec<&str> = err.lines().rev().take(3).collect::<Vec<_>>().into_iter().rev().collect();
+            let tail: Vec<&str> = out.stderr.lines().rev().take(3).collect::<Vec<_>>().into_iter().rev().collect();
             bail!(
                 "the new binary's `--check` of this node failed (exit {}): {}; not installed",
                 code.map_or("by a signal".into(), |c| c.to_string()),
@@ -97,15 +88,14 @@ fn self_check(bin: &Path, root: &Path, version: &str) -> Result<()> {
 
 /// What `bin --version` says (`bootstrap X.Y.Z` → `X.Y.Z`).
 pub fn version_of(bin: &Path) -> Result<String> {
-    let out = Command::new(bin)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run {}", bin.display()))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    match text.trim().strip_prefix("bootstrap ") {
-        Some(v) if out.status.success() => Ok(v.to_string()),
-        _ => bail!("{} --version did not answer `bootstrap VERSION` (exit {:?})", bin.display(), out.status.code()),
+    version_within(bin, VERSION_TIMEOUT)
+}
+
+fn version_within(bin: &Path, timeout: Duration) -> Result<String> {
+    let out = SystemRunner.run(&Cmd::new(bin.to_string_lossy()).arg("--version").timeout(timeout))?;
+    match out.stdout.trim().strip_prefix("bootstrap ") {
+        Some(v) if out.success() => Ok(v.to_string()),
+        _ => bail!("{} --version did not answer `bootstrap VERSION` (exit {:?})", bin.display(), out.code),
     }
 }
 
@@ -125,4 +115,34 @@ pub fn rollback(layout: &Layout) -> Result<String> {
     std::fs::rename(&hold, &previous).with_context(|| format!("cannot keep {}", previous.display()))?;
     sync_dir(dir)?;
     Ok(version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// A release that answers `--version` and then hangs on the node's `--check`.
+    fn hanging_binary(dir: &Path, version_too: bool) -> std::path::PathBuf {
+        let bin = dir.join(if version_too { "hangs" } else { "bootstrap" });
+        let version = if version_too { "sleep 30; true" } else { "echo 'bootstrap 9.9.9'" };
+        let script = format!("#!/bin/sh\nif [ \"$1\" = --version ]; then {version}; else sleep 30; true; fi\n");
+        std::fs::write(&bin, script).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        bin
+    }
+
+    #[test]
+    fn a_hanging_binary_is_given_up_on_within_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = hanging_binary(dir.path(), false);
+        assert_eq!(version_of(&bin).unwrap(), "9.9.9");
+        let t = Instant::now();
+        let err = format!("{:#}", check_node(&bin, dir.path(), Duration::from_millis(300)).unwrap_err());
+        assert!(err.contains("did not finish within") && err.ends_with("not installed"), "{err}");
+        let bin = hanging_binary(dir.path(), true);
+        let err = format!("{:#}", version_within(&bin, Duration::from_millis(300)).unwrap_err());
+        assert!(err.contains("did not finish within"), "{err}");
+        assert!(t.elapsed() < Duration::from_secs(10), "waited for the hanging binary");
+    }
 }

@@ -19,6 +19,8 @@ pub const SCRAM_KEY: &str = "/etc/bootstrap/scram-checked.key";
 pub const CRON_FILE: &str = "/etc/cron.d/bootstrap";
 /// One run at a time.
 pub const LOCK_FILE: &str = "/run/bootstrap.lock";
+/// The process groups of the running run's children (`engine::children`), root-only.
+pub const CHILDREN_DIR: &str = "/run/bootstrap/children";
 /// Reports, pending notifications, backups, peers, the ACME account.
 pub const STATE_DIR: &str = "/var/lib/bootstrap";
 /// Where node-exporter's textfile collector reads metrics, when it exists.
@@ -67,6 +69,10 @@ impl Layout {
 
     pub fn lock_file(&self) -> PathBuf {
         self.path(LOCK_FILE)
+    }
+
+    pub fn children_dir(&self) -> PathBuf {
+        self.path(CHILDREN_DIR)
     }
 
     pub fn state_dir(&self) -> PathBuf {

@@ -3,6 +3,7 @@
 pub mod atomic;
 pub mod beneath;
 pub mod build;
+pub mod children;
 pub mod content;
 pub mod context;
 pub mod contract;

@@ -9,6 +9,8 @@ use std::time::Duration;
 use anyhow::{anyhow, Context as _, Result};
 use wait_timeout::ChildExt;
 
+use crate::engine::children;
+
 /// A command to run. Arguments are logged, so they must never hold a secret: secrets go in
 /// `stdin` (or in a 0600 file whose path is an argument).
 #[derive(Clone, Debug)]
@@ -121,7 +123,7 @@ pub trait Runner: Send + Sync {
 /// beside the next one). The signal reaches the child itself, not what it started: dpkg under
 /// apt-get finishes its step and holds its lock, which the next run's apt-get waits for (and a
 /// package left unconfigured is configured then, see `apt`); a validator's shell should `exec`
-/// its last command.
+/// its last command. What is left of the group, the next run waits for (`children`).
 pub struct SystemRunner;
 
 impl Runner for SystemRunner {
@@ -153,6 +155,9 @@ impl Runner for SystemRunner {
             });
         }
         let mut child = command.spawn().with_context(|| format!("cannot run `{}`", cmd.display()))?;
+        // Its group, for the next run to wait for should this one be killed (removed on drop,
+        // after the wait).
+        let _record = children::record(child.id(), || cmd.display());
         let writer = child.stdin.take().zip(cmd.stdin.clone()).map(|(mut pipe, bytes)| {
             thread::spawn(move || {
                 // A child that exits without reading its input is not our error.
