@@ -245,6 +245,24 @@ fn a_corrupt_queue_is_set_aside_and_everything_it_could_hold_is_carried_out() {
     assert_eq!(owed.items().iter().map(|n| n.to_string()).collect::<Vec<_>>(), ["reload haproxy", "restart pg"]);
     assert_eq!(run(&cx, &nodes, Mode::Apply, &Recorder::default()).exit_code(), 0);
     assert_eq!(run(&cx, &nodes, Mode::Check, &Recorder::default()).exit_code(), 0);
+
+    // A queue that can't be read at all (a directory in its place): everything is owed, and
+    // the directory is moved aside for the queue to be written.
+    fs::create_dir(&queue).unwrap();
+    fs::write(queue.join("what"), "?").unwrap();
+    let c = run(&cx, &nodes, Mode::Check, &Recorder::default());
+    assert_eq!((c.notifications.len(), c.exit_code()), (2, 2));
+    let rec = Recorder::default();
+    assert_eq!(run(&cx, &nodes, Mode::Apply, &rec).exit_code(), 0);
+    assert_eq!(*rec.seen.borrow(), ["reload haproxy", "restart pg"]);
+    assert!(!queue.exists() && PendingQueue::set_aside_path(&cx).join("what").exists());
+
+    // A copy that can't be set aside (the directory is there) does not stop the run either.
+    fs::write(&queue, "garbage").unwrap();
+    let rec = Recorder::default();
+    assert_eq!(run(&cx, &nodes, Mode::Apply, &rec).exit_code(), 0);
+    assert_eq!(*rec.seen.borrow(), ["reload haproxy", "restart pg"]);
+    assert!(!queue.exists());
 }
 
 #[test]

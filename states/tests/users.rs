@@ -274,3 +274,40 @@ requires = ["grp"]
     assert!(read(root.path(), "etc/passwd").contains("appsvc:x:"));
     assert_eq!(check(&run(), &nodes).pending, 0);
 }
+
+#[test]
+fn a_home_is_made_beneath_the_root_without_following_a_link() {
+    let root = fixture();
+    let cx = cx(root.path());
+    // `app` as the fixture has it, but for its home: nothing for the shadow tools to do.
+    let s = user("name = \"app\"\nhome = \"/var/lib/app\"\nshell = \"/bin/sh\"\ncreate_home = true").unwrap();
+
+    // /var/lib is a link its user (uid 1000) put there: neither planned nor made through.
+    let elsewhere = tempfile::tempdir().unwrap();
+    fs::create_dir(root.path().join("var")).unwrap();
+    let link = root.path().join("var/lib");
+    std::os::unix::fs::symlink(elsewhere.path(), &link).unwrap();
+    std::os::unix::fs::lchown(&link, Some(1000), None).unwrap();
+    let err = format!("{:#}", s.plan(&cx).err().expect("a plan through the link"));
+    assert!(err.contains("/var/lib is a symbolic link owned by user 1000"), "{err}");
+    fs::remove_file(&link).unwrap();
+    let plan = s.plan(&cx).unwrap();
+    assert_eq!(
+        plan.changes.iter().map(|c| c.summary.as_str()).collect::<Vec<_>>(),
+        ["create home directory /var/lib/app"]
+    );
+    std::os::unix::fs::symlink(elsewhere.path(), &link).unwrap();
+    std::os::unix::fs::lchown(&link, Some(1000), None).unwrap();
+    let err = format!("{:#}", s.apply(&cx, &plan).expect_err("a home made through the link"));
+    assert!(err.contains("/var/lib is a symbolic link"), "{err}");
+    assert!(fs::read_dir(elsewhere.path()).unwrap().next().is_none(), "something was made through the link");
+
+    // Without it: the missing parent 0755 (others pass through), the home 0750, the user's.
+    fs::remove_file(&link).unwrap();
+    s.apply(&cx, &plan).unwrap();
+    let mode = |p: &str| fs::metadata(root.path().join(p)).unwrap().mode() & 0o7777;
+    assert_eq!(mode("var/lib"), 0o755);
+    let home = fs::metadata(root.path().join("var/lib/app")).unwrap();
+    assert_eq!((home.uid(), home.gid(), home.mode() & 0o7777), (998, 998, 0o750));
+    assert!(s.plan(&cx).unwrap().changes.is_empty());
+}

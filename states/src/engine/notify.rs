@@ -2,7 +2,7 @@
 //! after they ran, so a failed or killed run replays them next time.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
@@ -92,6 +92,8 @@ pub struct PendingQueue {
     items: Vec<Notification>,
     /// The queue on disk could not be read as one: what it held is unknown.
     corrupt: bool,
+    /// Where a copy of the corrupt queue was kept.
+    aside: Option<PathBuf>,
 }
 
 impl PendingQueue {
@@ -99,27 +101,37 @@ impl PendingQueue {
         cx.layout().pending_notifications()
     }
 
-    /// The queue a killed or failed run left. One that can't be read (a disk fault, an edit)
-    /// must not stop every later run, firewall healing included: a copy is set aside (`dry`:
-    /// none) and the queue starts empty and `corrupt`, for the run to fill with every
-    /// notification its states can send (`owe_all`).
+    /// The queue a killed or failed run left. One that can't be read (a disk fault, an edit, a
+    /// directory in its place) must not stop every later run, firewall healing included: a
+    /// copy is set aside when there is one to make (best effort; `dry`: none) and the queue
+    /// starts empty and `corrupt`, for the run to fill with every notification its states can
+    /// send (`owe_all`).
     pub fn load(cx: &Context, dry: bool) -> Result<PendingQueue> {
         let path = Self::path(cx);
+        let corrupt = |path, aside| Ok(PendingQueue { path, items: Vec::new(), corrupt: true, aside });
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::from(&b"[]"[..]),
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+            Err(e) => {
+                tracing::warn!("cannot read {}: {e}", path.display());
+                return corrupt(path, None);
+            }
         };
         match serde_json::from_slice(&bytes) {
-            Ok(items) => Ok(PendingQueue { path, items, corrupt: false }),
+            Ok(items) => Ok(PendingQueue { path, items, corrupt: false, aside: None }),
+            Err(_) if dry => corrupt(path, None),
             Err(_) => {
                 // Copied, not moved: the corrupt file stays the queue until `owe_all` replaced
-                // it, so a run that dies in between leaves what it owes.
-                if !dry {
-                    atomic::write_plain(&Self::set_aside_path(cx), &bytes, 0o600)
-                        .with_context(|| format!("cannot set the corrupt {} aside", path.display()))?;
+                // it, so a run that dies in between leaves what it owes. The copy is for a look
+                // only: a full disk must not stop the run.
+                let to = Self::set_aside_path(cx);
+                match atomic::write_plain(&to, &bytes, 0o600) {
+                    Ok(()) => corrupt(path, Some(to)),
+                    Err(e) => {
+                        tracing::warn!("cannot set the corrupt {} aside: {e:#}", path.display());
+                        corrupt(path, None)
+                    }
                 }
-                Ok(PendingQueue { path, items: Vec::new(), corrupt: true })
             }
         }
     }
@@ -129,16 +141,31 @@ impl PendingQueue {
         Self::path(cx).with_extension("json.corrupt")
     }
 
+    /// Where this run kept a copy of the corrupt queue, if it could.
+    pub fn aside(&self) -> Option<&Path> {
+        self.aside.as_deref()
+    }
+
     pub fn is_corrupt(&self) -> bool {
         self.corrupt
     }
 
-    /// After a corrupt queue: owe `every` notification, written over the corrupt file.
+    /// After a corrupt queue: owe `every` notification, written over the corrupt file. A
+    /// directory in its place, which no file can replace, is moved aside first (over the last
+    /// one set aside).
     pub fn owe_all(&mut self, every: &[Notification]) -> Result<()> {
         for n in every {
             merge(&mut self.items, n);
         }
         self.corrupt = false;
+        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.is_dir()) {
+            let to = self.path.with_extension("json.corrupt");
+            let _ = std::fs::remove_file(&to).or_else(|_| std::fs::remove_dir_all(&to));
+            std::fs::rename(&self.path, &to)
+                .with_context(|| format!("cannot move the directory {} aside", self.path.display()))?;
+            tracing::warn!("{} was a directory: moved aside to {}", self.path.display(), to.display());
+            self.aside = Some(to);
+        }
         self.save()
     }
 

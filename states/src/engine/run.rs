@@ -76,17 +76,17 @@ pub fn run(
     if queue.is_corrupt() {
         // What it held is unknown: whatever it could have held is owed.
         let every: Vec<Notification> = nodes.iter().flat_map(|n| n.notify.iter().cloned()).collect();
-        tracing::warn!(
-            "{} could not be read (a copy is kept as {}): every reload and restart the roles can send is carried out",
-            PendingQueue::path(cx).display(),
-            PendingQueue::set_aside_path(cx).display()
-        );
         for n in &every {
             merge(&mut would_queue, n);
         }
         if mode == Mode::Apply {
             queue.owe_all(&every)?;
         }
+        let kept = queue.aside().map_or(String::new(), |p| format!(" (a copy is kept as {})", p.display()));
+        tracing::warn!(
+            "{} could not be read{kept}: every reload and restart the roles can send is carried out",
+            PendingQueue::path(cx).display(),
+        );
     }
     let mut not_ok: HashSet<&str> = HashSet::new();
     // Dry run: states that would change. A dependent can't always be planned before they are

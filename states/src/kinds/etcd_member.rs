@@ -13,9 +13,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Result};
+use nix::fcntl::renameat;
 use serde::Deserialize;
 
 use crate::engine::atomic::{write_file, FileWrite};
+use crate::engine::beneath;
 use crate::engine::build::{managed_path, params, Builder};
 use crate::engine::context::Context;
 use crate::engine::contract::{Change, Claim, Plan, State};
@@ -172,15 +174,20 @@ impl EtcdMember {
         write_file(cx, &self.file, text.as_bytes(), &FileWrite { uid: Some(0), gid: Some(0), mode: 0o644, validate: None, secret: false })
     }
 
-    /// A data directory without member data (a failed first start) is moved aside.
+    /// A data directory without member data (a failed first start) is moved aside, renamed
+    /// within its parent, reached without following a link (`beneath`).
     fn set_aside_data(&self, cx: &Context) -> Result<()> {
-        let dir = cx.path(&self.data_dir);
-        if self.has_leftover_data(cx) {
-            let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-            let aside = dir.with_extension(format!("set-aside-{secs}"));
-            std::fs::rename(&dir, &aside).map_err(|e| anyhow!("cannot move {} aside: {e}", dir.display()))?;
-            tracing::warn!("moved {} aside to {} (never reused for a join)", dir.display(), aside.display());
+        let abs = self.data_dir.as_path();
+        let Some((dir, name)) = beneath::find_parent(cx, abs, None)? else { return Ok(()) };
+        if !std::fs::read_dir(dir.join(&name)).is_ok_and(|mut d| d.next().is_some()) {
+            return Ok(());
         }
+        let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let aside = Path::new(&name).with_extension(format!("set-aside-{secs}"));
+        renameat(&dir, name.as_str(), &dir, aside.as_path())
+            .map_err(|e| anyhow!("cannot move {} aside: {e}", abs.display()))?;
+        let aside = abs.with_file_name(aside);
+        tracing::warn!("moved {} aside to {} (never reused for a join)", abs.display(), aside.display());
         Ok(())
     }
 
@@ -313,7 +320,7 @@ impl State for EtcdMember {
                     cx.runner.check(&Cmd::new("systemctl").args(["disable", "--now", self.unit.as_str()]))?;
                     systemd::invalidate(cx);
                     self.set_aside_data(cx)?;
-                    let (dir, name) = crate::engine::beneath::open_parent(cx, &self.file, None, None)?;
+                    let (dir, name) = beneath::open_parent(cx, &self.file, None, None)?;
                     match std::fs::remove_file(dir.join(&name)) {
                         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
                         _ => {}

@@ -29,6 +29,7 @@ use serde_json::{json, Value};
 use yaml_rust2::{Yaml, YamlLoader};
 
 use crate::engine::atomic;
+use crate::engine::beneath;
 use crate::engine::build::{display, managed_path, params, Builder};
 use crate::engine::content::sha256_hex;
 use crate::engine::context::Context;
@@ -266,12 +267,16 @@ impl State for Stack {
     fn apply(&self, cx: &Context, plan: &Plan) -> Result<()> {
         cx.require_live("docker stack deploy")?;
         for Deploy(d) in plan.ops::<Deploy>() {
-            atomic::write_plain(&cx.path(&self.labels), &self.labels_file(d), 0o644)?;
+            // Written through its directory, reached without following a link (`beneath`);
+            // docker gets where that directory is, links resolved.
+            let (dir, name) = beneath::open_parent(cx, &self.labels, Some(0o755), None)?;
+            atomic::write_plain(&dir.join(&name), &self.labels_file(d), 0o644)?;
+            let labels = cx.path(dir.resolved()).join(&name);
             let mut cmd = Cmd::new("docker")
                 .args(["stack", "deploy", "--prune", "--resolve-image", self.resolve_image.as_str(), "--compose-file"])
                 .arg(cx.path(&self.compose).to_string_lossy())
                 .arg("--compose-file")
-                .arg(cx.path(&self.labels).to_string_lossy())
+                .arg(labels.to_string_lossy())
                 .arg(self.name.as_str())
                 .timeout(std::time::Duration::from_secs(300));
             for (k, v) in &d.env {

@@ -20,10 +20,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
+use nix::errno::Errno;
+use nix::unistd::{unlinkat, UnlinkatFlags};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::engine::atomic;
+use crate::engine::beneath;
 use crate::engine::build::{managed_path, params, Builder};
 use crate::engine::context::Context;
 use crate::engine::contract::{Change, Claim, Plan, State};
@@ -160,7 +163,7 @@ impl SwarmMember {
     }
 
     fn plan_member(&self, cx: &Context, info: &SwarmInfo, plan: &mut Plan) -> Result<()> {
-        let marked = cx.path(&self.marker).exists();
+        let marked = self.marked(cx)?;
         if info.manager != marked {
             let what = if info.manager { "record that this node is a swarm manager (its DNS record follows)" } else { "record that this node is no longer a swarm manager" };
             plan.push(Change::new(what, Op::Mark(info.manager)));
@@ -216,7 +219,7 @@ impl SwarmMember {
         ));
         if manager {
             plan.push(Change::new("record that this node is a swarm manager (its DNS record follows)", Op::Mark(true)));
-        } else if cx.path(&self.marker).exists() {
+        } else if self.marked(cx)? {
             plan.push(Change::new("record that this node is no longer a swarm manager", Op::Mark(false)));
         }
         Ok(())
@@ -258,21 +261,28 @@ impl SwarmMember {
             format!("demote this manager ({r} of {m} reachable; {} of {} after), then leave the swarm", r.saturating_sub(1), m - 1),
             Op::Leave { demote: true, force: false },
         ));
-        if cx.path(&self.marker).exists() {
+        if self.marked(cx)? {
             plan.push(Change::new("record that this node is no longer a swarm manager", Op::Mark(false)));
         }
         Ok(())
     }
 
+    /// Whether the marker is there, looked at where `mark` reaches it.
+    fn marked(&self, cx: &Context) -> Result<bool> {
+        let Some((dir, name)) = beneath::find_parent(cx, &self.marker, None)? else { return Ok(false) };
+        Ok(beneath::lstat_at(&dir, &name)?.is_some())
+    }
+
+    /// Written or removed through its directory, reached without following a link (`beneath`).
     fn mark(&self, cx: &Context, on: bool) -> Result<()> {
-        let path = cx.path(&self.marker);
         if on {
-            atomic::write_plain(&path, b"manager\n", 0o644)
-        } else {
-            match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-                _ => Ok(()),
-            }
+            let (dir, name) = beneath::open_parent(cx, &self.marker, Some(0o755), None)?;
+            return atomic::write_plain(&dir.join(&name), b"manager\n", 0o644);
+        }
+        let Some((dir, name)) = beneath::find_parent(cx, &self.marker, None)? else { return Ok(()) };
+        match unlinkat(&dir, name.as_str(), UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => Ok(()),
+            Err(e) => Err(anyhow!("cannot remove {}: {e}", self.marker.display())),
         }
     }
 
@@ -311,7 +321,7 @@ impl State for SwarmMember {
 
     fn plan(&self, cx: &Context) -> Result<Plan> {
         let mut plan = Plan::default();
-        let marked = cx.path(&self.marker).exists();
+        let marked = self.marked(cx)?;
         let mut info = docker_api::swarm_info_if_running(cx)?;
         // Right after a restart (a new daemon.json) a member says `pending` for a moment.
         let t = Instant::now();

@@ -4,12 +4,14 @@
 
 use std::fs;
 use std::io::ErrorKind;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use serde::Deserialize;
 
 use crate::sys::accounts::{check_id, check_name, shadow_cmd, Accounts};
+use crate::engine::beneath;
 use crate::engine::context::Context;
 use crate::engine::contract::{Change, Claim, Plan, State, Thing};
 use crate::engine::build::{params, Builder};
@@ -175,16 +177,19 @@ impl UserState {
     }
 
     /// With `create_home`: the directory exists and is owned by the user (a home left behind by
-    /// a deleted account may belong to an old uid).
+    /// a deleted account may belong to an old uid). Looked at where `make_home` reaches it.
     fn plan_home(&self, cx: &Context, a: &Accounts, plan: &mut Plan) -> Result<()> {
         let Some(home) = self.home.as_deref().filter(|_| self.create_home) else { return Ok(()) };
-        let meta = match fs::symlink_metadata(cx.path(home)) {
-            Ok(m) => m,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
+        let found = beneath::find_parent(cx, Path::new(home), a.user(&self.name).map(|u| u.uid))?;
+        let meta = match found.as_ref().map(|(dir, name)| fs::symlink_metadata(dir.join(name))) {
+            Some(Ok(m)) => m,
+            Some(Err(e)) if e.kind() != ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("cannot inspect {home}"))
+            }
+            _ => {
                 plan.push(Change::new(format!("create home directory {home}"), UserOp::Home));
                 return Ok(());
             }
-            Err(e) => return Err(e).with_context(|| format!("cannot inspect {home}")),
         };
         if !meta.is_dir() {
             bail!("home {home} exists and is not a directory");
@@ -223,20 +228,33 @@ impl UserState {
         c.args(["--shell", &self.shell])
     }
 
+    /// Missing parents 0755 and the home 0750, reached without following a link (`beneath`);
+    /// the directories on the way may be the user's own. The home is owned through a
+    /// descriptor opened without following a link: one put there is not what gets the user.
     fn make_home(&self, cx: &Context) -> Result<()> {
         let home = self.home.as_deref().ok_or_else(|| anyhow!("no home"))?;
         let a = Accounts::get(cx)?;
         let u = a.user(&self.name).ok_or_else(|| anyhow!("user {} does not exist", self.name))?;
-        let real = cx.path(home);
-        if !real.exists() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(HOME_MODE)
-                .create(&real)
-                .with_context(|| format!("cannot create {home}"))?;
+        let (dir, name) = beneath::open_parent(cx, Path::new(home), Some(0o755), Some(u.uid))?;
+        let made = match fs::DirBuilder::new().mode(HOME_MODE).create(dir.join(&name)) {
+            Ok(()) => true,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(e).with_context(|| format!("cannot create {home}")),
+        };
+        let opened = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(dir.join(&name))
+            .map_err(|e| anyhow!("cannot open {home} (is it a directory?): {e}"))?;
+        std::os::unix::fs::fchown(&opened, Some(u.uid), Some(u.gid))
+            .with_context(|| format!("cannot change the owner of {home}"))?;
+        if made {
+            // The umask may have narrowed it.
+            opened
+                .set_permissions(fs::Permissions::from_mode(HOME_MODE))
+                .with_context(|| format!("cannot set the mode of {home}"))?;
         }
-        std::os::unix::fs::lchown(&real, Some(u.uid), Some(u.gid))
-            .with_context(|| format!("cannot change the owner of {home}"))
+        Ok(())
     }
 }
 
