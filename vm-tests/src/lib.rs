@@ -28,6 +28,7 @@ pub mod debian;
 pub mod front;
 pub mod http;
 pub mod image;
+pub mod kill_points;
 pub mod knot;
 pub mod lab;
 pub mod measure;

@@ -31,6 +31,8 @@ pub const PACKAGES: &[&str] = &[
     "knot-dnsutils",
     "netcat-openbsd",
     "jq",
+    // the fault scenario kills runs at chosen system calls
+    "strace",
     // sshd, so firewall scenarios can check that the admin port stays open
     "openssh-server",
     // the no-op benchmark on a node (bench/node)

@@ -8,11 +8,22 @@
 //! drop-in hidden by one of the same name in /etc does not count); a table that would shut
 //! out the SSH session running the install, or with a stale `SSH_CONNECTION` (tmux) any open
 //! SSH connection, is refused and the live table stays as it was.
+//!
+//! And runs killed at chosen points of their own work (`kill_points`: strace kills the run at
+//! its Nth rename, child process start or write): seven fresh nodes each killed once during
+//! the first install of the app role, then a scheduled run healing drift (files deleted and
+//! changed, the table gone, haproxy stopped, the secrets file opened) killed at every rename
+//! and at spreads of its child starts and writes. After each kill: every file it writes is as
+//! before or as the next run leaves it (or, in an install, as its package ships it), the live
+//! table too; the report and the queue parse; nothing of the run still runs; the next run
+//! converges (haproxy serving again), and a run after that changes nothing.
 
 use std::time::{Duration, Instant};
 
 use vm_tests::cmd::{poll, wait_for};
-use vm_tests::operator::{INSTALLED as BIN, TEST_ROLES as ROLES};
+use vm_tests::kill_points::{self, At, Calls};
+use vm_tests::operator::{download, serve_binary, settled_state, INSTALLED as BIN, TEST_ROLES as ROLES};
+use vm_tests::report::{self, Status};
 use vm_tests::{bootstrap_bin, timed, Lab, Node, RunOpts, RunResult};
 
 const CANARY: &str = "Canary/Secret+Value=0042!";
@@ -290,12 +301,235 @@ fn start_slow_run(node: &Node, unit: &str) {
 
 /// `apply` of `role`, retried while a scheduled run holds the lock.
 fn apply_retrying(node: &Node, role: &str) -> RunResult {
+    retrying(|| bt(node, role, &["apply"]))
+}
+
+/// `run`, retried while a scheduled run holds the lock.
+fn retrying(run: impl Fn() -> RunResult) -> RunResult {
     let t = Instant::now();
     loop {
-        let r = bt(node, role, &["apply"]);
+        let r = run();
         if r.code != 75 || t.elapsed() > Duration::from_secs(120) {
             return r;
         }
         std::thread::sleep(Duration::from_secs(1));
     }
+}
+
+/// The app role's site for the kill points: a database pool, so the node holds a secret.
+const KILL_SITE: &str = "db_hosts = [\"198.18.0.50:5432\"]\n";
+const KILL_PASSWORD: &str = "Kill/Point+Canary=0042";
+const INSTALL: &[&str] = &["/root/bootstrap", "--site", "/root/site.toml", "app"];
+const SCHEDULED: &[&str] = &[BIN, "apply"];
+
+/// What a run writes: each must be, after a kill, either as it was before the run or as the
+/// next converging run leaves it, never anything else (half-written, truncated, mixed).
+const WRITTEN: &[&str] = &[
+    "/etc/haproxy/haproxy.cfg",
+    "/etc/haproxy/certs/site.pem",
+    "/var/www/bootstrap/index.html",
+    "/etc/bootstrap/app/database.env",
+    "/etc/bootstrap/secrets.toml",
+    "/etc/bootstrap/site.toml",
+    "/etc/bootstrap/node.toml",
+    "/etc/bootstrap/firewall.nft",
+    "/etc/cron.d/bootstrap",
+    "/etc/motd",
+    BIN,
+];
+/// Written whole or not at all, and read back by the next run: must parse.
+const JSON_WRITTEN: &[&str] = &["/var/lib/bootstrap/last-run.json", "/var/lib/bootstrap/pending-notifications.json"];
+
+/// Each written file's sha256 (or "absent"), and the live table's; a copy of each is kept
+/// under `/run/bt-snap/TAG` to show what differs.
+fn snapshot(node: &Node, tag: &str) -> Vec<(String, String)> {
+    let script = format!(
+        "rm -rf /run/bt-snap/{tag}; mkdir -p /run/bt-snap/{tag}; for f in {}; do if [ -e \"$f\" ]; then \
+         sha256sum < \"$f\" | cut -c1-16; cp --parents \"$f\" /run/bt-snap/{tag}/; else echo absent; fi; done; \
+         nft list table inet bootstrap 2>/dev/null | sha256sum | cut -c1-16",
+        WRITTEN.join(" ")
+    );
+    let out = node.exec(&["sh", "-c", &script]).stdout;
+    let names = WRITTEN.iter().copied().chain([TABLE]);
+    names.zip(out.lines()).map(|(n, h)| (n.to_string(), h.to_string())).collect()
+}
+
+const TABLE: &str = "the live table inet bootstrap";
+
+/// After a run killed at `at`: every written file as before (`pre`), as after (`post`) or, in a
+/// first install, as its package ships it (haproxy's own haproxy.cfg), never anything else;
+/// what differs is shown.
+fn assert_whole(
+    node: &Node,
+    at: &str,
+    before: &[(String, String)],
+    killed: &[(String, String)],
+    after: &[(String, String)],
+) {
+    for ((name, b), ((_, k), (_, a))) in before.iter().zip(killed.iter().zip(after)) {
+        if k != b && k != a && !as_packaged(node, name) {
+            let diff = match name.as_str() {
+                TABLE => String::new(),
+                f => node.exec(&["diff", "-u", &format!("/run/bt-snap/mid{f}"), f]).stdout,
+            };
+            panic!("{name} after the kill at {at} is neither as before ({b}) nor as converged ({a}): {k}\n{diff}");
+        }
+    }
+}
+
+/// Is the copy of `file` taken after the kill the package's own conffile, unchanged?
+fn as_packaged(node: &Node, file: &str) -> bool {
+    let script = format!(
+        "dpkg-query -W -f='${{Conffiles}}\\n' | awk '$1 == \"{file}\" {{ print $2 }}' | grep -qx \"$(md5sum < /run/bt-snap/mid{file} | cut -d' ' -f1)\""
+    );
+    file.starts_with('/') && node.exec(&["sh", "-c", &script]).success()
+}
+
+fn assert_json_parses(node: &Node, at: &str) {
+    for f in JSON_WRITTEN {
+        if node.exists(f) {
+            let text = node.read_file(f);
+            assert!(
+                serde_json::from_str::<serde_json::Value>(&text).is_ok(),
+                "{f} after the kill at {at} is not JSON: {text}"
+            );
+        }
+    }
+}
+
+fn assert_no_leftovers(node: &Node, killed: &kill_points::Killed, at: &str, grace: Duration) {
+    let left = kill_points::leftovers(node, killed, grace);
+    assert!(left.is_empty(), "the run killed at {at} left processes running: {left:?}");
+}
+
+/// Kill points spread over `1..=count`: at most `n` of them, the first and last included.
+fn spread(count: u32, n: u32) -> Vec<u32> {
+    let n = n.min(count);
+    let mut v: Vec<u32> = (0..n).map(|i| 1 + i * (count - 1) / (n - 1).max(1)).collect();
+    v.dedup();
+    v
+}
+
+#[test]
+fn runs_killed_at_chosen_points_of_an_install_and_a_scheduled_run_converge() {
+    let lab = timed("lab ready", || Lab::new("kill_points"));
+    let http = lab.http_server(0);
+    serve_binary(&http);
+    let secret =
+        RunOpts::default().env("BOOTSTRAP_SECRET_DB_PASSWORD", KILL_PASSWORD).timeout(Duration::from_secs(300));
+    let prepare = |node: &Node| {
+        download(node, &http);
+        node.put_file("/root/site.toml", KILL_SITE.as_bytes(), 0o644);
+        node.sh("apt-get update -qq && apt-get install -y -qq strace >/dev/null").assert_ok("strace");
+    };
+
+    // A first install traced to its end: how many renames and child processes it makes.
+    let reference = lab.boot("kref");
+    prepare(&reference);
+    let (calls, code) = kill_points::count(&reference, INSTALL, &secret);
+    assert_eq!(code, 0, "the traced first install failed");
+    eprintln!("[measure] a first install of the app role, calls on its main thread: {calls:?}");
+    let Calls { renames, clones, .. } = calls;
+    assert!(renames >= 8 && clones >= 8, "too few calls to aim at: {calls:?}");
+
+    // Fresh nodes, each killed once during its first install, side by side; then the operator
+    // runs the same command again, which converges.
+    let mut points: Vec<At> = [1, renames / 3, 2 * renames / 3, renames - 1].map(At::Rename).to_vec();
+    // Clones vary more between runs than renames (plans made ahead take turns on the main
+    // thread): aim at the first half.
+    points.extend([clones / 6, clones / 3, clones / 2].map(At::Clone));
+    let nodes: Vec<Node> = (0..points.len()).map(|i| lab.boot(&format!("kill{i}"))).collect();
+    let landed: Vec<(bool, String)> = std::thread::scope(|s| {
+        let runs: Vec<_> = nodes
+            .iter()
+            .zip(&points)
+            .map(|(node, &at)| {
+                let secret = &secret;
+                let prepare = &prepare;
+                s.spawn(move || {
+                    prepare(node);
+                    let before = snapshot(node, "pre");
+                    let killed = kill_points::run_killed(node, "bt-install", INSTALL, at, secret);
+                    let mid = snapshot(node, "mid");
+                    assert_json_parses(node, &at.to_string());
+                    // dpkg under a killed apt-get may finish its step first.
+                    assert_no_leftovers(node, &killed, &at.to_string(), Duration::from_secs(120));
+                    let again = node.run_opts(INSTALL, secret);
+                    assert_eq!(
+                        again.code, 0,
+                        "the install after the kill at {at} failed:\n{}\n{}",
+                        again.stdout, again.stderr
+                    );
+                    assert_whole(node, &at.to_string(), &before, &mid, &snapshot(node, "post"));
+                    let r = report::apply(node);
+                    assert_eq!(
+                        r.changed,
+                        0,
+                        "a second run after the kill at {at} changed: {:?}",
+                        r.ids_with(Status::Changed)
+                    );
+                    assert_eq!(node.run(&[BIN, "--check"]).code, 0, "--check after the kill at {at}");
+                    (killed.killed, format!("{at}: {}", killed.landed))
+                })
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    eprintln!("[measure] first installs killed, each converged by the operator's next run:");
+    for (killed, l) in &landed {
+        eprintln!("[measure]   {l}{}", if *killed { "" } else { " (not killed: the run made fewer calls)" });
+    }
+    // Counts of calls vary a little between runs (plans made ahead take turns on the main thread).
+    assert!(landed.iter().filter(|(k, _)| !k).count() <= 1, "too many installs ended before their kill point");
+
+    // A scheduled run with work to do (files deleted and changed, the table gone, haproxy
+    // stopped, the secrets file opened to all), killed at every rename and at a spread of
+    // its child processes, each followed by the schedule's next run.
+    let node = &reference;
+    let drift = "rm -f /etc/haproxy/haproxy.cfg /etc/haproxy/certs/site.pem /var/www/bootstrap/index.html /etc/cron.d/bootstrap; \
+                 echo drift >> /etc/motd; echo '# drift' >> /etc/bootstrap/app/database.env; chmod 0644 /etc/bootstrap/secrets.toml; \
+                 nft delete table inet bootstrap; systemctl stop haproxy; \
+                 systemctl reset-failed cron haproxy"; // restarted every few seconds here: past systemd's start limit
+    node.sh(drift).assert_ok("drift");
+    let (calls, code) = kill_points::count(node, SCHEDULED, &RunOpts::default());
+    assert_eq!(code, 0, "the traced scheduled run failed");
+    eprintln!("[measure] a scheduled run healing that drift, calls on its main thread: {calls:?}");
+    let Calls { renames, clones, writes } = calls;
+    let mut points: Vec<At> = spread(renames, renames).into_iter().map(At::Rename).collect();
+    points.extend(spread(clones * 3 / 4, 12).into_iter().map(At::Clone));
+    points.extend(spread(writes * 3 / 4, 12).into_iter().map(At::Write));
+    let (mut killed_at, mut ran_out) = (Vec::new(), Vec::new());
+    for at in &points {
+        let at_s = at.to_string();
+        node.sh(drift).assert_ok("drift");
+        let before = snapshot(node, "pre");
+        let killed = kill_points::run_killed(node, "bt-scheduled", SCHEDULED, *at, &RunOpts::default());
+        let mid = snapshot(node, "mid");
+        assert_json_parses(node, &at_s);
+        assert_no_leftovers(node, &killed, &at_s, Duration::from_secs(10));
+        let r = retrying(|| node.run(SCHEDULED));
+        assert_eq!(r.code, 0, "the run after the kill at {at} failed:\n{}\n{}", r.stdout, r.stderr);
+        assert_whole(node, &at_s, &before, &mid, &snapshot(node, "post"));
+        assert_eq!(settled_state(node, "haproxy"), "active", "haproxy after the kill at {at} and one run");
+        if killed.killed {
+            killed_at.push(format!("{at}: {}", killed.landed));
+        } else {
+            ran_out.push(at_s);
+        }
+    }
+    eprintln!("[measure] {} scheduled runs killed, each converged by the next run:", killed_at.len());
+    for l in &killed_at {
+        eprintln!("[measure]   {l}");
+    }
+    // Counts of calls vary a little between runs (plans made ahead take turns on the main thread).
+    assert!(ran_out.len() <= 3, "too many runs ended before their kill point: {ran_out:?}");
+    let r = report::apply(node);
+    assert_eq!(r.changed, 0, "a run after the last kill changed: {:?}", r.ids_with(Status::Changed));
+    assert_eq!(node.run(&[BIN, "--check"]).code, 0);
+    let everywhere = format!(
+        "{}{}",
+        node.journal(&["-o", "cat"]),
+        node.sh("cat /var/lib/bootstrap/last-run.json /etc/motd /etc/haproxy/haproxy.cfg").stdout
+    );
+    assert!(!everywhere.contains(KILL_PASSWORD), "the database password reached the journal or a public file");
 }
