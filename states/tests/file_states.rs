@@ -325,6 +325,33 @@ template = "db.conf.hbs"
     assert!(nodes(&cx, &format!("{role}mode = \"0640\"\n"), &templates).is_ok());
 }
 
+#[test]
+fn what_a_file_only_its_owner_reads_holds_is_in_no_diff() {
+    let root = tempfile::tempdir().unwrap();
+    let cx = cx_with_secrets(root.path(), &[]);
+    let role = r#"
+[[state]]
+id = "conf"
+type = "file"
+path = "/etc/app/app.conf"
+content = "public=yes\n"
+mode = "0644"
+"#;
+    let planned = nodes(&cx, role, &[]).unwrap();
+    let path = root.path().join("etc/app/app.conf");
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    // Someone put a token there by hand, root-only.
+    fs::write(&path, "token=canary-hand-placed-0042\n").unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    let json = serde_json::to_string(&check(&cx, &planned)).unwrap();
+    assert!(!json.contains("canary-hand-placed"), "{json}");
+    assert!(json.contains("<redacted: 1 lines"), "{json}");
+    // Readable by others: the diff is shown as usual.
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+    let json = serde_json::to_string(&check(&cx, &planned)).unwrap();
+    assert!(json.contains("-token=canary-hand-placed-0042"), "{json}");
+}
+
 fn nodes_err(cx: &states::Context, role: &str, templates: &[(&str, &str)]) -> anyhow::Error {
     match nodes(cx, role, templates) {
         Ok(_) => panic!("accepted:\n{role}"),

@@ -180,7 +180,10 @@ impl State for FileState {
                 // Equal only when nothing was left unread (the read stops at 64 MiB).
                 Some(have) if have == c.bytes && meta.len() == have.len() as u64 => {}
                 Some(have) => {
-                    let diff = unified_diff(&shown, &have, &c.bytes, c.secret);
+                    // What a file only its owner may read holds is shown by no diff (reports
+                    // and the journal have other readers), even when what replaces it is public.
+                    let owner_only = meta.mode() & 0o077 == 0;
+                    let diff = unified_diff(&shown, &have, &c.bytes, c.secret || owner_only);
                     plan.push(Change::new("content differs", WriteOp).with_diff(Some(diff)));
                 }
                 None => plan.push(not_regular()),
