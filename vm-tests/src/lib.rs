@@ -20,6 +20,7 @@
 
 pub mod binary;
 pub mod cache;
+pub mod canary;
 pub mod cgroup;
 pub mod cleanup;
 pub mod cmd;

@@ -20,6 +20,7 @@
 
 use std::time::{Duration, Instant};
 
+use vm_tests::canary;
 use vm_tests::cmd::{poll, wait_for};
 use vm_tests::kill_points::{self, At, Calls};
 use vm_tests::operator::{download, serve_binary, settled_state, INSTALLED as BIN, TEST_ROLES as ROLES};
@@ -52,7 +53,8 @@ fn disk_role(bytes: usize) -> String {
 }
 
 /// Six files, each validated slowly (a run takes a couple of seconds, so kills land inside
-/// it), and one whose validator hangs while /run/bt-hang exists.
+/// it), one whose validator hangs while /run/bt-hang exists, and one whose validator's child
+/// hangs while /run/bt-hang-deep exists.
 fn slow_role() -> String {
     let mut s = String::from("description = \"slow writes\"\n");
     for i in 0..6 {
@@ -63,6 +65,10 @@ fn slow_role() -> String {
     }
     s += "\n[[state]]\nid = \"hang\"\ntype = \"file\"\npath = \"/var/lib/bt-faults/hang\"\ncontent = \"h\\n\"\n\
           validate = [\"sh\", \"-c\", \"if [ -e /run/bt-hang ]; then exec sleep 300; fi\", \"hang\"]\n";
+    // A shell that does not `exec`: its `sleep` is the run's grandchild, out of reach of the
+    // parent-death signal.
+    s += "\n[[state]]\nid = \"hang-deep\"\ntype = \"file\"\npath = \"/var/lib/bt-faults/hang-deep\"\ncontent = \"h\\n\"\n\
+          validate = [\"sh\", \"-c\", \"if [ -e /run/bt-hang-deep ]; then sleep 301; fi; true\", \"hang\"]\n";
     s
 }
 
@@ -99,29 +105,6 @@ fn bt(node: &Node, role: &str, args: &[&str]) -> RunResult {
     node.run(&argv)
 }
 
-/// Every encoding of the canary a careless tool might print.
-fn encodings() -> Vec<String> {
-    use std::fmt::Write;
-    let hex = CANARY.bytes().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    });
-    let b64 = String::from_utf8(
-        std::process::Command::new("sh")
-            .args(["-c", &format!("printf '%s' '{CANARY}' | base64")])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    vec![
-        CANARY.to_string(),
-        b64.trim().to_string(),
-        hex,
-        CANARY.replace('/', "%2F").replace('+', "%2B").replace('=', "%3D"),
-    ]
-}
-
 #[test]
 fn faults_leave_no_secret_no_half_file_and_a_converging_node() {
     let lab = timed("lab ready", || Lab::new("faults"));
@@ -141,13 +124,10 @@ fn faults_leave_no_secret_no_half_file_and_a_converging_node() {
     assert!(r.stdout.contains("rejected by `sh`"), "the failure is not named: {}", r.stdout);
     let report = node.read_file("/var/lib/bootstrap/last-run.json");
     let journal = node.journal(&["-o", "cat"]);
-    for form in encodings() {
-        for (place, text) in
-            [("stdout", &r.stdout), ("stderr", &r.stderr), ("last-run.json", &report), ("journal", &journal)]
-        {
-            assert!(!text.contains(&form), "the canary ({form}) is in {place}");
-        }
-    }
+    canary::assert_absent(
+        CANARY,
+        &[("stdout", &r.stdout), ("stderr", &r.stderr), ("last-run.json", &report), ("journal", &journal)],
+    );
     assert!(!node.exists("/etc/bt-faults/token.conf"), "a refused file went live");
 
     // A full disk: the write fails, the old file stays whole, no temp file is left.
@@ -232,6 +212,39 @@ fn faults_leave_no_secret_no_half_file_and_a_converging_node() {
     );
     node.run(&["rm", "-f", "/run/bt-hang"]).assert_ok("disarm");
     assert_eq!(apply_retrying(&node, "slow").code, 0);
+
+    // A validator's own child that hangs: the parent-death signal ends the shell, not its
+    // `sleep`, so the next run waits for what the killed run left going, then kills it.
+    node.sh("rm -f /var/lib/bt-faults/hang-deep && touch /run/bt-hang-deep").assert_ok("arm the deep hang");
+    start_slow_run(&node, "bt-hang-deep-run");
+    wait_for("the validator's child to hang", Duration::from_secs(30), || {
+        node.exec(&["pgrep", "-f", "sleep 301"]).success().then_some(())
+    });
+    node.exec(&["systemctl", "kill", "--kill-whom=main", "--signal=SIGKILL", "bt-hang-deep-run"])
+        .assert_ok("kill -9 the run");
+    let shell =
+        poll(Duration::from_secs(5), || (!node.exec(&["pgrep", "-f", "bt-hang-deep ]"]).success()).then_some(()));
+    assert!(shell.is_some(), "the validator's shell outlived the run");
+    assert!(
+        node.exec(&["pgrep", "-f", "sleep 301"]).success(),
+        "the grandchild did not outlive the run: nothing left to test"
+    );
+    node.run(&["rm", "-f", "/run/bt-hang-deep"]).assert_ok("disarm");
+    let t = Instant::now();
+    let r = apply_retrying(&node, "slow");
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    eprintln!(
+        "[measure] the next run waited for the killed run's grandchild, then killed it: {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    assert!(
+        !node.exec(&["pgrep", "-f", "sleep 301"]).success(),
+        "the killed run's grandchild still runs after the next run"
+    );
+    assert!(
+        format!("{}{}", r.stderr, node.journal(&["-o", "cat", "-t", "bootstrap"])).contains("outlived a killed run"),
+        "the next run did not say what it waited for"
+    );
 
     // sshd on a port from an Include of another directory, and a socket unit on another: the
     // firewall opens both, and 22.
@@ -531,5 +544,5 @@ fn runs_killed_at_chosen_points_of_an_install_and_a_scheduled_run_converge() {
         node.journal(&["-o", "cat"]),
         node.sh("cat /var/lib/bootstrap/last-run.json /etc/motd /etc/haproxy/haproxy.cfg").stdout
     );
-    assert!(!everywhere.contains(KILL_PASSWORD), "the database password reached the journal or a public file");
+    canary::assert_absent(KILL_PASSWORD, &[("the journal, the report or a public file", &everywhere)]);
 }

@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use vm_tests::canary;
 use vm_tests::operator::{bootstrap, download, serve_binary, DOWNLOADED};
 use vm_tests::report::{self, ChangeKind};
 use vm_tests::{Lab, Node, RunOpts};
@@ -196,6 +197,16 @@ fn terminal_install_prompts_schedules_and_never_leaks() {
     let check = node.run(&["/usr/local/sbin/bootstrap", "--check", "-v"]);
     assert!(!format!("{}{}", check.stdout, check.stderr).contains("canary-7Hq2"));
     assert_eq!(world_readable_with(&node, "canary-7Hq2"), "", "world-readable files hold a secret");
+    // Nor encoded, the typed value and the rotated-out one.
+    let report = node.read_file("/var/lib/bootstrap/last-run.json");
+    let shown = format!("{}{}{}{}", r.stdout, r.stderr, check.stdout, check.stderr);
+    for secret in [CANARY, rotated] {
+        canary::assert_absent(
+            secret,
+            &[("bootstrap's journal entries", &ours), ("last-run.json", &report), ("output", &shown)],
+        );
+    }
+    canary::assert_absent(CANARY, &[("the journal", &journal)]);
 }
 
 #[test]
