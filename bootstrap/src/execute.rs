@@ -82,7 +82,11 @@ pub fn execute(opts: &Opts, p: Prepared, mode: Mode, record: Record) -> Result<i
             }
         }
     })?;
-    report.site = p.site.clone();
+    report.site = p.site.clone().map(|mut site| {
+        // A bundle that did not compile may be told by an error that quotes its inputs.
+        site.error = site.error.map(|e| cx.secrets.scrub(&e));
+        site
+    });
     report_file::classify(&mut report, &p.fingerprints, report_file::load(&opts.root).as_ref());
     let mode_name = if report.mode == Mode::Check { "check" } else { "apply" };
     tracing::info!(
