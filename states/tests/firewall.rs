@@ -269,14 +269,22 @@ fn isolated(name: &str) -> bool {
     false
 }
 
-/// Real `nft` (in the child's own network namespace), fake systemd, every command recorded.
+/// What happens right after our table is loaded, before the confirm.
+type AfterLoad = Box<dyn FnOnce() + Send>;
+
+/// Real `nft` (in the child's own network namespace) and `sshd -T`, fake systemd, every
+/// command recorded.
 #[derive(Clone, Default)]
 struct LabRunner {
     log: Arc<Mutex<Vec<String>>>,
-    /// Flush our table right after it is loaded, as if something wiped it before the confirm.
-    wipe_after_load: Arc<AtomicBool>,
+    /// Run once right after our table is loaded, before the confirm: what changes then.
+    after_load: Arc<Mutex<Option<AfterLoad>>>,
     /// A rollback timer of an earlier, killed run is still armed.
     armed: Arc<AtomicBool>,
+    /// What `systemctl show` says of ssh.socket; nothing (no such unit) by default.
+    socket_show: Arc<Mutex<String>>,
+    /// What `sshd -T` prints instead of asking the real one.
+    sshd_t: Arc<Mutex<Option<String>>>,
 }
 
 impl Runner for LabRunner {
@@ -284,15 +292,20 @@ impl Runner for LabRunner {
         let line = cmd.display();
         self.log.lock().unwrap().push(line.clone());
         let ok = |code| Ok(Output { code: Some(code), stdout: String::new(), stderr: String::new() });
+        let says = |stdout: String| Ok(Output { code: Some(0), stdout, stderr: String::new() });
         match cmd.program.as_str() {
             "systemctl" if cmd.args[0] == "is-active" => ok(if self.armed.load(Ordering::SeqCst) { 0 } else { 3 }),
+            "systemctl" if cmd.args[0] == "show" => says(self.socket_show.lock().unwrap().clone()),
             "systemctl" | "systemd-run" => ok(0),
+            "/usr/sbin/sshd" if self.sshd_t.lock().unwrap().is_some() => {
+                says(self.sshd_t.lock().unwrap().clone().unwrap())
+            }
             _ => {
                 let out = SystemRunner.run(cmd)?;
-                if line.starts_with("nft -f /var/lib/bootstrap/firewall-next.nft")
-                    && self.wipe_after_load.load(Ordering::SeqCst)
-                {
-                    sh_ok("nft flush table inet bootstrap");
+                if line.starts_with("nft -f /var/lib/bootstrap/firewall-next.nft") {
+                    if let Some(then) = self.after_load.lock().unwrap().take() {
+                        then();
+                    }
                 }
                 Ok(out)
             }
@@ -341,8 +354,11 @@ fn live_table_converges_heals_and_rolls_back() {
     assert_eq!(summaries(&r)[0], "create table inet bootstrap (14 rules, input policy drop)");
     assert!(r.states[0].changes[0].diff.as_deref().unwrap().contains("+\t\ttcp dport 2222 accept comment \"ssh\""));
     assert!(live_table().is_none());
+    // A plan that changes something asks sshd and systemd (here: no ssh.socket) too.
     let log = runner.take();
-    assert!(log[0] == "nft -j list table inet bootstrap" && log[1] == "nft -c -f -", "{log:?}");
+    assert_eq!(log[0], "nft -j list table inet bootstrap", "{log:?}");
+    assert!(log[1].starts_with("systemctl show ") && log[1].ends_with(" ssh.socket"), "{log:?}");
+    assert_eq!(log[2..], ["/usr/sbin/sshd -T", "nft -c -f -"], "{log:?}");
 
     // Apply: guarded load, then the boot files; the engine's second plan finds nothing to do.
     let r = apply(&cx, &nodes);
@@ -417,10 +433,9 @@ fn live_table_converges_heals_and_rolls_back() {
     fs::write("/etc/ssh/sshd_config", "Port 2222\nPort 2200\n").unwrap();
     let cx = live_cx(&runner);
     let nodes = support::nodes(&cx, &role, &[]).unwrap();
-    runner.wipe_after_load.store(true, Ordering::SeqCst);
+    *runner.after_load.lock().unwrap() = Some(Box::new(|| drop(sh_ok("nft flush table inet bootstrap"))));
     runner.take();
     let r = apply(&cx, &nodes);
-    runner.wipe_after_load.store(false, Ordering::SeqCst);
     assert_eq!((r.failed, r.states[0].status), (1, Status::Failed));
     let err = r.states[0].error.clone().unwrap();
     assert!(err.contains("the previous table was restored: the table read back is not the one loaded"), "{err}");
@@ -492,4 +507,106 @@ fn ssh_ports_come_from_every_included_file_and_the_socket_unit() {
     assert_eq!(ports(&cx).unwrap(), [22, 2200, 2201, 2202, 2203]);
     put("/etc/systemd/system/ssh.socket.d/port.conf", "[Socket]\nListenStream=\nListenStream=2222\n");
     assert_eq!(ports(&cx).unwrap(), [2200, 2201, 2202, 2203, 2222]);
+}
+
+/// The sshd a test started, killed when the test ends, passed or not.
+#[derive(Default)]
+struct Reap(Arc<Mutex<Option<std::process::Child>>>);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[test]
+fn confirm_refuses_ssh_ports_the_loaded_table_does_not_open() {
+    if !isolated("confirm_refuses_ssh_ports_the_loaded_table_does_not_open") {
+        return;
+    }
+    fs::write("/etc/ssh/sshd_config", "Port 2222\n").unwrap();
+    let _ = fs::remove_dir_all("/etc/ssh/sshd_config.d");
+    let runner = LabRunner::default();
+    let role = "[[state]]\nid = \"fw\"\ntype = \"firewall\"\n";
+    let cx = live_cx(&runner);
+    let r = apply(&cx, &nodes(&cx, role, &[]).unwrap());
+    assert_eq!((r.changed, r.failed), (1, 0), "{:?}", r.states[0].error);
+    let before = live_table().unwrap();
+    // Each apply below has a port to open: sshd's configuration names 2200 now.
+    fs::write("/etc/ssh/sshd_config", "Port 2222\nPort 2200\n").unwrap();
+    let nodes = nodes(&cx, role, &[]).unwrap();
+    let failed = |r: &states::engine::report::RunReport| {
+        assert_eq!((r.failed, r.states[0].status), (1, Status::Failed));
+        assert_eq!(live_table().as_ref(), Some(&before), "the previous table is back");
+        r.states[0].error.clone().unwrap()
+    };
+
+    // sshd restarted onto a port the plan did not see, between the load and the confirm: a
+    // real sshd, since the confirm finds sshd's listeners among the processes.
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("host_key");
+    sh_ok(&format!("ssh-keygen -q -t ed25519 -N '' -f {}", key.display()));
+    let conf = dir.path().join("sshd_config");
+    fs::write(&conf, format!("Port 2299\nListenAddress 127.0.0.1\nHostKey {}\nPidFile none\n", key.display())).unwrap();
+    let sshd = Reap::default();
+    let started = sshd.0.clone();
+    *runner.after_load.lock().unwrap() = Some(Box::new(move || {
+        let child = Command::new("/usr/sbin/sshd")
+            .arg("-D")
+            .arg("-f")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        *started.lock().unwrap() = Some(child);
+        let t = Instant::now();
+        while std::net::TcpStream::connect("127.0.0.1:2299").is_err() {
+            assert!(t.elapsed() < Duration::from_secs(10), "sshd does not listen on 2299");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }));
+    let r = apply(&cx, &nodes);
+    assert!(sshd.0.lock().unwrap().is_some(), "sshd was started");
+    drop(sshd);
+    let err = failed(&r);
+    assert!(
+        err.contains("the previous table was restored: sshd listens on tcp/2299, which the table loaded does not open"),
+        "{err}"
+    );
+
+    // PID 1 came to listen elsewhere for ssh.socket (a daemon-reload) after the plan.
+    let show = "LoadState=loaded\nActiveState=active\nListen=[::]:2298 (Stream)\nListen=/run/x.sock (Stream)\n";
+    let socket = runner.socket_show.clone();
+    *runner.after_load.lock().unwrap() = Some(Box::new(move || *socket.lock().unwrap() = show.to_string()));
+    let err = failed(&apply(&cx, &nodes));
+    assert!(err.contains("ssh.socket listens on tcp/2298, which the table loaded does not open"), "{err}");
+    // Seen by the plan, it is opened; and the next plan, finding the files say less, asks
+    // again rather than closing it (no flapping).
+    let r = apply(&cx, &nodes);
+    assert_eq!((r.changed, r.failed), (1, 0), "{:?}", r.states[0].error);
+    assert!(live_table().unwrap().admits_new_tcp(2298) && live_table().unwrap().admits_new_tcp(2200));
+    runner.take();
+    assert_eq!(check(&cx, &nodes).pending, 0);
+    let log = runner.take();
+    assert!(log.len() == 3 && log[2] == "/usr/sbin/sshd -T", "{log:?}");
+    runner.socket_show.lock().unwrap().clear();
+
+    // No /run/sshd (sshd never started since boot): the plan may not make it, so it can't ask
+    // `sshd -T`; apply makes it and asks, and refuses a port the plan did not open.
+    sh_ok("mount -t tmpfs tmpfs /run");
+    *runner.sshd_t.lock().unwrap() = Some("port 2222\nport 2200\nport 2297\nlistenaddress [::]:2297\n".into());
+    let before = live_table();
+    let r = apply(&cx, &nodes);
+    let err = r.states[0].error.clone().unwrap();
+    assert!(err.contains("sshd -T names tcp/2297, which the planned table does not open"), "{err}");
+    assert_eq!(live_table(), before, "nothing was loaded");
+    assert!(Path::new("/run/sshd").is_dir());
+    // The next plan can ask.
+    let r = apply(&cx, &nodes);
+    assert_eq!((r.changed, r.failed), (1, 0), "{:?}", r.states[0].error);
+    assert!(live_table().unwrap().admits_new_tcp(2297));
 }

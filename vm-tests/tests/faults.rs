@@ -7,7 +7,9 @@
 //! say, and where an sshd started by hand listens (the table opens every port; a vendor
 //! drop-in hidden by one of the same name in /etc does not count); a table that would shut
 //! out the SSH session running the install, or with a stale `SSH_CONNECTION` (tmux) any open
-//! SSH connection, is refused and the live table stays as it was.
+//! SSH connection, is refused and the live table stays as it was; a socket-activated sshd
+//! (`ssh.socket`, its drop-in changed without a daemon-reload) is reachable through the table
+//! on the port PID 1 listens on.
 //!
 //! And runs killed at chosen points of their own work (`kill_points`: strace kills the run at
 //! its Nth rename, child process start or write): seven fresh nodes each killed once during
@@ -290,6 +292,34 @@ fn faults_leave_no_secret_no_half_file_and_a_converging_node() {
     let said = format!("{}{}", r.stdout, r.stderr);
     assert!(said.contains("would shut out this SSH session, from 2001:db8::5") && said.contains("IPv6"), "{said}");
     assert_eq!(node.run(&["nft", "list", "table", "inet", "bootstrap"]).stdout, table, "the table changed");
+
+    // sshd behind ssh.socket (socket activation: PID 1 holds the listener, no sshd runs until
+    // a connection comes), and its drop-in edited without a daemon-reload: the files say 2225
+    // while PID 1 still listens on 2223. Both are opened, and sshd answers on 2223 from the
+    // lab host through the table.
+    node.sh("systemctl stop sshd-by-hand; systemctl disable --now ssh.service && systemctl enable --now ssh.socket")
+        .assert_ok("ssh.socket");
+    wait_for("ssh.socket on 2223", Duration::from_secs(10), || {
+        node.exec(&["ss", "-Hltn", "sport = :2223"]).stdout.contains("2223").then_some(())
+    });
+    node.put_file("/etc/systemd/system/ssh.socket.d/port.conf", b"[Socket]\nListenStream=\nListenStream=2225\n", 0o644);
+    let r = bt(&node, "fw", &["apply"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let table = node.run(&["nft", "list", "table", "inet", "bootstrap"]).stdout;
+    for port in ["2223", "2225"] {
+        assert!(table.contains(&format!("tcp dport {port} accept comment \"ssh\"")), "tcp/{port} not open:\n{table}");
+    }
+    let banner = lab.in_netns(|| {
+        use std::io::Read;
+        let mut s = std::net::TcpStream::connect_timeout(&(node.addr(), 2223).into(), Duration::from_secs(3))
+            .expect("the socket-activated sshd is shut out");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    });
+    assert!(banner.starts_with("SSH-2.0"), "no sshd banner through the table on 2223: {banner:?}");
+    assert_eq!(bt(&node, "fw", &["--check"]).code, 0);
 }
 
 /// Starts `apply slow` as unit `unit` whose SIGKILL reaches the main process only, as

@@ -5,23 +5,37 @@
 //! even without the `Include` Debian ships. Every `Port` counts (sshd listens on all of them),
 //! as does an explicit port in `ListenAddress host:port`; with none, 22. A socket-activated
 //! sshd (`ssh.socket`, the default on recent Ubuntu) listens where its `ListenStream=` says, so
-//! those ports count too (the unit file, then its drop-ins; an empty `ListenStream=` resets).
-//! Reading files instead of running `sshd -T` keeps a no-op run free of child processes, and
-//! works when sshd is not installed (22 is still kept open: the host may get sshd later).
+//! those ports count too (the unit file, then its drop-ins; an empty `ListenStream=` resets),
+//! as do those PID 1 listens on for it now (asked over the bus: a drop-in edited without a
+//! daemon-reload). Reading files instead of running `sshd -T` keeps a no-op run free of child
+//! processes, and works when sshd is not installed (22 is still kept open: the host may get
+//! sshd later); `ask` runs `sshd -T` when the firewall is about to change the live table.
 //! Over-approximating is the safe side: an extra open port beats a lockout.
 
 use std::fs;
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{anyhow, Context as _, Result};
 
 use crate::engine::context::Context;
 use crate::engine::facts::SshSession;
-use crate::sys::sockets;
+use crate::engine::runner::Cmd;
+use crate::sys::{sockets, systemd};
 
 pub const DEFAULT: u16 = 22;
+
+/// The socket unit of a socket-activated sshd on Debian and Ubuntu.
+pub const SOCKET_UNIT: &str = "ssh.socket";
+
+/// Absolute: a run from cron may have no `/usr/sbin` in its PATH.
+pub const SSHD_BIN: &str = "/usr/sbin/sshd";
+
+/// sshd's privilege separation directory: made by ssh.service as it starts, and required by
+/// `sshd -T` run as root.
+pub const RUN_DIR: &str = "/run/sshd";
 
 /// How deep `Include`s may nest (sshd's own limit is 16).
 const MAX_DEPTH: usize = 16;
@@ -39,6 +53,7 @@ pub fn ports(cx: &Context) -> Result<Vec<u16>> {
         ports.push(DEFAULT);
     }
     ports.extend(socket_ports(cx)?);
+    ports.extend(socket_listening(cx, false));
     ports.extend(live_ports(cx, false));
     ports.sort_unstable();
     ports.dedup();
@@ -175,13 +190,122 @@ pub fn listen_streams(text: &str, ports: &mut Vec<u16>) {
             ports.clear();
             continue;
         }
-        let p = value.rsplit_once(':').map_or(value, |(_, p)| p);
-        if let Ok(p) = p.parse::<u16>() {
-            if p != 0 && !value.starts_with('/') && !value.starts_with("vsock:") {
-                ports.push(p);
-            }
+        ports.extend(stream_port(value));
+    }
+}
+
+/// The TCP port of a stream socket address as systemd writes it (`ListenStream=`, the `Listen`
+/// property): `22`, `0.0.0.0:22`, `[::]:22`, `[fe80::1%eth0]:22`; `None` for a UNIX socket
+/// (a path, `@abstract`), vsock, or anything else.
+pub fn stream_port(addr: &str) -> Option<u16> {
+    let addr = addr.trim();
+    let port = match addr.strip_prefix('[') {
+        Some(v6) => v6.split_once("]:")?.1,
+        None => match addr.split_once(':') {
+            Some((host, port)) if !host.is_empty() && !port.contains(':') && host != "vsock" => port,
+            Some(_) => return None,
+            None => addr,
+        },
+    };
+    port.parse::<u16>().ok().filter(|p| *p != 0)
+}
+
+/// The TCP ports of a socket unit's `Listen` pairs: `Stream` ones only.
+pub fn listen_ports(listen: &[(String, String)]) -> Vec<u16> {
+    listen.iter().filter(|(kind, _)| kind == "Stream").filter_map(|(_, addr)| stream_port(addr)).collect()
+}
+
+/// PID 1's listening sockets for `ssh.socket`, as this run observed them.
+struct SocketListen(Vec<(String, String)>);
+
+/// The TCP ports PID 1 listens on for `ssh.socket` now (a socket-activated sshd's listener is
+/// PID 1's, so `live_ports` can't see it). Over the bus, observed once per run (made again
+/// after a change); `fresh` asks again at once, through `systemctl` where there is no bus.
+/// Not knowing is no error: the unit files still count.
+pub fn socket_listening(cx: &Context, fresh: bool) -> Vec<u16> {
+    let ask = || {
+        systemd::socket_listen(cx, SOCKET_UNIT, fresh).unwrap_or_else(|e| {
+            tracing::debug!("where {SOCKET_UNIT} listens is unknown, its unit files count: {e:#}");
+            Vec::new()
+        })
+    };
+    if fresh {
+        return listen_ports(&ask());
+    }
+    cx.shared.observe(|| Ok(SocketListen(ask()))).map(|l| listen_ports(&l.0)).unwrap_or_default()
+}
+
+/// What asking sshd and systemd themselves (child processes) found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Asked {
+    /// The ports of `sshd -T` and of `ssh.socket`, sorted.
+    pub ports: Vec<u16>,
+    /// False when `sshd -T` could not be asked: it needs `/run/sshd`, which was missing and
+    /// was not to be made (in a plan).
+    pub sshd: bool,
+}
+
+/// The ports sshd's effective configuration (`sshd -T`) and `ssh.socket` name, for when the
+/// firewall is about to change the live table. A failure (a bad configuration) is no error
+/// here, only logged: the files were read already. `make_run_dir` allows making `/run/sshd`
+/// (as ssh.service would) when `sshd -T` needs it.
+pub fn ask(cx: &Context, make_run_dir: bool) -> Asked {
+    let mut asked = Asked { ports: socket_listening(cx, true), sshd: true };
+    if !cx.path(SSHD_BIN).exists() {
+        tracing::debug!("{SSHD_BIN} is not installed: nothing to ask");
+    } else if let Err(e) = run_dir(cx, make_run_dir) {
+        tracing::debug!("`sshd -T` not asked: {e:#}");
+        asked.sshd = false;
+    } else {
+        match effective_ports(cx, &[]) {
+            Ok(ports) => asked.ports.extend(ports),
+            Err(e) => tracing::warn!("only sshd's configuration files say where it listens: {e:#}"),
         }
     }
+    asked.ports.sort_unstable();
+    asked.ports.dedup();
+    asked
+}
+
+/// `/run/sshd`, made (root's, 0755, as systemd's `RuntimeDirectory=`) if allowed.
+fn run_dir(cx: &Context, make: bool) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let dir = cx.path(RUN_DIR);
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if !make {
+        anyhow::bail!("it needs {RUN_DIR}, which is missing (sshd has not started since boot)");
+    }
+    fs::DirBuilder::new().mode(0o755).create(&dir).with_context(|| format!("cannot create {RUN_DIR}"))?;
+    // Whatever the umask.
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("cannot set the mode of {RUN_DIR}"))
+}
+
+/// The ports of `sshd -T` (`args` added: `-f FILE` in tests).
+pub fn effective_ports(cx: &Context, args: &[&str]) -> Result<Vec<u16>> {
+    let cmd = Cmd::new(SSHD_BIN).arg("-T").args(args.iter().copied()).timeout(Duration::from_secs(20));
+    let out = cx.runner.check(&cmd)?;
+    Ok(parse_effective(&out.stdout))
+}
+
+/// Every `port` line of `sshd -T` output and the port of every `listenaddress` line
+/// (`listenaddress [::1]:2222`, `listenaddress 0.0.0.0:22 rdomain blue`).
+pub fn parse_effective(text: &str) -> Vec<u16> {
+    let mut ports = Vec::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let p = match (words.next(), words.next()) {
+            (Some("port"), Some(p)) => p.parse::<u16>().ok().filter(|p| *p != 0),
+            (Some("listenaddress"), Some(a)) => stream_port(a),
+            _ => None,
+        };
+        ports.extend(p);
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    ports
 }
 
 /// The files (as on the node) a pattern with `*` and `?` names, sorted; a pattern with no
@@ -288,7 +412,7 @@ pub fn sessions_to_keep(cx: &Context, own: Option<&SshSession>, ports: &[u16]) -
 
 /// The TCP ports sshd's listener listens on now, whatever its configuration says (started
 /// by hand with `-p`, a file we don't read): the table must open these too. A socket-activated
-/// listener is PID 1's, and its ports come from the socket unit instead. Observed once per run
+/// listener is PID 1's: see `socket_listening`. Observed once per run
 /// (made again after a change), `fresh` asks again at once (the confirmation after a load).
 pub fn live_ports(cx: &Context, fresh: bool) -> Vec<u16> {
     struct LivePorts(Vec<u16>);
@@ -338,6 +462,134 @@ mod tests {
             &mut ports,
         );
         assert_eq!(ports, [2222, 2223], "an empty assignment resets, a path is no port");
+    }
+
+    #[test]
+    fn listen_addresses_as_systemd_writes_them() {
+        let listen: Vec<(String, String)> = [
+            ("Stream", "0.0.0.0:22"),
+            ("Stream", "[::]:2222"),
+            ("Stream", "2200"),
+            ("Stream", "[fe80::1%eth0]:2201"),
+            ("Stream", "/run/ssh.sock"),
+            ("Stream", "@ssh-abstract"),
+            ("Stream", "vsock:2:2202"),
+            ("Stream", "::1"),
+            ("Stream", "[::]:0"),
+            ("Stream", "0.0.0.0:ssh"),
+            ("Datagram", "0.0.0.0:2203"),
+            ("SequentialPacket", "/run/x"),
+            ("Netlink", "route 0"),
+        ]
+        .map(|(k, a)| (k.to_string(), a.to_string()))
+        .into();
+        assert_eq!(listen_ports(&listen), [22, 2222, 2200, 2201]);
+    }
+
+    #[test]
+    fn where_pid_1_listens_for_ssh_socket_counts() {
+        let t = tempfile::tempdir().unwrap();
+        assert_eq!(ports(&Context::for_tests(t.path())).unwrap(), [DEFAULT]);
+        // What the bus would have said, observed for this run: ssh.socket on 2222 after a
+        // drop-in took effect that is no longer on disk.
+        let cx = Context::for_tests(t.path());
+        let listen = vec![("Stream".to_string(), "[::]:2222".to_string()), ("Datagram".into(), "0.0.0.0:53".into())];
+        cx.shared.observe(|| Ok(SocketListen(listen))).unwrap();
+        assert_eq!(ports(&cx).unwrap(), [DEFAULT, 2222]);
+        // Asked afresh (the confirmation) with no live system to ask: nothing, and no error.
+        assert_eq!(socket_listening(&cx, true), Vec::<u16>::new());
+    }
+
+    /// `sshd -T` on Debian 12 (OpenSSH 9.2p1), its head: ports and listen addresses first.
+    const SSHD_T: &str = "port 2222\nport 2200\naddressfamily any\nlistenaddress 127.0.0.1:2300\n\
+                          listenaddress [::1]:2222\nlistenaddress [::1]:2200\nusepam yes\n\
+                          logingracetime 120\nx11displayoffset 10\nmaxauthtries 6\nmaxsessions 10\n\
+                          clientaliveinterval 0\nclientalivecountmax 3\nrequiredrsasize 1024\n\
+                          streamlocalbindmask 0177\nunusedconnectiontimeout none\n\
+                          permitrootlogin without-password\nsubsystem sftp /usr/lib/openssh/sftp-server\n";
+
+    #[test]
+    fn reads_the_ports_of_sshd_t() {
+        assert_eq!(parse_effective(SSHD_T), [2200, 2222, 2300]);
+        let default = "port 22\naddressfamily any\nlistenaddress [::]:22\nlistenaddress 0.0.0.0:22\n";
+        assert_eq!(parse_effective(default), [22]);
+        // A routing domain follows the address; `port` inside another word is no port line.
+        let rdomain = "listenaddress 0.0.0.0:2022 rdomain blue\nport 22\nx11displayoffset 10\ngatewayports no\n";
+        assert_eq!(parse_effective(rdomain), [22, 2022]);
+        assert_eq!(parse_effective(""), Vec::<u16>::new());
+    }
+
+    #[test]
+    fn asks_the_real_sshd() {
+        if !Path::new(SSHD_BIN).exists() || (nix::unistd::geteuid().is_root() && !Path::new(RUN_DIR).is_dir()) {
+            eprintln!("skipped: no {SSHD_BIN} (or no {RUN_DIR}) here");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let key = t.path().join("host_key");
+        let keygen = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(keygen.success());
+        let conf = t.path().join("sshd_config");
+        fs::write(&conf, "Port 2222\nPort 2200\nListenAddress 127.0.0.1:2300\nListenAddress [::1]\n").unwrap();
+        let cx = Context::for_tests(Path::new("/"));
+        let (conf, host_key) = (conf.to_string_lossy(), format!("HostKey={}", key.display()));
+        assert_eq!(effective_ports(&cx, &["-f", &conf, "-o", &host_key]).unwrap(), [2200, 2222, 2300]);
+        // A configuration sshd refuses is an error here (`ask` only logs it).
+        fs::write(t.path().join("bad"), "Port x\n").unwrap();
+        let bad = t.path().join("bad").to_string_lossy().to_string();
+        let err = effective_ports(&cx, &["-f", &bad, "-o", &host_key]).unwrap_err();
+        assert!(format!("{err:#}").contains("Badly formatted port number"), "{err:#}");
+    }
+
+    /// Records each command and answers with the output given.
+    struct Recorder(std::sync::Arc<std::sync::Mutex<Vec<String>>>, crate::engine::runner::Output);
+
+    impl crate::engine::runner::Runner for Recorder {
+        fn run(&self, cmd: &Cmd) -> Result<crate::engine::runner::Output> {
+            self.0.lock().unwrap().push(cmd.display());
+            Ok(self.1.clone())
+        }
+    }
+
+    #[test]
+    fn sshd_t_is_asked_with_its_run_directory_only_where_allowed() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let mut cx = Context::for_tests(t.path());
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let runner = |code, stdout: &str| {
+            let out = crate::engine::runner::Output {
+                code: Some(code),
+                stdout: stdout.into(),
+                stderr: "Badly formatted port number.".into(),
+            };
+            Box::new(Recorder(log.clone(), out))
+        };
+        let cmds = || std::mem::take(&mut *log.lock().unwrap());
+        cx.runner = runner(0, SSHD_T);
+        // Not installed: nothing to ask, nothing run.
+        assert_eq!(ask(&cx, true), Asked { ports: Vec::new(), sshd: true });
+        assert!(cmds().is_empty());
+        // Installed, never started: a plan may not make /run/sshd, so sshd is not asked.
+        let bin = t.path().join(SSHD_BIN.trim_start_matches('/'));
+        fs::create_dir_all(bin.parent().unwrap()).unwrap();
+        fs::write(&bin, "").unwrap();
+        fs::create_dir_all(t.path().join("run")).unwrap();
+        assert_eq!(ask(&cx, false), Asked { ports: Vec::new(), sshd: false });
+        assert!(cmds().is_empty() && !t.path().join("run/sshd").exists());
+        // Apply may: made as ssh.service makes it, then asked.
+        assert_eq!(ask(&cx, true), Asked { ports: vec![2200, 2222, 2300], sshd: true });
+        assert_eq!(cmds(), ["/usr/sbin/sshd -T"]);
+        let mode = fs::metadata(t.path().join("run/sshd")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o755);
+        // A configuration sshd refuses is no error: nothing learnt.
+        cx.runner = runner(255, "");
+        assert_eq!(ask(&cx, false), Asked { ports: Vec::new(), sshd: true });
+        assert_eq!(cmds(), ["/usr/sbin/sshd -T"]);
     }
 
     #[test]

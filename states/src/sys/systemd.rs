@@ -69,6 +69,51 @@ fn query(cx: &Context) -> Result<Snapshot> {
     Ok(Snapshot(units.into_iter().zip(records).collect()))
 }
 
+/// Where PID 1 listens for socket unit `unit` now (its `Listen` pairs, such as
+/// `("Stream", "[::]:22")`); empty unless the unit is loaded and active, and under `--root`.
+/// Over the bus; where there is none, `systemctl show` only if `spawn` (a no-op run starts no
+/// child for this).
+pub fn socket_listen(cx: &Context, unit: &str, spawn: bool) -> Result<Vec<(String, String)>> {
+    let bus = cx.path(crate::sys::systemd_bus::SYSTEM_BUS);
+    if cx.direct() && bus.exists() {
+        match crate::sys::systemd_bus::socket_listen(&bus, unit) {
+            Ok(listen) => return Ok(listen),
+            Err(e) if spawn => tracing::debug!("{e:#}; asking systemctl instead"),
+            Err(e) => return Err(e),
+        }
+    }
+    if !spawn || !cx.is_live() {
+        return Ok(Vec::new());
+    }
+    let out =
+        cx.runner.check(&Cmd::new("systemctl").args(["show", "--property=LoadState,ActiveState,Listen", unit]))?;
+    Ok(parse_listen(&out.stdout))
+}
+
+/// `systemctl show --property=LoadState,ActiveState,Listen`: one `Listen=ADDRESS (TYPE)` line per
+/// socket, counted only when the unit is loaded and active.
+pub fn parse_listen(text: &str) -> Vec<(String, String)> {
+    let mut listen = Vec::new();
+    let (mut loaded, mut active) = (false, false);
+    for line in text.lines() {
+        match line.split_once('=') {
+            Some(("LoadState", v)) => loaded = v == "loaded",
+            Some(("ActiveState", v)) => active = v == "active",
+            Some(("Listen", v)) => {
+                if let Some((addr, kind)) = v.rsplit_once(" (").and_then(|(a, k)| Some((a, k.strip_suffix(')')?))) {
+                    listen.push((kind.to_string(), addr.to_string()));
+                }
+            }
+            _ => {}
+        }
+    }
+    if loaded && active {
+        listen
+    } else {
+        Vec::new()
+    }
+}
+
 /// The plain reason when systemd can't be asked because it is not this system's init (a
 /// chroot, a plain container), rather than systemctl's bus error.
 fn not_booted(cx: &Context) -> Option<anyhow::Error> {
@@ -101,4 +146,23 @@ pub fn parse_show(text: &str) -> Vec<UnitStatus> {
     }
     out.extend(cur);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_from_systemctl_show() {
+        let show = "Listen=[::]:22 (Stream)\nListen=0.0.0.0:2222 (Stream)\nListen=/run/x.sock (Stream)\n\
+                    LoadState=loaded\nActiveState=active\n";
+        let pairs = |v: &[(&str, &str)]| v.iter().map(|(k, a)| (k.to_string(), a.to_string())).collect::<Vec<_>>();
+        assert_eq!(
+            parse_listen(show),
+            pairs(&[("Stream", "[::]:22"), ("Stream", "0.0.0.0:2222"), ("Stream", "/run/x.sock")])
+        );
+        // Stopped, or not there at all: PID 1 listens nowhere for it.
+        assert!(parse_listen(&show.replace("ActiveState=active", "ActiveState=inactive")).is_empty());
+        assert!(parse_listen("Listen=\nLoadState=not-found\nActiveState=inactive\n").is_empty());
+    }
 }

@@ -12,7 +12,8 @@
 //!   enabled by its `sysinit.target.wants` link. Not Debian's `/etc/nftables.conf`: it starts
 //!   with `flush ruleset`, which would wipe the other tables.
 //! - SSH ports are read from sshd's configuration at every plan, so a run that changes them
-//!   (the state `requires` that file) opens the new port before sshd moves to it.
+//!   (the state `requires` that file) opens the new port before sshd moves to it. A plan that
+//!   is to change something also asks `sshd -T` (a child process a no-op run doesn't pay).
 //! - Under `--root` only the files are managed: the live table belongs to another system.
 
 pub mod guard;
@@ -76,6 +77,8 @@ struct FirewallState {
 struct LoadOp {
     table: Table,
     ssh_ports: Vec<u16>,
+    /// Whether the plan could ask `sshd -T` (not without `/run/sshd`, which apply may make).
+    sshd_asked: bool,
 }
 
 /// Write one of the boot files with this content.
@@ -86,6 +89,38 @@ struct FileOp(PathBuf, Vec<u8>);
 struct EnableOp;
 
 impl FirewallState {
+    /// The plan for SSH on `ssh_ports`, and the script it loads.
+    fn plan_with(&self, cx: &Context, ssh_ports: &[u16], sshd_asked: bool) -> Result<(Plan, String)> {
+        let want = rules::table(&self.spec, ssh_ports)?;
+        let script = want.script();
+        let mut plan = Plan::default();
+        if cx.is_live() {
+            let have = live(cx)?;
+            let have = have.0.as_ref();
+            if have != Some(&want) {
+                let old = have.map(Table::render).unwrap_or_default();
+                let diff = unified_diff(&format!("table {TABLE}"), old.as_bytes(), want.render().as_bytes(), false);
+                let summary = describe(have, &want);
+                let op = LoadOp { table: want.clone(), ssh_ports: ssh_ports.to_vec(), sshd_asked };
+                plan.push(Change::new(summary, op).with_diff(Some(diff)));
+            }
+        }
+        for f in self.boot_files(&script) {
+            for c in f.plan(cx)? {
+                plan.push(Change::new(c.summary, FileOp(f.path.clone(), f.bytes.clone())).with_diff(c.diff));
+            }
+        }
+        if fs::read_link(cx.path(ENABLE_LINK)).ok().as_deref() != Some(Path::new(UNIT_FILE)) {
+            plan.push(Change::new(format!("enable {UNIT} at boot (link {ENABLE_LINK})"), EnableOp));
+        }
+        if !cx.is_live() {
+            for c in &mut plan.changes {
+                c.summary += " (under --root: files only, the live table is not loaded)";
+            }
+        }
+        Ok((plan, script))
+    }
+
     fn boot_files(&self, script: &str) -> [ConfFile; 2] {
         let head = format!("# managed by bootstrap (state `{}`); local changes are overwritten\n", self.id);
         let unit = format!(
@@ -129,32 +164,16 @@ impl State for FirewallState {
     }
 
     fn plan(&self, cx: &Context) -> Result<Plan> {
-        let ssh_ports = sshd_port::ports(cx)?;
-        let want = rules::table(&self.spec, &ssh_ports)?;
-        let script = want.script();
-        let mut plan = Plan::default();
-        if cx.is_live() {
-            let have = live(cx)?;
-            let have = have.0.as_ref();
-            if have != Some(&want) {
-                let old = have.map(Table::render).unwrap_or_default();
-                let diff = unified_diff(&format!("table {TABLE}"), old.as_bytes(), want.render().as_bytes(), false);
-                let summary = describe(have, &want);
-                plan.push(Change::new(summary, LoadOp { table: want.clone(), ssh_ports }).with_diff(Some(diff)));
-            }
-        }
-        for f in self.boot_files(&script) {
-            for c in f.plan(cx)? {
-                plan.push(Change::new(c.summary, FileOp(f.path.clone(), f.bytes.clone())).with_diff(c.diff));
-            }
-        }
-        if fs::read_link(cx.path(ENABLE_LINK)).ok().as_deref() != Some(Path::new(UNIT_FILE)) {
-            plan.push(Change::new(format!("enable {UNIT} at boot (link {ENABLE_LINK})"), EnableOp));
-        }
-        if !cx.is_live() {
-            for c in &mut plan.changes {
-                c.summary += " (under --root: files only, the live table is not loaded)";
-            }
+        let mut ssh_ports = sshd_port::ports(cx)?;
+        let (mut plan, mut script) = self.plan_with(cx, &ssh_ports, false)?;
+        if !plan.is_empty() && cx.is_live() {
+            // About to change something: ask sshd itself, and plan again with what it says.
+            // Where it names a port the files don't, every run asks and finds the table right.
+            let asked = sshd_port::ask(cx, false);
+            ssh_ports.extend(asked.ports);
+            ssh_ports.sort_unstable();
+            ssh_ports.dedup();
+            (plan, script) = self.plan_with(cx, &ssh_ports, asked.sshd)?;
         }
         if !plan.is_empty() {
             nft_check(cx, &script)?;
@@ -165,6 +184,16 @@ impl State for FirewallState {
     fn apply(&self, cx: &Context, plan: &Plan) -> Result<()> {
         if let Some(op) = plan.ops::<LoadOp>().next() {
             cx.require_live("the firewall table")?;
+            if !op.sshd_asked {
+                // Refused rather than loading more than was planned: the next plan can ask.
+                let asked = sshd_port::ask(cx, true);
+                if let Some(p) = asked.ports.iter().find(|p| !op.ssh_ports.contains(p)) {
+                    bail!(
+                        "sshd -T names tcp/{p}, which the planned table does not open (the plan could not ask sshd: {} was missing); nothing was changed, the next run opens it",
+                        sshd_port::RUN_DIR
+                    );
+                }
+            }
             let rollback = self.spec.rollback;
             guard::load(cx, &op.table.script(), rollback, || confirm(cx, &op.table, &op.ssh_ports))?;
         }
@@ -270,9 +299,13 @@ fn confirm(cx: &Context, want: &Table, ssh_ports: &[u16]) -> Result<()> {
     if have.as_ref() != Some(want) {
         bail!("the table read back is not the one loaded ({})", describe(have.as_ref(), want));
     }
-    // sshd may have come to listen where the plan did not see it (a restart in this run).
+    // sshd may have come to listen where the plan did not see it (a restart in this run), as
+    // may PID 1 for a socket-activated one (a daemon-reload).
     if let Some(p) = sshd_port::live_ports(cx, true).into_iter().find(|p| !ssh_ports.contains(p)) {
         bail!("sshd listens on tcp/{p}, which the table loaded does not open");
+    }
+    if let Some(p) = sshd_port::socket_listening(cx, true).into_iter().find(|p| !ssh_ports.contains(p)) {
+        bail!("{} listens on tcp/{p}, which the table loaded does not open", sshd_port::SOCKET_UNIT);
     }
     for &p in ssh_ports {
         if let Some(addr) = sshd_port::listening(cx, p) {
