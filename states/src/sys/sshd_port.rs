@@ -102,7 +102,11 @@ pub fn parse(text: &str) -> Result<Parsed> {
         let mut words = line.splitn(2, |c: char| c.is_whitespace() || c == '=');
         let key = words.next().unwrap_or("").to_ascii_lowercase();
         let rest = words.next().unwrap_or("").trim_start_matches(|c: char| c.is_whitespace() || c == '=');
-        let value = rest.split_whitespace().next().unwrap_or("");
+        // sshd splits arguments as a shell would: `Port "2201"` is port 2201.
+        let value = match rest.strip_prefix('"') {
+            Some(quoted) => quoted.split('"').next().unwrap_or(""),
+            None => rest.split_whitespace().next().unwrap_or(""),
+        };
         match key.as_str() {
             // `Port` is not allowed inside a Match block, so nothing after one matters, unless
             // it is `Match all`: what follows that is global again.
@@ -449,6 +453,11 @@ mod tests {
         assert_eq!(after_all.ports, Vec::<u16>::new(), "a Match block ends the file for ports");
         assert_eq!(parse("Match all\nPort 2222\n").unwrap().ports, [2222], "after `Match all`, ports are global");
         assert!(parse("Port 70000\n").unwrap_err().to_string().contains("70000"));
+        assert_eq!(
+            parse("Port \"2201\"\nPort=\"2202\" # quoted\n").unwrap().ports,
+            [2201, 2202],
+            "quoted as sshd reads it"
+        );
         assert_eq!(parse("# nothing\n").unwrap(), Parsed::default());
     }
 
