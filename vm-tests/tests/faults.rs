@@ -220,7 +220,7 @@ fn faults_leave_no_secret_no_half_file_and_a_converging_node() {
     node.sh("rm -f /var/lib/bt-faults/hang-deep && touch /run/bt-hang-deep").assert_ok("arm the deep hang");
     start_slow_run(&node, "bt-hang-deep-run");
     wait_for("the validator's child to hang", Duration::from_secs(30), || {
-        node.exec(&["pgrep", "-f", "sleep 301"]).success().then_some(())
+        node.exec(&["pgrep", "-f", "^sleep 301"]).success().then_some(())
     });
     node.exec(&["systemctl", "kill", "--kill-whom=main", "--signal=SIGKILL", "bt-hang-deep-run"])
         .assert_ok("kill -9 the run");
@@ -228,7 +228,7 @@ fn faults_leave_no_secret_no_half_file_and_a_converging_node() {
         poll(Duration::from_secs(5), || (!node.exec(&["pgrep", "-f", "bt-hang-deep ]"]).success()).then_some(()));
     assert!(shell.is_some(), "the validator's shell outlived the run");
     assert!(
-        node.exec(&["pgrep", "-f", "sleep 301"]).success(),
+        node.exec(&["pgrep", "-f", "^sleep 301"]).success(),
         "the grandchild did not outlive the run: nothing left to test"
     );
     node.run(&["rm", "-f", "/run/bt-hang-deep"]).assert_ok("disarm");
@@ -240,12 +240,18 @@ fn faults_leave_no_secret_no_half_file_and_a_converging_node() {
         t.elapsed().as_secs_f64()
     );
     assert!(
-        !node.exec(&["pgrep", "-f", "sleep 301"]).success(),
+        !node.exec(&["pgrep", "-f", "^sleep 301"]).success(),
         "the killed run's grandchild still runs after the next run"
     );
     assert!(
-        format!("{}{}", r.stderr, node.journal(&["-o", "cat", "-t", "bootstrap"])).contains("outlived a killed run"),
-        "the next run did not say what it waited for"
+        format!("{}{}", r.stderr, node.journal(&["-o", "cat", "-t", "bootstrap"]))
+            .contains("outlived a killed run and still ran after 60s: killed"),
+        "the next run did not say it waited for the grandchild, then killed it"
+    );
+    assert_eq!(
+        node.run(&["ls", "-A", "/run/bootstrap/children"]).stdout,
+        "",
+        "records of children outlived their runs"
     );
 
     // sshd on a port from an Include of another directory, and a socket unit on another: the
@@ -383,12 +389,13 @@ const WRITTEN: &[&str] = &[
 /// Written whole or not at all, and read back by the next run: must parse.
 const JSON_WRITTEN: &[&str] = &["/var/lib/bootstrap/last-run.json", "/var/lib/bootstrap/pending-notifications.json"];
 
-/// Each written file's sha256 (or "absent"), and the live table's; a copy of each is kept
-/// under `/run/bt-snap/TAG` to show what differs.
+/// Each written file's sha256, mode, owner and group (or "absent"), and the live table's
+/// sha256; a copy of each is kept under `/run/bt-snap/TAG` to show what differs.
 fn snapshot(node: &Node, tag: &str) -> Vec<(String, String)> {
     let script = format!(
         "rm -rf /run/bt-snap/{tag}; mkdir -p /run/bt-snap/{tag}; for f in {}; do if [ -e \"$f\" ]; then \
-         sha256sum < \"$f\" | cut -c1-16; cp --parents \"$f\" /run/bt-snap/{tag}/; else echo absent; fi; done; \
+         echo $(sha256sum < \"$f\" | cut -c1-16) $(stat -c %a:%U:%G \"$f\"); cp --parents \"$f\" /run/bt-snap/{tag}/; \
+         else echo absent; fi; done; \
          nft list table inet bootstrap 2>/dev/null | sha256sum | cut -c1-16",
         WRITTEN.join(" ")
     );
@@ -408,9 +415,10 @@ fn assert_whole(
     before: &[(String, String)],
     killed: &[(String, String)],
     after: &[(String, String)],
+    first_install: bool,
 ) {
     for ((name, b), ((_, k), (_, a))) in before.iter().zip(killed.iter().zip(after)) {
-        if k != b && k != a && !as_packaged(node, name) {
+        if k != b && k != a && !(first_install && as_packaged(node, name)) {
             let diff = match name.as_str() {
                 TABLE => String::new(),
                 f => node.exec(&["diff", "-u", &format!("/run/bt-snap/mid{f}"), f]).stdout,
@@ -503,7 +511,7 @@ fn runs_killed_at_chosen_points_of_an_install_and_a_scheduled_run_converge() {
                         "the install after the kill at {at} failed:\n{}\n{}",
                         again.stdout, again.stderr
                     );
-                    assert_whole(node, &at.to_string(), &before, &mid, &snapshot(node, "post"));
+                    assert_whole(node, &at.to_string(), &before, &mid, &snapshot(node, "post"), true);
                     let r = report::apply(node);
                     assert_eq!(
                         r.changed,
@@ -552,7 +560,7 @@ fn runs_killed_at_chosen_points_of_an_install_and_a_scheduled_run_converge() {
         assert_no_leftovers(node, &killed, &at_s, Duration::from_secs(10));
         let r = retrying(|| node.run(SCHEDULED));
         assert_eq!(r.code, 0, "the run after the kill at {at} failed:\n{}\n{}", r.stdout, r.stderr);
-        assert_whole(node, &at_s, &before, &mid, &snapshot(node, "post"));
+        assert_whole(node, &at_s, &before, &mid, &snapshot(node, "post"), false);
         assert_eq!(settled_state(node, "haproxy"), "active", "haproxy after the kill at {at} and one run");
         if killed.killed {
             killed_at.push(format!("{at}: {}", killed.landed));

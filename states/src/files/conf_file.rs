@@ -5,6 +5,7 @@
 
 use std::fs;
 use std::io::ErrorKind;
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context as _, Result};
@@ -56,7 +57,8 @@ impl ConfFile {
         // Swapped for something else since, or linked elsewhere too: written anew all the same.
         let Some(have) = atomic::read_regular(&real)? else { return replace() };
         if have != self.bytes {
-            let diff = unified_diff(&shown, &have, &self.bytes, false);
+            // What a file only its owner may read held is shown by no diff (as `file` does).
+            let diff = unified_diff(&shown, &have, &self.bytes, meta.mode() & 0o077 == 0);
             return Ok(vec![Change::new(format!("update {shown}"), WriteOp).with_diff(Some(diff))]);
         }
         Ok(root_0644().plan(&meta))
@@ -75,7 +77,7 @@ impl ConfFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::{lchown, symlink};
+    use std::os::unix::fs::{lchown, symlink, PermissionsExt};
 
     #[test]
     fn the_plan_reads_nothing_through_a_link_another_user_placed() {
@@ -92,5 +94,21 @@ mod tests {
         // Missing directories: a plain create.
         let g = ConfFile { path: "/etc/sysctl.d/90-x.conf".into(), bytes: b"x\n".to_vec() };
         assert_eq!(g.plan(&cx).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn what_a_file_only_its_owner_reads_held_is_in_no_diff() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir_all(t.path().join("etc/cron.d")).unwrap();
+        let path = t.path().join("etc/cron.d/job");
+        fs::write(&path, "TOKEN=canary-in-a-cron-file\n").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        let cx = Context::for_tests(t.path());
+        let f = ConfFile { path: "/etc/cron.d/job".into(), bytes: b"* * * * * root /bin/true\n".to_vec() };
+        let diff = f.plan(&cx).unwrap()[0].diff.clone().unwrap_or_default();
+        assert!(!diff.contains("canary") && diff.contains("<redacted: 1 lines"), "{diff}");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let diff = f.plan(&cx).unwrap()[0].diff.clone().unwrap_or_default();
+        assert!(diff.contains("-TOKEN=canary-in-a-cron-file"), "{diff}");
     }
 }

@@ -76,13 +76,18 @@ fn check_secret_name(label: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// A role's name becomes a file name in the roles directory: `../x` would read outside it.
+/// A role's name becomes a file name in the roles directory: `../x` would read outside it, and
+/// a hidden or invisible one would hide what runs. Anything else an operator named a role
+/// before (`Web`, `app.v2`) stays valid.
 fn check_role_name(name: &str, included_by: Option<&String>) -> Result<()> {
-    let ok = name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    let ok = !name.is_empty()
+        && !name.starts_with(['.', '-'])
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == '\\' || c.is_control() || c.is_whitespace() || super::settings::invisible(c));
     if !ok {
         let by = included_by.map_or(String::new(), |r| format!(" (included by `{r}`)"));
-        bail!("role name {name:?}{by} must be lowercase letters, digits, `_` and `-`, starting with a letter or digit");
+        bail!("role name {name:?}{by} must be a plain file name: no `/`, `\\`, spaces or control characters, not starting with `.` or `-`");
     }
     Ok(())
 }
@@ -197,9 +202,14 @@ mod tests {
         // A role file beside the roles directory, which no name may reach.
         std::fs::write(outer.path().join("x.toml"), "[settings.outside]\n").unwrap();
         let source = DirSource(roles.clone());
-        for bad in ["../x", "a/b", "/etc/x", "", ".x", "-x", "App", "x.y", "x\u{202e}"] {
+        for bad in ["../x", "a/b", "/etc/x", "", ".x", "-x", "x\u{202e}", "a\\b", "a b", "x\u{1b}"] {
             let e = load(&source, &[bad.to_string()]).err().unwrap_or_else(|| panic!("{bad:?} accepted")).to_string();
             assert!(e.contains(&format!("role name {bad:?} must be")), "{e}");
+        }
+        // Names operators gave their roles before stay valid.
+        for good in ["App", "app.v2"] {
+            std::fs::write(roles.join(format!("{good}.toml")), "").unwrap();
+            assert_eq!(load(&source, &[good.to_string()]).unwrap().roles, [good]);
         }
         std::fs::write(roles.join("app.toml"), "includes = [\"../x\"]\n").unwrap();
         let e = load(&source, &["app".to_string()]).err().expect("an include out of the directory").to_string();

@@ -85,8 +85,8 @@ pub fn socket_listen(cx: &Context, unit: &str, spawn: bool) -> Result<Vec<(Strin
     if !spawn || !cx.is_live() {
         return Ok(Vec::new());
     }
-    let out =
-        cx.runner.check(&Cmd::new("systemctl").args(["show", "--property=LoadState,ActiveState,Listen", unit]))?;
+    let show = Cmd::new("systemctl").args(["show", "--property=LoadState,ActiveState,Listen", unit]);
+    let out = cx.runner.check(&show.timeout(std::time::Duration::from_secs(20)))?;
     Ok(parse_listen(&out.stdout))
 }
 
