@@ -26,6 +26,9 @@ use crate::sys::dns_client;
 use crate::sys::etcd::{self, Member};
 use crate::sys::systemd;
 
+
+/// The user Debian's etcd runs as, whose directories hold its data.
+const ETCD_USER: &str = "etcd";
 /// How long a started member may take to say it is healthy (a joining one catches up first).
 const START_WAIT: Duration = Duration::from_secs(90);
 
@@ -178,7 +181,10 @@ impl EtcdMember {
     /// within its parent, reached without following a link (`beneath`).
     fn set_aside_data(&self, cx: &Context) -> Result<()> {
         let abs = self.data_dir.as_path();
-        let Some((dir, name)) = beneath::find_parent(cx, abs, None)? else { return Ok(()) };
+        // The data directory and the one holding it are etcd's (Debian's etcd.service runs as
+        // `etcd`): directories of that user may be on the way, no other's.
+        let etcd = crate::sys::accounts::Accounts::get(cx)?.user(ETCD_USER).map(|u| u.uid);
+        let Some((dir, name)) = beneath::find_parent(cx, abs, etcd)? else { return Ok(()) };
         if !std::fs::read_dir(dir.join(&name)).is_ok_and(|mut d| d.next().is_some()) {
             return Ok(());
         }
@@ -346,5 +352,55 @@ impl State for EtcdMember {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{chown, symlink};
+
+    fn member(data_dir: &str) -> EtcdMember {
+        EtcdMember {
+            name: "db1".into(),
+            peer_url: "http://198.18.0.10:2380".into(),
+            client_url: "http://198.18.0.10:2379".into(),
+            others: Vec::new(),
+            data_dir: data_dir.into(),
+            file: "/etc/default/etcd.d/cluster".into(),
+            unit: "etcd".into(),
+            leave: false,
+            registry_server: "198.18.0.1:53".parse().unwrap(),
+            registry_name: "_etcd-server._tcp.lab.test.".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn leftover_data_in_etcds_own_directory_is_set_aside_and_never_through_a_link() {
+        let t = tempfile::tempdir().unwrap();
+        let etc = t.path().join("etc");
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(etc.join("passwd"), "root:x:0:0::/root:/bin/sh\netcd:x:102:102::/var/lib/etcd:/usr/sbin/nologin\n")
+            .unwrap();
+        std::fs::write(etc.join("group"), "root:x:0:\netcd:x:102:\n").unwrap();
+        // Debian's layout: /var/lib/etcd and its data directory are etcd's.
+        let lib = t.path().join("var/lib/etcd");
+        std::fs::create_dir_all(lib.join("default/member-leftover")).unwrap();
+        chown(&lib, Some(102), Some(102)).unwrap();
+        chown(lib.join("default"), Some(102), Some(102)).unwrap();
+        let cx = Context::for_tests(t.path());
+        member("/var/lib/etcd/default").set_aside_data(&cx).unwrap();
+        assert!(!lib.join("default").exists(), "the leftover data was not moved");
+        let aside: Vec<_> = std::fs::read_dir(&lib).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(aside.len(), 1);
+        assert!(aside[0].to_string_lossy().starts_with("default.set-aside-"), "{aside:?}");
+        // A directory on the way that another user linked elsewhere: nothing moves through it.
+        let elsewhere = t.path().join("elsewhere");
+        std::fs::create_dir_all(elsewhere.join("default/x")).unwrap();
+        std::fs::create_dir_all(t.path().join("srv")).unwrap();
+        symlink(&elsewhere, t.path().join("srv/etcd")).unwrap();
+        std::os::unix::fs::lchown(t.path().join("srv/etcd"), Some(1000), None).unwrap();
+        assert!(member("/srv/etcd/default").set_aside_data(&cx).is_err());
+        assert!(elsewhere.join("default/x").exists());
     }
 }
