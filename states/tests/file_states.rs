@@ -350,6 +350,13 @@ mode = "0644"
     fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
     let json = serde_json::to_string(&check(&cx, &planned)).unwrap();
     assert!(json.contains("-token=canary-hand-placed-0042"), "{json}");
+    // A file the role itself keeps owner-only (a compose file) holds what the role wrote: its
+    // drift is shown.
+    let own = nodes(&cx, &role.replace("0644", "0600"), &[]).unwrap();
+    fs::write(&path, "public=no\n").unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    let json = serde_json::to_string(&check(&cx, &own)).unwrap();
+    assert!(json.contains("-public=no") && json.contains("+public=yes"), "{json}");
 }
 
 fn nodes_err(cx: &states::Context, role: &str, templates: &[(&str, &str)]) -> anyhow::Error {

@@ -180,10 +180,13 @@ impl State for FileState {
                 // Equal only when nothing was left unread (the read stops at 64 MiB).
                 Some(have) if have == c.bytes && meta.len() == have.len() as u64 => {}
                 Some(have) => {
-                    // What a file only its owner may read holds is shown by no diff (reports
-                    // and the journal have other readers), even when what replaces it is public.
-                    let owner_only = meta.mode() & 0o077 == 0;
-                    let diff = unified_diff(&shown, &have, &c.bytes, c.secret || owner_only);
+                    // A file only its owner may read, where the role makes it readable by
+                    // others, holds what someone else put there (a token placed by hand): shown
+                    // by no diff (reports and the journal have other readers). One the role
+                    // itself keeps owner-only holds what the role wrote, and is diffed.
+                    let ours = self.own.mode.map_or(self.default_mode(), |m| m.0);
+                    let private_there = meta.mode() & 0o077 == 0 && ours & 0o077 != 0;
+                    let diff = unified_diff(&shown, &have, &c.bytes, c.secret || private_there);
                     plan.push(Change::new("content differs", WriteOp).with_diff(Some(diff)));
                 }
                 None => plan.push(not_regular()),
