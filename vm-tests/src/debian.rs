@@ -1,6 +1,9 @@
 //! The Debian releases the lab boots: each has its own base image and offline repository, and
 //! the few paths that differ between them (PostgreSQL's major version).
 
+/// Debian's archive, the one place base images and repositories come from.
+pub const MIRROR: &str = "http://deb.debian.org/debian";
+
 /// A Debian release a lab's nodes run. Bookworm is the default; scenarios that must pass on
 /// both say so with `Lab::on`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,7 +52,7 @@ impl Debian {
         format!(
             "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {m} {s} {s}-updates main\n\
              deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {m}-security {s}-security main\n",
-            m = crate::image::MIRROR
+            m = MIRROR
         )
     }
 }

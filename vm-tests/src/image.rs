@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-pub const MIRROR: &str = "http://deb.debian.org/debian";
 /// Packages on top of `minbase`: what a fresh cloud VM has and the lab needs (systemd as PID 1,
 /// ip, ping, wget for "download the binary", CA certificates).
 pub const INCLUDE: &str = "systemd-sysv,dbus,iproute2,iputils-ping,procps,ca-certificates,netbase,wget,less";
@@ -33,7 +32,7 @@ fn build(debian: Debian) -> PathBuf {
         fs::create_dir_all(&debs).unwrap();
         let mut c = cmd::host("debootstrap");
         c.arg(format!("--cache-dir={}", debs.display())).args(&args[..2]);
-        c.args([debian.suite(), rootfs.to_str().unwrap(), MIRROR]);
+        c.args([debian.suite(), rootfs.to_str().unwrap(), crate::debian::MIRROR]);
         cmd::run_ok(&mut c, Duration::from_secs(900));
         customize(&rootfs);
     })
@@ -41,7 +40,12 @@ fn build(debian: Debian) -> PathBuf {
 }
 
 fn debootstrap_args(debian: Debian) -> Vec<String> {
-    vec!["--variant=minbase".into(), format!("--include={INCLUDE}"), debian.suite().into(), MIRROR.into()]
+    vec![
+        "--variant=minbase".into(),
+        format!("--include={INCLUDE}"),
+        debian.suite().into(),
+        crate::debian::MIRROR.into(),
+    ]
 }
 
 /// Turns the debootstrap result into a lab-ready image. Per-node identity (hostname, address,
