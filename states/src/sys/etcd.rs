@@ -1,9 +1,9 @@
 //! etcd's v3 API through its JSON gateway (etcd 3.4: `/v3/...`, POST with a JSON body):
 //! membership only. bootstrap never reads or writes keys; Patroni owns what is stored.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
 
@@ -57,10 +57,32 @@ pub fn member_add(c: &Client, client_url: &str, peer_url: &str) -> Result<Vec<Me
     Ok(members(&v))
 }
 
+/// Removes the member `id`. etcd refuses (503, "unhealthy cluster") while a member that would
+/// remain has been connected for less than its health interval (5 s), as right after a join:
+/// asked again for a while before that is an error.
 pub fn member_remove(c: &Client, client_url: &str, id: &str) -> Result<()> {
+    member_remove_within(c, client_url, id, REMOVE_WAIT)
+}
+
+/// Longer than etcd's health interval (5 s), with room for a slow peer.
+const REMOVE_WAIT: Duration = Duration::from_secs(20);
+
+fn member_remove_within(c: &Client, client_url: &str, id: &str, wait: Duration) -> Result<()> {
     let body = json!({ "ID": id });
-    rest::call_ok(c, "POST", &format!("{client_url}/v3/cluster/member/remove"), Some(&body), None)?;
-    Ok(())
+    let url = format!("{client_url}/v3/cluster/member/remove");
+    let deadline = Instant::now() + wait;
+    loop {
+        let a = rest::call(c, "POST", &url, Some(&body), None)?;
+        match a.status {
+            200..=299 => return Ok(()),
+            503 if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(500)),
+            503 => bail!(
+                "POST {url} answered 503 for {}s: the cluster stays unhealthy without this member",
+                wait.as_secs()
+            ),
+            s => bail!("POST {url} answered {s}"),
+        }
+    }
 }
 
 /// Whether the member at `client_url` says it is healthy (it has a leader and answers).
@@ -82,4 +104,37 @@ pub fn first_answer(c: &Client, client_urls: &[String]) -> Result<Option<(String
         return Ok(None);
     }
     Err(anyhow!("no etcd member answers: {}", errors.join("; ")))
+}
+
+#[cfg(test)]
+mod remove_tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    /// A member that answers each request with the next of `statuses`.
+    fn member(statuses: &'static [u16]) -> String {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for (s, status) in l.incoming().zip(statuses) {
+                let mut s = s.unwrap();
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let _ = write!(s, "HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}");
+            }
+        });
+        url
+    }
+
+    #[test]
+    fn a_remove_refused_while_a_new_member_settles_is_asked_again() {
+        crate::sys::http::install_tls_provider();
+        let c = client().unwrap();
+        member_remove_within(&c, &member(&[503, 503, 200]), "1", Duration::from_secs(10)).unwrap();
+        let e = member_remove_within(&c, &member(&[503, 503, 503, 503]), "1", Duration::from_millis(600)).unwrap_err();
+        assert!(e.to_string().contains("answered 503 for 0s"), "{e}");
+        let e = member_remove_within(&c, &member(&[404]), "1", Duration::from_secs(10)).unwrap_err();
+        assert!(e.to_string().contains("answered 404"), "{e}");
+    }
 }
