@@ -270,14 +270,7 @@ mod tests {
 
     #[test]
     fn a_source_urls_credentials_reach_no_summary_nor_error() {
-        use std::io::{Read, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = std::thread::spawn(move || {
-            let (mut s, _) = listener.accept().unwrap();
-            let _ = s.read(&mut [0u8; 2048]);
-            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nother").unwrap();
-        });
+        let (port, server) = crate::sys::http::serve(vec![(200, b"other".to_vec())]);
         let root = tempfile::tempdir().unwrap();
         let cx = Context::for_tests(root.path());
         let mut t = toml::Table::new();

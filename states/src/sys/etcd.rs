@@ -109,22 +109,11 @@ pub fn first_answer(c: &Client, client_urls: &[String]) -> Result<Option<(String
 #[cfg(test)]
 mod remove_tests {
     use super::*;
-    use std::io::{Read, Write};
-    use std::net::TcpListener;
 
     /// A member that answers each request with the next of `statuses`.
-    fn member(statuses: &'static [u16]) -> String {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", l.local_addr().unwrap());
-        std::thread::spawn(move || {
-            for (s, status) in l.incoming().zip(statuses) {
-                let mut s = s.unwrap();
-                let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf);
-                let _ = write!(s, "HTTP/1.1 {status} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}");
-            }
-        });
-        url
+    fn member(statuses: &[u16]) -> String {
+        let (port, _) = crate::sys::http::serve(statuses.iter().map(|s| (*s, b"{}".to_vec())).collect());
+        format!("http://127.0.0.1:{port}")
     }
 
     #[test]

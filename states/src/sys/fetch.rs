@@ -37,21 +37,10 @@ fn fetch_capped(url: &str, cap: u64) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
 
-    /// A server that answers one request with `body` (and its length), on 127.0.0.1.
+    /// A server that answers one request with `body`.
     fn serve_once(body: Vec<u8>) -> (u16, std::thread::JoinHandle<()>) {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let h = std::thread::spawn(move || {
-            let (mut s, _) = listener.accept().unwrap();
-            let mut buf = [0u8; 2048];
-            let _ = s.read(&mut buf);
-            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
-            let _ = s.write_all(head.as_bytes());
-            let _ = s.write_all(&body);
-        });
-        (port, h)
+        crate::sys::http::serve(vec![(200, body)])
     }
 
     #[test]

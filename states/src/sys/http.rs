@@ -148,6 +148,25 @@ fn without_url(e: &reqwest::Error) -> String {
     }
 }
 
+/// For unit tests of what talks HTTP: a server on 127.0.0.1 that answers one request per
+/// `(status, body)` in turn, then stops. Returns its port and its thread.
+#[cfg(test)]
+pub(crate) fn serve(answers: Vec<(u16, Vec<u8>)>) -> (u16, std::thread::JoinHandle<()>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let h = std::thread::spawn(move || {
+        for ((status, body), s) in answers.into_iter().zip(listener.incoming()) {
+            let mut s = s.unwrap();
+            let _ = s.read(&mut [0u8; 4096]);
+            let head = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&body);
+        }
+    });
+    (port, h)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
