@@ -1,9 +1,10 @@
 //! What a killed run left going. The runner's parent-death signal reaches each child, not what
 //! the child started (a validator's shell that did not `exec`, a maintainer script under dpkg,
 //! runuser's child), and the lock is free as soon as the run dies. So each child's process
-//! group is recorded while it runs (`CHILDREN_DIR/<pgid>`: the leader's start time, then the
-//! command line as shown, which never holds a secret), and the next run, once it holds the
-//! lock, waits for the groups still there, then kills what remains (`take_over`).
+//! group is recorded while it runs (`CHILDREN_DIR/<pgid>`: the leader's start time and the
+//! run's session, then the command line as shown, which never holds a secret), and the next
+//! run, once it holds the lock, waits for the groups still there, then ends what remains
+//! (`take_over`).
 //!
 //! A pid is reused, so a record is believed only while it can still be ours: the process P is
 //! alive with the recorded start time, or P is gone and some process of the run's session
@@ -30,8 +31,9 @@ use nix::unistd::Pid;
 /// a validator finishes well within it.
 pub const WAIT: Duration = Duration::from_secs(60);
 
-/// Where this process records its children; unset (tests, `--root`): nowhere.
-static RECORDS: OnceLock<PathBuf> = OnceLock::new();
+/// Where this process records its children, and its session; unset (tests, `--root`):
+/// nowhere.
+static RECORDS: OnceLock<(PathBuf, i32)> = OnceLock::new();
 
 /// Once the run lock is held on a live node: make `dir` (root's only), settle what a killed
 /// run left there, and record this run's children in it.
@@ -56,7 +58,8 @@ pub fn take_over(dir: &Path) -> Result<()> {
 
 /// Record this process's children in `dir` from now on.
 pub fn record_in(dir: &Path) {
-    let _ = RECORDS.set(dir.to_path_buf());
+    let session = nix::unistd::getsid(None).map_or(0, Pid::as_raw);
+    let _ = RECORDS.set((dir.to_path_buf(), session));
 }
 
 /// A running child's record; removed when dropped, after the child was waited for.
@@ -71,10 +74,9 @@ impl Drop for Record {
 /// Record the child `pid` (its own group's leader) running what `shown` says, when this
 /// process records.
 pub(crate) fn record(pid: u32, shown: impl FnOnce() -> String) -> Option<Record> {
-    let dir = RECORDS.get()?;
+    let (dir, session) = RECORDS.get()?;
     // Not waited for yet, so the pid is still this child's (a zombie at worst).
     let start = start_time(pid as i32)?;
-    let session = nix::unistd::getsid(None).map_or(0, Pid::as_raw);
     let path = dir.join(pid.to_string());
     let shown = shown();
     let written = fs::OpenOptions::new()
@@ -98,10 +100,10 @@ pub(crate) fn record(pid: u32, shown: impl FnOnce() -> String) -> Option<Record>
 pub fn sweep(dir: &Path, wait: Duration) {
     let Ok(entries) = fs::read_dir(dir) else { return };
     let mut left = Vec::new();
+    // A run started by what a killed run left (its group) is not to wait for itself.
+    let own = nix::unistd::getpgrp().as_raw();
     for e in entries.flatten() {
         let path = e.path();
-        // A run started by what a killed run left (its group) is not to wait for itself.
-        let own = nix::unistd::getpgrp().as_raw();
         match Left::read(&path).filter(|l| l.pgid != own && l.ours() && l.running()) {
             Some(l) => {
                 tracing::warn!("`{}` (process group {}) outlived a killed run: waiting for it", l.command, l.pgid);

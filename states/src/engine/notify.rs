@@ -96,6 +96,11 @@ pub struct PendingQueue {
     aside: Option<PathBuf>,
 }
 
+/// Where a corrupt queue at `queue` is kept for a look.
+fn aside_of(queue: &Path) -> PathBuf {
+    queue.with_extension("json.corrupt")
+}
+
 impl PendingQueue {
     pub fn path(cx: &Context) -> PathBuf {
         cx.layout().pending_notifications()
@@ -138,7 +143,7 @@ impl PendingQueue {
 
     /// Where a corrupt queue is kept for a look (the last one only).
     pub fn set_aside_path(cx: &Context) -> PathBuf {
-        Self::path(cx).with_extension("json.corrupt")
+        aside_of(&Self::path(cx))
     }
 
     /// Where this run kept a copy of the corrupt queue, if it could.
@@ -159,7 +164,7 @@ impl PendingQueue {
         }
         self.corrupt = false;
         if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.is_dir()) {
-            let to = self.path.with_extension("json.corrupt");
+            let to = aside_of(&self.path);
             let _ = std::fs::remove_file(&to).or_else(|_| std::fs::remove_dir_all(&to));
             std::fs::rename(&self.path, &to)
                 .with_context(|| format!("cannot move the directory {} aside", self.path.display()))?;
