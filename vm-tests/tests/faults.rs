@@ -200,12 +200,7 @@ fn faults_leave_no_secret_no_half_file_and_a_converging_node() {
 
     // A validator that hangs: the run killed under it takes it along.
     node.sh("rm -f /var/lib/bt-faults/hang && touch /run/bt-hang").assert_ok("arm the hang");
-    start_slow_run(&node, "bt-hang-run");
-    wait_for("the validator to hang", Duration::from_secs(30), || {
-        node.exec(&["pgrep", "-f", "sleep 300"]).success().then_some(())
-    });
-    node.exec(&["systemctl", "kill", "--kill-whom=main", "--signal=SIGKILL", "bt-hang-run"])
-        .assert_ok("kill -9 the run");
+    kill_slow_run_once(&node, "bt-hang-run", "sleep 300");
     let gone = poll(Duration::from_secs(5), || (!node.exec(&["pgrep", "-f", "sleep 300"]).success()).then_some(()));
     assert!(
         gone.is_some(),
@@ -218,12 +213,7 @@ fn faults_leave_no_secret_no_half_file_and_a_converging_node() {
     // A validator's own child that hangs: the parent-death signal ends the shell, not its
     // `sleep`, so the next run waits for what the killed run left going, then kills it.
     node.sh("rm -f /var/lib/bt-faults/hang-deep && touch /run/bt-hang-deep").assert_ok("arm the deep hang");
-    start_slow_run(&node, "bt-hang-deep-run");
-    wait_for("the validator's child to hang", Duration::from_secs(30), || {
-        node.exec(&["pgrep", "-f", "^sleep 301"]).success().then_some(())
-    });
-    node.exec(&["systemctl", "kill", "--kill-whom=main", "--signal=SIGKILL", "bt-hang-deep-run"])
-        .assert_ok("kill -9 the run");
+    kill_slow_run_once(&node, "bt-hang-deep-run", "^sleep 301");
     let shell =
         poll(Duration::from_secs(5), || (!node.exec(&["pgrep", "-f", "bt-hang-deep ]"]).success()).then_some(()));
     assert!(shell.is_some(), "the validator's shell outlived the run");
@@ -346,6 +336,16 @@ fn start_slow_run(node: &Node, unit: &str) {
         "slow",
     ])
     .assert_ok("start a run to kill");
+}
+
+/// Starts `apply slow` as unit `unit` and kills its main process (`kill -9`) once a process
+/// matching `hung` (`pgrep -f`) runs.
+fn kill_slow_run_once(node: &Node, unit: &str, hung: &str) {
+    start_slow_run(node, unit);
+    wait_for(&format!("`{hung}` to hang"), Duration::from_secs(30), || {
+        node.exec(&["pgrep", "-f", hung]).success().then_some(())
+    });
+    node.exec(&["systemctl", "kill", "--kill-whom=main", "--signal=SIGKILL", unit]).assert_ok("kill -9 the run");
 }
 
 /// `apply` of `role`, retried while a scheduled run holds the lock.
